@@ -1,0 +1,5 @@
+import sys
+
+from kolray.cli import main
+
+sys.exit(main())
