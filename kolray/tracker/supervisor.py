@@ -1,0 +1,333 @@
+"""The tracker's supervisor: shards the active wallets over a pool of poller actors, survives actor
+deaths, reports progress, and runs once (``kolray track --once``) or forever (``--interval``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from kolray.config import Settings, get_settings
+from kolray.tracker.poller import PollPolicy
+
+log = logging.getLogger(__name__)
+
+MAX_RESUBMITS = 20  # per shard and sync: an actor that keeps dying is a bug, not bad luck
+
+
+class SyncSummary(BaseModel):
+    """What one pass over every active wallet did."""
+
+    wallets: int = 0
+    signatures: int = 0
+    fetched: int = 0
+    swaps: int = 0
+    failed_txs: int = 0
+    non_trade_txs: int = 0
+    malformed_txs: int = 0
+    unavailable: int = 0
+    lost_races: int = 0
+    stopped_early: int = 0
+    wallet_errors: int = 0
+    actor_restarts: int = 0
+    rpc: dict[str, float] = {}
+    elapsed_s: float = 0.0
+    max_wallet_lag_s: float = 0.0
+    errors: list[str] = []
+
+    def add(self, result: dict[str, Any], finished_at: float) -> None:
+        self.signatures += result.get("signatures", 0)
+        self.fetched += result.get("fetched", 0)
+        self.swaps += result.get("swaps", 0)
+        self.failed_txs += result.get("failed_txs", 0)
+        self.non_trade_txs += result.get("non_trade_txs", 0)
+        self.malformed_txs += result.get("malformed_txs", 0)
+        self.unavailable += result.get("unavailable", 0)
+        self.lost_races += bool(result.get("lost_race"))
+        self.stopped_early += bool(result.get("stopped_early") or result.get("skipped"))
+        if result.get("errors"):
+            self.wallet_errors += 1
+            self.errors.extend(result["errors"][:3])
+        if result.get("listed_at"):
+            self.max_wallet_lag_s = max(self.max_wallet_lag_s, finished_at - result["listed_at"])
+
+
+@dataclass
+class TrackerOptions:
+    rpc_urls: list[str]
+    database_url: str
+    actors: int = 2
+    rps: float = 10.0
+    burst: float = 10.0
+    policy: PollPolicy = field(default_factory=PollPolicy)
+    wallet_concurrency: int = 32
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> TrackerOptions:
+        settings = settings or get_settings()
+        options = cls(
+            rpc_urls=settings.rpc_url_values,
+            database_url=settings.database_url,
+            actors=settings.tracker_actors,
+            rps=settings.rpc_rps,
+            burst=settings.rpc_burst,
+            policy=PollPolicy(
+                batch_size=settings.rpc_batch_size,
+                backfill_seconds=settings.backfill_days * 86400,
+                backfill_max_signatures=settings.backfill_max_signatures,
+            ),
+            client_options={"timeout_s": settings.rpc_timeout_s, "max_retries": settings.rpc_max_retries},
+        )
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(options, name, value)
+        return options
+
+
+def shard_of(wallet: str, shards: int) -> int:
+    """Stable across runs and processes (unlike ``hash``): adding wallets moves no other wallet."""
+    return zlib.crc32(wallet.encode()) % shards
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster of a submitted job (RAY_ADDRESS), or start a local one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(namespace="kolray", num_cpus=num_cpus, log_to_driver=False)
+
+
+class Tracker:
+    """Owns the actors. Use as a context manager, or call :meth:`shutdown`."""
+
+    def __init__(self, options: TrackerOptions) -> None:
+        import ray
+        import ray.util.scheduling_strategies
+
+        from kolray.tracker import actors
+
+        ensure_ray()
+        self.options = options
+        ns = actors.NAMESPACE
+        # The limiter and the writer stay beside the supervisor (the head, or whichever node runs the
+        # job): worker nodes may be spot instances. Soft, so a one-node cluster is no special case.
+        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=True
+        )
+        self.limiter = actors.RateLimiterActor.options(
+            name=actors.LIMITER_NAME, namespace=ns, get_if_exists=True, scheduling_strategy=here
+        ).remote(options.rps, options.burst)
+        ray.get(self.limiter.reconfigure.remote(options.rps, options.burst))
+        self.writer = actors.WriterActor.options(
+            name=actors.WRITER_NAME, namespace=ns, get_if_exists=True, scheduling_strategy=here
+        ).remote(options.database_url)
+        # Pollers spread over the nodes: RPC sockets, CPU for extraction and failures are shared out.
+        self.pollers = [
+            actors.PollerActor.options(
+                name=actors.poller_name(i), namespace=ns, get_if_exists=True, scheduling_strategy="SPREAD"
+            ).remote(
+                i,
+                options.rpc_urls,
+                options.database_url,
+                options.policy,
+                options.client_options,
+                options.wallet_concurrency,
+            )
+            for i in range(options.actors)
+        ]
+        self.restarts = 0
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in [*self.pollers, self.writer, self.limiter]:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(actor, no_restart=True)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until every actor has started (so a timed sync measures polling, not start-up)."""
+        import ray
+
+        ray.get([p.progress.remote() for p in self.pollers] + [self.writer.stats.remote()], timeout=timeout_s)
+
+    def stop(self) -> None:
+        """Ask every poller to stop after the batch in hand (graceful shutdown)."""
+        for poller in self.pollers:
+            poller.stop.remote()
+
+    def shards(self, wallets: list[str]) -> list[list[str]]:
+        shards: list[list[str]] = [[] for _ in self.pollers]
+        for wallet in wallets:
+            shards[shard_of(wallet, len(self.pollers))].append(wallet)
+        return shards
+
+    def sync(
+        self,
+        wallets: list[str],
+        on_progress: Callable[[int, int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> SyncSummary:
+        """Bring every wallet up to date once. Survives poller deaths: a dead poller is restarted by
+        Ray and its shard resubmitted; cursors make the repeat cheap and exactly-once."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        started = time.time()
+        summary = SyncSummary(wallets=len(wallets))
+        for poller in self.pollers:
+            poller.reset_progress.remote()
+        pending: dict[Any, tuple[int, list[str], int]] = {}
+        for index, shard in enumerate(self.shards(wallets)):
+            if shard:
+                pending[self.pollers[index].sync.remote(shard)] = (index, shard, 0)
+        done_wallets = 0
+        stop_sent = False
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if stop is not None and stop.is_set() and not stop_sent:
+                self.stop()
+                stop_sent = True
+            for ref in ready:
+                index, shard, attempts = pending.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except RayActorError as error:
+                    # The actor died mid-sync (killed, OOM, node lost). Ray restarts it; resubmit.
+                    self.restarts += 1
+                    summary.actor_restarts += 1
+                    if attempts >= MAX_RESUBMITS:
+                        summary.errors.append(
+                            f"poller {index} died {attempts + 1} times: giving up on {len(shard)} wallets"
+                        )
+                        summary.wallet_errors += len(shard)
+                        continue
+                    log.warning(
+                        "poller died, resubmitting its shard",
+                        extra={"poller": index, "error": type(error).__name__},
+                    )
+                    pending[self.pollers[index].sync.remote(shard)] = (index, shard, attempts + 1)
+                    continue
+                finished = time.time()
+                for result in results:
+                    summary.add(result, finished)
+                done_wallets += len(shard)
+            if on_progress is not None:
+                on_progress(done_wallets + self._in_progress(pending), len(wallets))
+        summary.rpc = self._rpc_stats()
+        summary.elapsed_s = round(time.time() - started, 3)
+        return summary
+
+    def _in_progress(self, pending: dict[Any, tuple[int, list[str], int]]) -> int:
+        """Wallets finished inside shards that are still running (best effort, for the progress bar)."""
+        import ray
+
+        refs = [self.pollers[index].progress.remote() for index, _, _ in pending.values()]
+        try:
+            return sum(p["done"] for p in ray.get(refs, timeout=2))
+        except Exception:
+            return 0
+
+    def _rpc_stats(self) -> dict[str, float]:
+        import ray
+
+        totals: dict[str, float] = {}
+        try:
+            for progress in ray.get([p.progress.remote() for p in self.pollers], timeout=10):
+                for key, value in (progress.get("rpc") or {}).items():
+                    if isinstance(value, int | float):
+                        totals[key] = totals.get(key, 0) + value
+        except Exception:  # stats are informative; a dead poller's are lost with it
+            pass
+        return totals
+
+
+def active_wallets(database_url: str) -> list[str]:
+    from kolray.db.migrate import upgrade
+    from kolray.kols import list_kols
+
+    return [k.wallet for k in list_kols(upgrade(database_url), active_only=True)]
+
+
+def sync_once(
+    options: TrackerOptions | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> SyncSummary:
+    """Sync every active wallet once with a fresh pool of actors, then release them."""
+    options = options or TrackerOptions.from_settings()
+    wallets = active_wallets(options.database_url)
+    with Tracker(options) as tracker:
+        summary = tracker.sync(wallets, on_progress=on_progress, stop=stop)
+    _record_run(options.database_url, "track", summary)
+    return summary
+
+
+def run_forever(
+    options: TrackerOptions | None = None,
+    interval_s: float = 60.0,
+    on_cycle: Callable[[int, SyncSummary], None] | None = None,
+    stop: threading.Event | None = None,
+    max_cycles: int | None = None,
+) -> int:
+    """Poll every ``interval_s`` until ``stop`` is set (SIGINT/SIGTERM set it when this runs in the
+    main thread). Wallets added or paused between cycles are picked up at the next one. Returns the
+    number of cycles run."""
+    options = options or TrackerOptions.from_settings()
+    stop = stop or threading.Event()
+    restore = _install_signal_handlers(stop)
+    cycles = 0
+    try:
+        with Tracker(options) as tracker:
+            while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+                started = time.time()
+                summary = tracker.sync(active_wallets(options.database_url), stop=stop)
+                cycles += 1
+                _record_run(options.database_url, "track", summary)
+                if on_cycle is not None:
+                    on_cycle(cycles, summary)
+                stop.wait(max(0.0, interval_s - (time.time() - started)))
+    finally:
+        restore()
+    return cycles
+
+
+def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("stopping after the batches in hand", extra={"signal": signal.Signals(signum).name})
+        if stop.is_set():  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _record_run(database_url: str, kind: str, summary: SyncSummary) -> None:
+    from kolray.db.runs import record_run
+
+    record_run(kind, "ok" if not summary.wallet_errors else "partial", summary.model_dump(), database_url)
