@@ -1,0 +1,691 @@
+"""The analyzer's database stage: swaps → positions → KOL statistic snapshots, incrementally.
+
+One run:
+
+1. **Snapshot.** ``W`` = the largest swap id such that every swap with an id ≤ W is committed (on
+   PostgreSQL a brief ``SHARE`` lock on ``swaps`` waits out in-flight inserts, whose sequence ids
+   may commit out of order; SQLite writers are serialised already). Everything below reads only
+   swaps with ``id <= W``, so a run is a function of that snapshot, whatever the tracker does
+   meanwhile.
+2. **Positions.** A full run rebuilds every wallet; an incremental one only the (wallet, mint)
+   pairs that have swaps with ``previous W < id <= W`` (a late-arriving, older swap lands there
+   too and rebuilds its pair from scratch). Positions depend only on their pair's swaps, so this
+   is exact. Wallets go in batches; a wallet's positions and statistics are replaced in one
+   transaction, so readers never see half a wallet.
+3. **Statistics.** Snapshots per wallet for windows 7d/30d/all, as of ``T``: by default one second
+   after the newest swap (the data's own clock, so a replayed world gets a meaningful leaderboard
+   and a rerun gives the same result). Wallets whose positions changed are recomputed; when ``T``
+   moved, so are the wallets with a position entered or closed in the span a window slid over;
+   every other wallet's statistics are provably unchanged and only get the new ``as_of``.
+4. **Marks.** Open positions are marked with the last price of their mint (any wallet); only mints
+   with new swaps (or newly written open positions) can have a new mark.
+5. **Watermark.** ``meta['analyzer']`` records W, T and the definitions version, last, in its own
+   transaction. A run marks the state incomplete before it writes anything, so after a crash the
+   next run rebuilds in full (wallets left at the dead run's as-of time cannot be trusted to slide).
+
+Swaps are append-only (the tracker's exactly-once contract). After deleting or editing swaps by
+hand, run a full rebuild (``kolray analyze --full``); a change of ``ANALYZER_VERSION`` forces one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+    values,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import aliased
+
+from kolray.analyzer.positions import (
+    SWAP_FIELDS,
+    Position,
+    build_ledger,
+    leg_from_values,
+    swap_price_sol,
+    unrealised_value,
+)
+from kolray.analyzer.stats import WINDOWS, kol_stats_windows
+from kolray.chain.types import WSOL_MINT
+from kolray.db.models import KolStatRow, Meta, PositionRow, Run, SwapRow, now_s
+
+log = logging.getLogger(__name__)
+
+# Bump when a definition in positions.py / stats.py changes: stored rows are then rebuilt in full.
+ANALYZER_VERSION = "1"
+META_KEY = "analyzer"
+# Any 64-bit constant: the PostgreSQL advisory lock that keeps two analyze runs apart.
+PG_LOCK_KEY = 0x6B6F6C_616E61
+# Up to this many swaps (whole wallets) or (wallet, mint) pairs are rebuilt per transaction.
+BATCH_SWAPS = 20_000
+BATCH_PAIRS = 400
+BATCH_WALLETS = 200
+# Beyond this many changed pairs an incremental run rebuilds the changed wallets whole, so that
+# memory stays bounded by the number of wallets rather than pairs.
+MAX_PAIRS = 20_000
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+# In SWAP_FIELDS order, so that rows turn into legs without attribute lookups.
+_SWAP_COLUMNS = tuple(getattr(SwapRow, name) for name in SWAP_FIELDS)
+_CHAIN_ORDER = (SwapRow.block_time, SwapRow.slot, SwapRow.signature)
+
+
+class AnalyzeBusy(RuntimeError):
+    """Another analyze run holds the database."""
+
+
+@dataclass
+class AnalyzeSummary:
+    """What one run did (also stored in ``runs.summary``)."""
+
+    mode: str  # full | incremental
+    reason: str  # why this mode
+    swap_watermark: int  # W: every swap with id <= W was analysed
+    previous_watermark: int | None
+    as_of: int | None  # T of the statistic snapshots (None: no swaps yet)
+    wallets: int = 0  # wallets whose positions were rebuilt (whole or some pairs)
+    pairs: int | None = None  # (wallet, mint) pairs rebuilt (None: whole wallets)
+    swaps_read: int = 0
+    positions_written: int = 0
+    open_positions_written: int = 0
+    untracked_sells: int = 0
+    skipped_swaps: int = 0
+    stats_wallets: int = 0  # wallets whose statistics were recomputed
+    marks_updated: int = 0
+    seconds: float = 0.0
+    run_id: int | None = None
+    _times: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("_times")
+        values["phase_seconds"] = {k: round(v, 3) for k, v in self._times.items()}
+        return values
+
+    def line(self) -> str:
+        from datetime import UTC, datetime
+
+        when = "no swaps yet"
+        if self.as_of is not None:
+            when = "stats as of " + datetime.fromtimestamp(self.as_of, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        pairs = "" if self.pairs is None else f" ({self.pairs} pairs)"
+        return (
+            f"analyze {self.mode}: {self.wallets} wallets{pairs}, {self.swaps_read} swaps → "
+            f"{self.positions_written} positions ({self.open_positions_written} open), "
+            f"{self.untracked_sells} untracked sells; {self.stats_wallets} wallets' stats, "
+            f"{self.marks_updated} marks; {when}; {self.seconds:.2f} s"
+        )
+
+
+@dataclass
+class _Unit:
+    """A wallet to rebuild: all its mints (``mints is None``) or some."""
+
+    wallet: str
+    mints: list[str] | None
+    weight: int
+
+
+# Entry point
+
+
+def analyze(
+    engine: Engine,
+    full: bool = False,
+    *,
+    as_of: int | None = None,
+    progress: Progress | None = None,
+) -> AnalyzeSummary:
+    """Bring ``positions`` and ``kol_stats`` up to date with ``swaps``.
+
+    Incremental by default (only what changed since the last run); ``full`` rebuilds everything.
+    Both give the same rows. ``as_of`` fixes the statistics' time (default: one second after the
+    newest swap). Raises :class:`AnalyzeBusy` when another run holds the database. The run is
+    recorded in ``runs`` (kind ``analyze``).
+    """
+    started = time.perf_counter()
+    with analyzer_lock(engine):
+        with engine.begin() as conn:
+            run_id = conn.execute(
+                insert(Run).values(kind="analyze", started_at=now_s(), status="running").returning(Run.id)
+            ).scalar_one()
+        try:
+            summary = _analyze(engine, full, as_of, progress or (lambda phase, done, total: None))
+        except BaseException as error:
+            with engine.begin() as conn:
+                conn.execute(
+                    update(Run)
+                    .where(Run.id == run_id)
+                    .values(
+                        status="failed",
+                        finished_at=now_s(),
+                        summary={"error": f"{type(error).__name__}: {error}"[:500]},
+                    )
+                )
+            raise
+        summary.seconds = time.perf_counter() - started
+        summary.run_id = run_id
+        with engine.begin() as conn:
+            conn.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(status="ok", finished_at=now_s(), summary=summary.to_dict())
+            )
+    log.info(summary.line())
+    return summary
+
+
+def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) -> AnalyzeSummary:
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    # 1. Snapshot
+    with engine.begin() as conn:
+        state = _read_state(conn)
+        watermark = _committed_watermark(conn)
+    reason = "requested" if full else "incremental"
+    if not full and state is None:
+        full, reason = True, "first run"
+    elif not full and state.get("version") != ANALYZER_VERSION:
+        full, reason = True, f"definitions changed ({state.get('version')} → {ANALYZER_VERSION})"
+    elif not full and not state.get("complete", False):
+        # A run that died half-way left some wallets at its own as-of time; start clean.
+        full, reason = True, "the previous run did not finish"
+    previous = None if full or state is None else int(state["swap_id"])
+    with engine.begin() as conn:
+        if full:
+            newest = conn.scalar(select(func.max(SwapRow.block_time)).where(SwapRow.id <= watermark))
+            data_as_of = None if newest is None else int(newest) + 1
+        else:
+            newest = conn.scalar(
+                select(func.max(SwapRow.block_time)).where(SwapRow.id > previous, SwapRow.id <= watermark)
+            )
+            # Swaps are append-only, so the newest block time so far is the old one or a new one.
+            candidates = [state.get("data_as_of"), None if newest is None else int(newest) + 1]
+            data_as_of = max((c for c in candidates if c is not None), default=None)
+    target = as_of if as_of is not None else data_as_of
+    summary = AnalyzeSummary(
+        mode="full" if full else "incremental",
+        reason=reason,
+        swap_watermark=watermark,
+        previous_watermark=previous,
+        as_of=target,
+    )
+    summary._times = timings
+    if state is not None:
+        with engine.begin() as conn:
+            _write_state(conn, {**state, "complete": False})
+    lap("snapshot")
+
+    # 2. Positions (+ statistics of the wallets rebuilt)
+    units = _full_units(engine, watermark) if full else _changed_units(engine, previous, watermark)
+    summary.wallets = len(units)
+    if not full and all(unit.mints is not None for unit in units):
+        summary.pairs = sum(len(unit.mints or ()) for unit in units)
+    marked_mints: set[str] = set()
+    done = 0
+    for batch in _batches(units):
+        with engine.begin() as conn:
+            _rebuild_batch(conn, batch, watermark, target, summary, marked_mints)
+        done += len(batch)
+        progress("positions", done, len(units))
+    lap("positions")
+    rebuilt = {unit.wallet for unit in units}
+
+    if full:
+        # Wallets whose swaps are gone (hand edits) keep no rows.
+        with engine.begin() as conn:
+            known = select(SwapRow.wallet).where(SwapRow.id <= watermark).distinct()
+            conn.execute(delete(PositionRow).where(PositionRow.wallet.not_in(known)))
+            conn.execute(delete(KolStatRow).where(KolStatRow.wallet.not_in(known)))
+
+    # 3. Statistics of wallets whose windows slid over a position's entry or exit
+    previous_as_of = None if full or state is None else state.get("as_of")
+    if target is not None and previous_as_of is not None and previous_as_of != target:
+        moved = [w for w in _wallets_touched_by_time(engine, int(previous_as_of), target) if w not in rebuilt]
+        for index in range(0, len(moved), BATCH_WALLETS):
+            chunk = moved[index : index + BATCH_WALLETS]
+            with engine.begin() as conn:
+                positions = _read_positions(conn, chunk)
+                _write_stats(conn, chunk, positions, target)
+            summary.stats_wallets += len(chunk)
+            progress("stats", index + len(chunk), len(moved))
+        with engine.begin() as conn:
+            # Every other snapshot is the same as of the new time (see _wallets_touched_by_time).
+            conn.execute(update(KolStatRow).where(KolStatRow.as_of != target).values(as_of=target))
+    lap("stats")
+
+    # 4. Marks
+    if full:
+        with engine.begin() as conn:
+            mints = conn.scalars(
+                select(PositionRow.mint)
+                .where(PositionRow.status == "open")
+                .distinct()
+                .order_by(PositionRow.mint)
+            ).all()
+    else:
+        with engine.begin() as conn:
+            new_mints = conn.scalars(
+                select(SwapRow.mint).where(SwapRow.id > previous, SwapRow.id <= watermark).distinct()
+            ).all()
+        mints = sorted(marked_mints.union(new_mints))
+    for index in range(0, len(mints), BATCH_PAIRS):
+        chunk = mints[index : index + BATCH_PAIRS]
+        with engine.begin() as conn:
+            summary.marks_updated += _refresh_marks(conn, chunk, watermark)
+        progress("marks", index + len(chunk), len(mints))
+    lap("marks")
+
+    # 5. Watermark
+    with engine.begin() as conn:
+        _write_state(
+            conn,
+            {
+                "version": ANALYZER_VERSION,
+                "swap_id": watermark,
+                "as_of": target,
+                "data_as_of": data_as_of,
+                "complete": True,
+            },
+        )
+    lap("watermark")
+    return summary
+
+
+def iter_wallet_positions(
+    engine: Engine, wallets: Sequence[str] | None = None, *, batch_wallets: int = BATCH_WALLETS
+) -> Iterator[tuple[str, list[Position]]]:
+    """Stored positions, one wallet at a time in wallet order (all wallets with positions, or
+    ``wallets``), each list in (mint, seq) order: for the feature pipeline and backtests, in
+    memory bounded by a batch of wallets (build a :class:`KolStatsIndex` per wallet)."""
+    if wallets is None:
+        with engine.begin() as conn:
+            wallets = conn.scalars(select(PositionRow.wallet).distinct().order_by(PositionRow.wallet)).all()
+    else:
+        wallets = sorted(set(wallets))
+    columns = [column for column in PositionRow.__table__.columns if column.name != "id"]
+    for index in range(0, len(wallets), batch_wallets):
+        chunk = list(wallets[index : index + batch_wallets])
+        grouped: dict[str, list[Position]] = {wallet: [] for wallet in chunk}
+        with engine.begin() as conn:
+            for row in conn.execute(
+                select(*columns)
+                .where(PositionRow.wallet.in_(chunk))
+                .order_by(PositionRow.wallet, PositionRow.mint, PositionRow.seq)
+            ):
+                grouped[row.wallet].append(Position.from_row(row))
+        yield from grouped.items()
+
+
+def parse_as_of(value: str) -> int:
+    """A time for ``--as-of``: unix seconds, ISO-8601 (UTC when it has no zone) or ``now``."""
+    from datetime import UTC, datetime
+
+    text_value = value.strip()
+    if text_value.lower() == "now":
+        return int(time.time())
+    if text_value.lstrip("-").isdigit():
+        return int(text_value)
+    try:
+        parsed = datetime.fromisoformat(text_value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not unix seconds, an ISO-8601 time or 'now'") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+# Snapshot and work
+
+
+@contextlib.contextmanager
+def analyzer_lock(engine: Engine) -> Iterator[None]:
+    """One analyze run per database at a time: a PostgreSQL advisory lock, or a lock file beside
+    the SQLite database (both released by the OS/server if the process dies). Other stages hold it
+    to keep positions still while they read them; raises :class:`AnalyzeBusy` if held."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            if not conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": PG_LOCK_KEY}):
+                raise AnalyzeBusy("another kolray analyze is running on this database")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_LOCK_KEY})
+                conn.commit()
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(Path(database).expanduser().with_name(Path(database).name + "-analyze.lock"), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AnalyzeBusy("another kolray analyze is running on this database") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_exclusive = analyzer_lock  # the name kolray.features first imported
+
+
+def _read_state(conn: Connection) -> dict[str, Any] | None:
+    value = conn.scalar(select(Meta.value).where(Meta.key == META_KEY))
+    return value if isinstance(value, dict) else None
+
+
+def _write_state(conn: Connection, value: dict[str, Any]) -> None:
+    if conn.scalar(select(func.count()).select_from(Meta).where(Meta.key == META_KEY)):
+        conn.execute(update(Meta).where(Meta.key == META_KEY).values(value=value, updated_at=now_s()))
+    else:
+        conn.execute(insert(Meta).values(key=META_KEY, value=value, updated_at=now_s()))
+
+
+def _committed_watermark(conn: Connection) -> int:
+    """The largest swap id below which nothing can still appear."""
+    if conn.dialect.name == "postgresql":
+        # Sequence ids are handed out before commit: a transaction holding id 7 may commit after one
+        # holding id 8. SHARE mode waits for every open inserter and keeps new ones out for the
+        # instant of the read, so max(id) then covers every id below it.
+        conn.execute(text("SET LOCAL lock_timeout = '120s'"))
+        conn.execute(text("LOCK TABLE swaps IN SHARE MODE"))
+    return int(conn.scalar(select(func.max(SwapRow.id))) or 0)
+
+
+def _full_units(engine: Engine, watermark: int) -> list[_Unit]:
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(SwapRow.wallet, func.count())
+            .where(SwapRow.id <= watermark)
+            .group_by(SwapRow.wallet)
+            .order_by(SwapRow.wallet)
+        ).all()
+    return [_Unit(wallet, None, count) for wallet, count in rows]
+
+
+def _changed_units(engine: Engine, previous: int, watermark: int) -> list[_Unit]:
+    new = and_(SwapRow.id > previous, SwapRow.id <= watermark)
+    with engine.begin() as conn:
+        per_wallet = conn.execute(
+            select(SwapRow.wallet, func.count(SwapRow.mint.distinct()))
+            .where(new)
+            .group_by(SwapRow.wallet)
+            .order_by(SwapRow.wallet)
+        ).all()
+        if sum(count for _, count in per_wallet) <= MAX_PAIRS:
+            units: dict[str, _Unit] = {}
+            for wallet, mint in conn.execute(
+                select(SwapRow.wallet, SwapRow.mint)
+                .where(new)
+                .distinct()
+                .order_by(SwapRow.wallet, SwapRow.mint)
+            ):
+                unit = units.setdefault(wallet, _Unit(wallet, [], 0))
+                unit.mints.append(mint)
+                unit.weight += 1
+            return list(units.values())
+    changed = {wallet for wallet, _ in per_wallet}
+    return [unit for unit in _full_units(engine, watermark) if unit.wallet in changed]
+
+
+def _batches(units: Sequence[_Unit]) -> Iterator[list[_Unit]]:
+    """Whole wallets per batch, up to BATCH_SWAPS swaps (whole-wallet units) or BATCH_PAIRS pairs."""
+    batch: list[_Unit] = []
+    weight = 0
+    for unit in units:
+        limit = BATCH_SWAPS if unit.mints is None else BATCH_PAIRS
+        if batch and (weight + unit.weight > limit or len(batch) >= BATCH_WALLETS):
+            yield batch
+            batch, weight = [], 0
+        batch.append(unit)
+        weight += unit.weight
+    if batch:
+        yield batch
+
+
+# Rebuilding
+
+
+def _rebuild_batch(
+    conn: Connection,
+    batch: list[_Unit],
+    watermark: int,
+    as_of: int | None,
+    summary: AnalyzeSummary,
+    marked_mints: set[str],
+) -> None:
+    whole = [unit.wallet for unit in batch if unit.mints is None]
+    pairs = [(unit.wallet, mint) for unit in batch for mint in unit.mints or ()]
+    rows: list[Any] = []
+    if whole:
+        rows += conn.execute(
+            select(*_SWAP_COLUMNS)
+            .where(SwapRow.wallet.in_(whole), SwapRow.id <= watermark)
+            .order_by(SwapRow.wallet, SwapRow.mint, *_CHAIN_ORDER)
+        ).all()
+    for index in range(0, len(pairs), BATCH_PAIRS):
+        chunk = pairs[index : index + BATCH_PAIRS]
+        rows += conn.execute(
+            select(*_SWAP_COLUMNS).where(
+                tuple_(SwapRow.wallet, SwapRow.mint).in_(chunk), SwapRow.id <= watermark
+            )
+        ).all()
+    # Marks come last, for every open position of a mint at once (see _refresh_marks).
+    legs = [leg_from_values(*row) for row in rows]
+    summary.swaps_read += len(rows)
+    del rows
+    placed = [leg for leg in legs if leg is not None]
+    summary.skipped_swaps += len(legs) - len(placed)
+    del legs
+    ledger = build_ledger(placed, marks={})
+    summary.untracked_sells += len(ledger.untracked_sells)
+
+    if whole:
+        conn.execute(delete(PositionRow).where(PositionRow.wallet.in_(whole)))
+    for index in range(0, len(pairs), BATCH_PAIRS):
+        chunk = pairs[index : index + BATCH_PAIRS]
+        conn.execute(delete(PositionRow).where(tuple_(PositionRow.wallet, PositionRow.mint).in_(chunk)))
+    if ledger.positions:
+        conn.execute(insert(PositionRow), [position.to_row() for position in ledger.positions])
+    summary.positions_written += len(ledger.positions)
+    for position in ledger.positions:
+        if not position.closed:
+            summary.open_positions_written += 1
+            marked_mints.add(position.mint)
+
+    if as_of is None:
+        return
+    wallets = [unit.wallet for unit in batch]
+    if pairs:
+        # Only some pairs were rebuilt: the statistics need the wallets' other positions too.
+        positions = _read_positions(conn, wallets)
+    else:
+        positions = {wallet: [] for wallet in wallets}
+        for position in ledger.positions:
+            positions[position.wallet].append(position)
+    _write_stats(conn, wallets, positions, as_of)
+    summary.stats_wallets += len(wallets)
+
+
+# What kol_stats reads of a position: enough to rebuild statistics without the other columns.
+_STATS_COLUMNS = (
+    PositionRow.wallet,
+    PositionRow.mint,
+    PositionRow.seq,
+    PositionRow.status,
+    PositionRow.entry_time,
+    PositionRow.exit_time,
+    PositionRow.cost_lamports,
+    PositionRow.proceeds_lamports,
+    PositionRow.fees_lamports,
+    PositionRow.hold_weighted_s,
+    PositionRow.flags,
+)
+
+
+def _read_positions(conn: Connection, wallets: Sequence[str]) -> dict[str, list[Position]]:
+    """The stored positions of ``wallets``, with the fields statistics use (the rest default)."""
+    positions: dict[str, list[Position]] = {wallet: [] for wallet in wallets}
+    for wallet, mint, seq, status, entry, exit_, cost, proceeds, fees, hold_w, flags in conn.execute(
+        select(*_STATS_COLUMNS).where(PositionRow.wallet.in_(list(wallets)))
+    ):
+        positions[wallet].append(
+            Position(
+                wallet=wallet,
+                mint=mint,
+                seq=seq,
+                status=status,
+                entry_time=entry,
+                exit_time=exit_,
+                entry_signature="",
+                entry_dex="",
+                token_decimals=0,
+                cost_lamports=cost,
+                proceeds_lamports=proceeds,
+                fees_lamports=fees,
+                hold_weighted_s=hold_w,
+                flags=list(flags),
+            )
+        )
+    return positions
+
+
+def _write_stats(
+    conn: Connection, wallets: Sequence[str], positions: dict[str, list[Position]], as_of: int
+) -> None:
+    conn.execute(delete(KolStatRow).where(KolStatRow.wallet.in_(list(wallets))))
+    rows = [
+        {"wallet": wallet, "as_of": as_of, "window": window, "stats": stats.snapshot()}
+        for wallet in wallets
+        for window, stats in kol_stats_windows(positions[wallet], as_of, WINDOWS, wallet=wallet).items()
+    ]
+    if rows:
+        conn.execute(insert(KolStatRow), rows)
+
+
+def _wallets_touched_by_time(engine: Engine, before: int, after: int) -> list[str]:
+    """Wallets whose statistics can differ between as-of ``before`` and ``after``.
+
+    A window [T − w, T) moving from ``before`` to ``after`` gains or loses exactly the positions
+    whose exit (closed counts, sums, recent form, last exit) or entry (trades, last entry) lies in
+    [min − w, max − w) or [min, max); a wallet with none there has the same statistics.
+    """
+    low, high = min(before, after), max(before, after)
+    spans = [(low, high)] + [(low - span, high - span) for span in WINDOWS.values() if span is not None]
+    touched = or_(
+        *(
+            or_(
+                and_(PositionRow.exit_time >= a, PositionRow.exit_time < b),
+                and_(PositionRow.entry_time >= a, PositionRow.entry_time < b),
+            )
+            for a, b in spans
+        )
+    )
+    with engine.begin() as conn:
+        return list(
+            conn.scalars(select(PositionRow.wallet).where(touched).distinct().order_by(PositionRow.wallet))
+        )
+
+
+def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> int:
+    """Mark every open position in ``mints`` with its mint's last price (same rule as
+    :func:`kolray.analyzer.positions.last_prices`); returns how many positions were updated."""
+    # Per mint, the newest swap that reveals a price: a correlated LIMIT 1 per mint walks the
+    # (mint, block_time) index backwards, so the cost does not grow with a mint's history.
+    wanted = values(column("mint", String), name="wanted").data([(mint,) for mint in mints]).cte("wanted")
+    other = aliased(SwapRow)
+    newest = (
+        select(other.id)
+        .where(
+            other.mint == wanted.c.mint,
+            other.id <= watermark,
+            other.block_time.is_not(None),
+            other.token_amount != 0,
+            or_(
+                other.price_sol.is_not(None),
+                and_(or_(other.quote_mint.is_(None), other.quote_mint == WSOL_MINT), other.sol_amount > 0),
+            ),
+        )
+        .order_by(other.block_time.desc(), other.slot.desc().nulls_last(), other.signature.desc())
+        .limit(1)
+        .correlate(wanted)
+        .scalar_subquery()
+    )
+    marks = {}
+    for row in conn.execute(select(*_SWAP_COLUMNS).where(SwapRow.id.in_(select(newest).select_from(wanted)))):
+        price = swap_price_sol(row)
+        if price is not None:
+            marks[row.mint] = (price, int(row.block_time))
+    updates = []
+    for position_id, mint, bought, sold, decimals in conn.execute(
+        select(
+            PositionRow.id,
+            PositionRow.mint,
+            PositionRow.tokens_bought,
+            PositionRow.tokens_sold,
+            PositionRow.token_decimals,
+        ).where(PositionRow.status == "open", PositionRow.mint.in_(list(mints)))
+    ):
+        price, seen = marks.get(mint, (None, None))
+        updates.append(
+            {
+                "pid": position_id,
+                "price": price,
+                "seen": seen,
+                "value": None if price is None else unrealised_value(bought - sold, decimals, price),
+            }
+        )
+    if updates:
+        conn.execute(
+            update(PositionRow)
+            .where(PositionRow.id == bindparam("pid"))
+            .values(
+                last_price_sol=bindparam("price"),
+                mark_time=bindparam("seen"),
+                unrealised_value_sol=bindparam("value"),
+            ),
+            updates,
+        )
+    return len(updates)
+
+
+__all__ = [
+    "ANALYZER_VERSION",
+    "AnalyzeBusy",
+    "AnalyzeSummary",
+    "analyze",
+    "analyzer_lock",
+    "iter_wallet_positions",
+    "parse_as_of",
+]

@@ -1,0 +1,425 @@
+"""Point-in-time KOL statistics from positions.
+
+Statistics as of ``t`` use only positions **closed before t** (``exit_time < t``) and position
+entries before ``t``: whatever happens at or after ``t`` cannot change them (a closed position is
+fixed by swaps up to its exit). :func:`kol_stats` is the plain, direct definition;
+:class:`KolStatsIndex` answers the same question for many times in O(log n) each, for the feature
+pipeline.
+
+Definitions (also in the README, "KOL statistics"):
+
+- window ``7d`` / ``30d``: positions with ``as_of − 7/30 days <= exit_time < as_of``; ``all``: every
+  ``exit_time < as_of``. ``trades`` counts positions *entered* in the same window.
+- ``scored``: closed positions with a SOL multiple (no token-to-token leg, SOL spent). Win rate,
+  3x rate, multiples, PnL, consistency and the Diamond Hand score are over scored positions; the
+  hold times over all closed positions.
+- win: ``realised_pnl > 0`` (net of fees). 3x: ``multiple >= 3`` (gross, as the label).
+- ``consistency``: the Wilson score lower bound (95%, z = 1.96) of the win rate,
+  ``(p + z²/2n − z·sqrt(p(1−p)/n + z²/4n²)) / (1 + z²/n)`` with ``p = wins/n``, ``n = scored``. It
+  is the win rate the record supports with confidence: high only for many positions that are
+  mostly wins, never for a short lucky streak (3 of 3 gives 0.44; 60 of 100 gives 0.50).
+- ``dh_score`` (Diamond Hand): the mean over scored positions of ``h × o``, where
+  ``h = min(hold_weighted_s / 1 day, 1)`` is how long the tokens were held (size-weighted, FIFO)
+  and ``o = clip(ln(multiple) / ln 3, −1, 1)`` the outcome (+1 at 3x or better, 0 at break-even,
+  −1 at a third or worse; a multiple of 0 is −1). Holding winners scores up to +1, holding losers
+  (bag-holding) down to −1, quick flips about 0 whatever they made: it rewards holding *winners*,
+  not holding.
+- recent form: the last ``RECENT_N`` scored positions closed before ``as_of`` (in close order,
+  ties broken by entry time, mint, seq), whatever the window.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from kolray.analyzer.positions import FLAG_UNTRACKED_SELL, Position
+from kolray.chain.types import LAMPORTS_PER_SOL
+
+Window = Literal["7d", "30d", "all"]
+WINDOWS: dict[str, int | None] = {"7d": 7 * 86_400, "30d": 30 * 86_400, "all": None}
+RECENT_N = 10
+DH_HOLD_SCALE_S = 86_400
+WILSON_Z = 1.96
+_LN3 = math.log(3.0)
+
+
+@dataclass(slots=True, frozen=True)
+class KolStats:
+    """One wallet's statistics as of a time over a window (``None``: no position to compute from)."""
+
+    wallet: str | None
+    as_of: int
+    window: str
+    trades: int  # positions entered in the window
+    closed: int  # positions closed in the window
+    scored: int  # of those, with a SOL multiple
+    wins: int
+    n_3x: int
+    win_rate: float | None
+    rate_3x: float | None
+    mean_multiple: float | None
+    median_multiple: float | None
+    mean_hold_s: float | None
+    mean_hold_weighted_s: float | None
+    total_cost_sol: float
+    total_pnl_sol: float
+    roi: float | None  # total PnL / total cost
+    consistency: float | None
+    dh_score: float | None
+    untracked_sell_positions: int  # closed positions with the untracked_sell flag
+    recent_n: int
+    recent_win_rate: float | None
+    recent_rate_3x: float | None
+    recent_mean_multiple: float | None
+    last_entry_time: int | None  # latest entry before as_of (any window)
+    last_exit_time: int | None  # latest close before as_of (any window)
+
+    def to_dict(self) -> dict[str, Any]:
+        # Flat fields only: a comprehension, not dataclasses.asdict's recursive deep copy.
+        return {name: getattr(self, name) for name in _ALL_FIELDS}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``kol_stats.stats`` stores: everything but the row's own key."""
+        values = self.to_dict()
+        for key in ("wallet", "as_of", "window"):
+            values.pop(key)
+        return values
+
+
+_ALL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(KolStats))
+STAT_FIELDS: tuple[str, ...] = tuple(
+    name for name in _ALL_FIELDS if name not in ("wallet", "as_of", "window")
+)
+
+
+def window_seconds(window: str) -> int | None:
+    try:
+        return WINDOWS[window]
+    except KeyError:
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, not {window!r}") from None
+
+
+def wilson_lower_bound(wins: int, n: int, z: float = WILSON_Z) -> float | None:
+    """Lower bound of the Wilson score interval for a proportion; ``None`` when ``n == 0``."""
+    if n <= 0:
+        return None
+    p = wins / n
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return (centre - margin) / (1 + z2 / n)
+
+
+def dh_term(multiple: float, hold_weighted_s: float) -> float:
+    """One scored position's Diamond Hand contribution ``h × o`` (see the module docstring)."""
+    hold = min(hold_weighted_s / DH_HOLD_SCALE_S, 1.0)
+    outcome = -1.0 if multiple <= 0 else max(-1.0, min(1.0, math.log(multiple) / _LN3))
+    return hold * outcome
+
+
+def close_order(position: Position) -> tuple[int, int, str, int]:
+    """The order positions close in (exit time, then a fixed tie-break)."""
+    assert position.exit_time is not None
+    return (position.exit_time, position.entry_time, position.mint, position.seq)
+
+
+def _single_wallet(positions: Sequence[Position], wallet: str | None) -> str | None:
+    wallets = {p.wallet for p in positions}
+    if wallet is not None:
+        wallets.add(wallet)
+    if len(wallets) > 1:
+        raise ValueError(f"KOL statistics are per wallet; got positions of {len(wallets)} wallets")
+    return next(iter(wallets), None)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+class _Closed(NamedTuple):
+    """A closed position reduced to what the statistics read (computed once per position)."""
+
+    exit_time: int
+    hold_s: int
+    hold_weighted_s: float
+    untracked: bool
+    scored: bool
+    multiple: float | None
+    pnl: int | None  # lamports, net of fees
+    cost: int
+    dh: float | None
+
+
+def _reduce(position: Position) -> _Closed:
+    scored = position.sol_valued
+    multiple = position.multiple
+    return _Closed(
+        exit_time=position.exit_time,
+        hold_s=position.hold_s,
+        hold_weighted_s=position.hold_weighted_s,
+        untracked=FLAG_UNTRACKED_SELL in position.flags,
+        scored=scored,
+        multiple=multiple,
+        pnl=position.realised_pnl_lamports,
+        cost=position.cost_lamports,
+        dh=dh_term(multiple, position.hold_weighted_s) if scored else None,
+    )
+
+
+def kol_stats(
+    positions: Iterable[Position], as_of: int, window: str = "all", *, wallet: str | None = None
+) -> KolStats:
+    """One wallet's statistics as of ``as_of`` over ``window`` (``7d``, ``30d`` or ``all``), from its
+    positions closed before ``as_of``: the direct, readable definition (O(n)). ``wallet`` names
+    the KOL when the positions may be empty (else it is taken from them)."""
+    return kol_stats_windows(positions, as_of, (window,), wallet=wallet)[window]
+
+
+def kol_stats_windows(
+    positions: Iterable[Position],
+    as_of: int,
+    windows: Iterable[str] = tuple(WINDOWS),
+    *,
+    wallet: str | None = None,
+) -> dict[str, KolStats]:
+    """:func:`kol_stats` for several windows at once (the positions are read once)."""
+    positions = list(positions)
+    wallet = _single_wallet(positions, wallet)
+    closed_before = [
+        _reduce(p)
+        for p in sorted((p for p in positions if p.closed and p.exit_time < as_of), key=close_order)
+    ]
+    entries = [p.entry_time for p in positions if p.entry_time < as_of]
+    recent = [c for c in closed_before if c.scored][-RECENT_N:]
+    recent_multiples = [c.multiple for c in recent]
+    shared = {
+        "recent_n": len(recent),
+        "recent_win_rate": (sum(1 for c in recent if c.pnl > 0) / len(recent)) if recent else None,
+        "recent_rate_3x": (sum(1 for m in recent_multiples if m >= 3) / len(recent)) if recent else None,
+        "recent_mean_multiple": _mean(recent_multiples),
+        "last_entry_time": max(entries) if entries else None,
+        "last_exit_time": closed_before[-1].exit_time if closed_before else None,
+    }
+    result = {}
+    for window in windows:
+        span = window_seconds(window)
+        low = None if span is None else as_of - span
+        closed = closed_before if low is None else [c for c in closed_before if c.exit_time >= low]
+        scored = [c for c in closed if c.scored]
+        multiples = [c.multiple for c in scored]
+        wins = sum(1 for c in scored if c.pnl > 0)
+        n_3x = sum(1 for m in multiples if m >= 3)
+        cost = sum(c.cost for c in scored)
+        total_pnl = sum(c.pnl for c in scored)
+        n = len(scored)
+        result[window] = KolStats(
+            wallet=wallet,
+            as_of=as_of,
+            window=window,
+            trades=sum(1 for t in entries if low is None or t >= low),
+            closed=len(closed),
+            scored=n,
+            wins=wins,
+            n_3x=n_3x,
+            win_rate=wins / n if n else None,
+            rate_3x=n_3x / n if n else None,
+            mean_multiple=_mean(multiples),
+            median_multiple=statistics.median(multiples) if multiples else None,
+            mean_hold_s=_mean([c.hold_s for c in closed]),
+            mean_hold_weighted_s=_mean([c.hold_weighted_s for c in closed]),
+            total_cost_sol=cost / LAMPORTS_PER_SOL,
+            total_pnl_sol=total_pnl / LAMPORTS_PER_SOL,
+            roi=total_pnl / cost if cost else None,
+            consistency=wilson_lower_bound(wins, n),
+            dh_score=_mean([c.dh for c in scored]),
+            untracked_sell_positions=sum(1 for c in closed if c.untracked),
+            **shared,
+        )
+    return result
+
+
+# Many as-of times: prefix sums and a wavelet matrix
+
+
+class _WaveletMatrix:
+    """k-th smallest value in any index range of a fixed array, in O(log n).
+
+    Built over ranks (a permutation of 0..n-1), one bit level at a time; ``kth`` works on numpy
+    arrays of ranges at once, so a whole column of queries costs O(Q log n) vectorised.
+    """
+
+    def __init__(self, ranks: np.ndarray) -> None:
+        n = len(ranks)
+        self.bits = max(1, int(n - 1).bit_length())
+        self.levels: list[tuple[np.ndarray, int]] = []
+        current = ranks.astype(np.int64)
+        for bit in reversed(range(self.bits)):
+            ones = (current >> bit) & 1
+            zeros_before = np.concatenate(([0], np.cumsum(ones == 0)))
+            self.levels.append((zeros_before, int(zeros_before[-1])))
+            current = np.concatenate((current[ones == 0], current[ones == 1]))  # stable
+
+    def kth(self, lo: np.ndarray, hi: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Rank of the k-th smallest (0-based) in ``[lo, hi)``, element-wise; needs ``k < hi − lo``."""
+        lo, hi, k = lo.copy(), hi.copy(), k.copy()
+        value = np.zeros_like(lo)
+        for zeros_before, n_zeros in self.levels:
+            zlo, zhi = zeros_before[lo], zeros_before[hi]
+            zeros = zhi - zlo
+            left = k < zeros
+            value = (value << 1) | (~left).astype(np.int64)
+            k = np.where(left, k, k - zeros)
+            lo = np.where(left, zlo, n_zeros + lo - zlo)
+            hi = np.where(left, zhi, n_zeros + hi - zhi)
+        return value
+
+
+def _prefix(values: Iterable[float] | np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    array = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=dtype)
+    return np.concatenate((np.zeros(1, dtype=dtype), np.cumsum(array, dtype=dtype)))
+
+
+class KolStatsIndex:
+    """One wallet's positions arranged for statistics at many as-of times.
+
+    Building costs O(n log n); each query O(log n) (binary searches into prefix sums, a wavelet
+    matrix for medians), vectorised over arrays of times with :meth:`table`. The values equal
+    :func:`kol_stats` (counts exactly; sums up to float rounding of prefix differences), and like
+    it they depend only on positions closed before the query time.
+    """
+
+    def __init__(self, positions: Iterable[Position], *, wallet: str | None = None) -> None:
+        positions = list(positions)
+        self.wallet = _single_wallet(positions, wallet)
+        self._entries = np.sort(np.array([p.entry_time for p in positions], dtype=np.int64))
+        closed = sorted((p for p in positions if p.closed), key=close_order)
+        self._closed_exit = np.array([p.exit_time for p in closed], dtype=np.int64)
+        self._c_hold = _prefix([p.hold_s for p in closed])
+        self._c_hold_w = _prefix([p.hold_weighted_s for p in closed])
+        self._c_untracked = _prefix([FLAG_UNTRACKED_SELL in p.flags for p in closed], np.int64)
+        scored = [p for p in closed if p.sol_valued]
+        multiples = np.array([p.multiple for p in scored], dtype=np.float64)
+        pnl = [p.realised_pnl_lamports for p in scored]
+        self._scored_exit = np.array([p.exit_time for p in scored], dtype=np.int64)
+        self._s_wins = _prefix([v > 0 for v in pnl], np.int64)
+        self._s_3x = _prefix(multiples >= 3, np.int64)
+        self._s_multiple = _prefix(multiples)
+        self._s_cost = _prefix([p.cost_lamports for p in scored], np.int64)
+        self._s_pnl = _prefix(pnl, np.int64)
+        self._s_dh = _prefix([dh_term(p.multiple, p.hold_weighted_s) for p in scored])
+        # Medians: ranks of the multiples (ties broken by position) and the values in rank order.
+        order = np.argsort(multiples, kind="stable")
+        self._sorted_multiples = multiples[order]
+        ranks = np.empty(len(order), dtype=np.int64)
+        ranks[order] = np.arange(len(order))
+        self._wavelet = _WaveletMatrix(ranks) if len(ranks) else None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def table(self, as_of: Sequence[int] | np.ndarray, window: str = "all") -> dict[str, np.ndarray]:
+        """Every statistic (``STAT_FIELDS``) for each time in ``as_of``: float arrays, NaN for
+        ``None``; counts as int64. Times need not be sorted."""
+        span = window_seconds(window)
+        t = np.asarray(as_of, dtype=np.int64)
+        low = t - span if span is not None else None
+
+        def bounds(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            hi = np.searchsorted(times, t, side="left")  # time < as_of
+            lo = np.zeros_like(hi) if low is None else np.searchsorted(times, low, side="left")
+            return lo, hi
+
+        def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+        e_lo, e_hi = bounds(self._entries)
+        c_lo, c_hi = bounds(self._closed_exit)
+        s_lo, s_hi = bounds(self._scored_exit)
+        closed = c_hi - c_lo
+        n = s_hi - s_lo
+        wins = self._s_wins[s_hi] - self._s_wins[s_lo]
+        n_3x = self._s_3x[s_hi] - self._s_3x[s_lo]
+        cost = self._s_cost[s_hi] - self._s_cost[s_lo]
+        pnl = self._s_pnl[s_hi] - self._s_pnl[s_lo]
+        # Recent form: the last RECENT_N scored positions before as_of, whatever the window.
+        r_hi = np.searchsorted(self._scored_exit, t, side="left")
+        r_lo = np.maximum(r_hi - RECENT_N, 0)
+        recent = r_hi - r_lo
+        entries_before = np.searchsorted(self._entries, t, side="left")
+        closed_before = np.searchsorted(self._closed_exit, t, side="left")
+        return {
+            "trades": e_hi - e_lo,
+            "closed": closed,
+            "scored": n,
+            "wins": wins,
+            "n_3x": n_3x,
+            "win_rate": ratio(wins, n),
+            "rate_3x": ratio(n_3x, n),
+            "mean_multiple": ratio(self._s_multiple[s_hi] - self._s_multiple[s_lo], n),
+            "median_multiple": self._medians(s_lo, s_hi),
+            "mean_hold_s": ratio(self._c_hold[c_hi] - self._c_hold[c_lo], closed),
+            "mean_hold_weighted_s": ratio(self._c_hold_w[c_hi] - self._c_hold_w[c_lo], closed),
+            "total_cost_sol": cost / LAMPORTS_PER_SOL,
+            "total_pnl_sol": pnl / LAMPORTS_PER_SOL,
+            "roi": ratio(pnl, cost),
+            "consistency": self._wilson(wins, n),
+            "dh_score": ratio(self._s_dh[s_hi] - self._s_dh[s_lo], n),
+            "untracked_sell_positions": self._c_untracked[c_hi] - self._c_untracked[c_lo],
+            "recent_n": recent,
+            "recent_win_rate": ratio(self._s_wins[r_hi] - self._s_wins[r_lo], recent),
+            "recent_rate_3x": ratio(self._s_3x[r_hi] - self._s_3x[r_lo], recent),
+            "recent_mean_multiple": ratio(self._s_multiple[r_hi] - self._s_multiple[r_lo], recent),
+            "last_entry_time": self._last(self._entries, entries_before),
+            "last_exit_time": self._last(self._closed_exit, closed_before),
+        }
+
+    def at(self, as_of: int, window: str = "all") -> KolStats:
+        """The statistics as of one time, as :func:`kol_stats` returns them."""
+        row = self.table([as_of], window)
+        values: dict[str, Any] = {}
+        for name in STAT_FIELDS:
+            value = row[name][0]
+            if isinstance(value, np.floating):
+                values[name] = None if np.isnan(value) else float(value)
+            else:
+                values[name] = int(value)
+        for name in ("last_entry_time", "last_exit_time"):
+            values[name] = None if values[name] is None else int(values[name])
+        return KolStats(wallet=self.wallet, as_of=int(as_of), window=window, **values)
+
+    def _medians(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        count = hi - lo
+        result = np.full(len(lo), np.nan)
+        has = count > 0
+        if self._wavelet is None or not has.any():
+            return result
+        lo, hi, count = lo[has], hi[has], count[has]
+        upper = self._sorted_multiples[self._wavelet.kth(lo, hi, count // 2)]
+        lower = self._sorted_multiples[self._wavelet.kth(lo, hi, (count - 1) // 2)]
+        # statistics.median's even case: the mean of the two middle values.
+        result[has] = np.where(count % 2 == 1, upper, (lower + upper) / 2)
+        return result
+
+    @staticmethod
+    def _wilson(wins: np.ndarray, n: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            size = np.maximum(n, 1).astype(np.float64)
+            p = wins / size
+            z2 = WILSON_Z * WILSON_Z
+            centre = p + z2 / (2 * size)
+            margin = WILSON_Z * np.sqrt(p * (1 - p) / size + z2 / (4 * size * size))
+            return np.where(n > 0, (centre - margin) / (1 + z2 / size), np.nan)
+
+    @staticmethod
+    def _last(times: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """The latest of ``times`` (sorted) before each query: float, NaN when there is none."""
+        if not len(times):
+            return np.full(len(count), np.nan)
+        return np.where(count > 0, times[np.maximum(count - 1, 0)].astype(np.float64), np.nan)
