@@ -1,0 +1,237 @@
+"""Features for single requests (Serve): the same context and arithmetic as the datasets.
+
+A request is a buy ``{wallet, amount_sol, entry_time, mint?}``. Its features are computed as of
+``entry_time`` from the database with the functions the dataset build uses
+(:class:`~kolray.features.context.WalletHistory`, :class:`~kolray.features.context.MintEntries`,
+:func:`~kolray.features.definitions.token_feature_values`), so for a buy kolray has stored the row
+equals the dataset's row (tests/integration/test_features_online.py checks it). What a request
+cannot carry is looked up:
+
+- venue and market cap: the request's own swap when kolray has it (a buy by that wallet of that
+  mint at that second, the first in chain order: exactly the dataset's entry swap); otherwise the
+  token's latest swap at or before ``entry_time`` by any tracked wallet (the venue it trades on,
+  its latest known market cap); otherwise unknown (NaN);
+- no ``mint``: every token feature (venue, age, market cap, consensus, re-entry) is NaN, the KOL
+  features are computed as usual; models impute NaN with training statistics.
+- a wallet kolray has no positions for gets an empty record (NaN rates, zero counts), as the
+  dataset gives a KOL's first buy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Engine
+
+from kolray.features.context import (
+    MintEntries,
+    WalletHistory,
+    empty_position_frame,
+    token_context,
+    wallet_histories,
+)
+from kolray.features.definitions import (
+    DEFAULT_HORIZON_S,
+    KOL_FEATURES,
+    TOKEN_FEATURES,
+    kol_feature_values,
+    token_feature_values,
+)
+from kolray.features.source import read_engine, read_wallet_positions
+
+
+class TokenRequest(BaseModel):
+    """One buy to compute features for (unix seconds and SOL)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    wallet: str = Field(min_length=1)
+    amount_sol: float = Field(gt=0)
+    entry_time: int = Field(ge=0, lt=2**34)
+    mint: str | None = None
+
+    @field_validator("amount_sol")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("amount_sol must be finite")
+        return value
+
+
+def _request(item: Any) -> TokenRequest:
+    if isinstance(item, TokenRequest):
+        return item
+    if isinstance(item, Mapping):
+        return TokenRequest.model_validate(item)
+    return TokenRequest.model_validate(
+        {k: getattr(item, k, None) for k in ("wallet", "amount_sol", "entry_time", "mint")}
+    )
+
+
+def _select(frame: pd.DataFrame, columns: Sequence[str] | None, known: list[str]) -> pd.DataFrame:
+    if columns is None:
+        return frame
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise KeyError(f"no online definition for feature columns {unknown} (a model from another dataset?)")
+    return frame[list(columns)]
+
+
+def _mint_entries(url: str, mints: Sequence[str]) -> MintEntries:
+    if not mints:
+        return MintEntries.build([], [], np.zeros(0, np.int64))
+    with read_engine(url).connect() as conn:
+        entries = conn.execute(
+            text("SELECT mint, wallet, entry_time FROM positions WHERE mint IN :m").bindparams(
+                bindparam("m", expanding=True)
+            ),
+            {"m": list(mints)},
+        ).all()
+        first = conn.execute(
+            text(
+                "SELECT mint, MIN(block_time) FROM swaps WHERE mint IN :m AND block_time IS NOT NULL "
+                "GROUP BY mint"
+            ).bindparams(bindparam("m", expanding=True)),
+            {"m": list(mints)},
+        ).all()
+    return MintEntries.build(
+        [r[0] for r in entries],
+        [r[1] for r in entries],
+        np.array([int(r[2]) for r in entries], dtype=np.int64),
+        {m: float(t) for m, t in first},
+    )
+
+
+def _venue_and_mcap(url: str, requests: Sequence[TokenRequest]) -> tuple[list[str | None], np.ndarray]:
+    """Per request: (dex, market cap) of its own swap, else of the token's latest swap before it."""
+    mints = sorted({r.mint for r in requests if r.mint is not None})
+    dex: list[str | None] = [None] * len(requests)
+    mcap = np.full(len(requests), np.nan)
+    if not mints:
+        return dex, mcap
+    with read_engine(url).connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT mint, wallet, side, block_time, slot, signature, dex, market_cap_sol FROM swaps "
+                "WHERE mint IN :m AND block_time IS NOT NULL"
+            ).bindparams(bindparam("m", expanding=True)),
+            {"m": mints},
+        ).all()
+    swaps = pd.DataFrame(
+        rows, columns=["mint", "wallet", "side", "block_time", "slot", "signature", "dex", "mcap"]
+    )
+    # Chain order (kolray.analyzer.chain_key): block time, slot (missing first), signature.
+    swaps["slot_key"] = swaps["slot"].fillna(-1).astype(np.int64)
+    swaps = swaps.sort_values(["block_time", "slot_key", "signature"], kind="stable")
+    by_mint = {m: g for m, g in swaps.groupby("mint", sort=False)}
+    for i, request in enumerate(requests):
+        group = by_mint.get(request.mint) if request.mint is not None else None
+        if group is None:
+            continue
+        t = request.entry_time
+        own = group[
+            (group["wallet"] == request.wallet) & (group["side"] == "buy") & (group["block_time"] == t)
+        ]
+        if len(own):
+            dex[i] = own["dex"].iloc[0]
+            value = own["mcap"].iloc[0]
+            mcap[i] = np.nan if value is None or pd.isna(value) else float(value)
+            continue
+        before = group[group["block_time"] <= t]
+        if len(before):
+            dex[i] = before["dex"].iloc[-1]
+            known = before["mcap"].dropna()
+            if len(known):
+                mcap[i] = float(known.iloc[-1])
+    return dex, mcap
+
+
+def token_features_online(
+    database_url: str,
+    items: Sequence[Any],
+    *,
+    columns: Sequence[str] | None = None,
+    horizon_s: int = DEFAULT_HORIZON_S,
+) -> pd.DataFrame:
+    """Token-model features of buys, as of each buy's ``entry_time``: one row per item, in order,
+    columns :data:`~kolray.features.definitions.TOKEN_FEATURES` (or ``columns``, a model's
+    ``feature_columns``, which must be among them). Items: :class:`TokenRequest`, mappings or
+    objects with ``wallet, amount_sol, entry_time, mint``; invalid ones raise ``ValueError``."""
+    requests = [_request(item) for item in items]
+    if not requests:
+        return _select(
+            pd.DataFrame({c: pd.Series(dtype=np.float32) for c in TOKEN_FEATURES}), columns, TOKEN_FEATURES
+        )
+    wallets = sorted({r.wallet for r in requests})
+    mints = sorted({r.mint for r in requests if r.mint is not None})
+    histories = wallet_histories(read_wallet_positions(database_url, wallets), horizon_s)
+    dex, mcap = _venue_and_mcap(database_url, requests)
+    ctx = token_context(
+        wallets=[r.wallet for r in requests],
+        mints=[r.mint for r in requests],
+        times=np.array([r.entry_time for r in requests], dtype=np.int64),
+        amounts_sol=np.array([r.amount_sol for r in requests], dtype=np.float64),
+        dex=dex,
+        mcap_sol=mcap,
+        histories=histories,
+        tokens=_mint_entries(database_url, mints),
+        horizon_s=horizon_s,
+    )
+    return _select(pd.DataFrame(token_feature_values(ctx)), columns, TOKEN_FEATURES)
+
+
+def kol_features_online(
+    database_url: str,
+    wallets: Sequence[str],
+    as_of: int,
+    *,
+    columns: Sequence[str] | None = None,
+    horizon_s: int = DEFAULT_HORIZON_S,
+) -> pd.DataFrame:
+    """KOL-model features of wallets as of ``as_of`` (unix s; "now" for a forecast): one row per
+    wallet, in order, columns :data:`~kolray.features.definitions.KOL_FEATURES` (or ``columns``)."""
+    if not wallets:
+        return _select(
+            pd.DataFrame({c: pd.Series(dtype=np.float32) for c in KOL_FEATURES}), columns, KOL_FEATURES
+        )
+    as_of = int(as_of)
+    histories = wallet_histories(read_wallet_positions(database_url, sorted(set(wallets))), horizon_s)
+    rows = []
+    for wallet in wallets:
+        history = histories.get(wallet) or WalletHistory(wallet, empty_position_frame(), horizon_s)
+        values = kol_feature_values(history.kol_context(np.array([as_of], dtype=np.int64)))
+        rows.append({name: value[0] for name, value in values.items()})
+    frame = pd.DataFrame(rows, columns=KOL_FEATURES).astype(np.float32)
+    return _select(frame, columns, KOL_FEATURES)
+
+
+def _url_of(engine: Engine | str) -> str:
+    if isinstance(engine, str):
+        return engine
+    return engine.url.render_as_string(hide_password=False)
+
+
+class ServingFeatures:
+    """The feature source Serve plugs in (``kolray.serve.lookup.database_features``):
+    ``token_features(items)`` and ``kol_features(wallets, as_of)`` over one database."""
+
+    def __init__(self, engine: Engine | str, horizon_s: int = DEFAULT_HORIZON_S) -> None:
+        self.url = _url_of(engine)
+        self.horizon_s = horizon_s
+
+    def token_features(self, items: Sequence[Any]) -> pd.DataFrame:
+        return token_features_online(self.url, items, horizon_s=self.horizon_s)
+
+    def kol_features(self, wallets: Sequence[str], as_of: int) -> pd.DataFrame:
+        return kol_features_online(self.url, wallets, as_of, horizon_s=self.horizon_s)
+
+    def __repr__(self) -> str:
+        from kolray.secrets import redact_url
+
+        return f"ServingFeatures({redact_url(self.url)})"
