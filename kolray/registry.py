@@ -1,0 +1,660 @@
+"""Model registry on the storage URI (a local directory or ``s3://``).
+
+Layout::
+
+    models/<model>/registry.json                 index: versions, stages, champion, history
+    models/<model>/<version>/meta.json           config, features, normalisation, calibration,
+                                                 threshold, dataset version, metrics, code version,
+                                                 and the sha256 of every file below
+    models/<model>/<version>/model.safetensors   network weights + normalisation buffers
+    models/<model>/<version>/baselines/*.json|*.txt   baselines (JSON, LightGBM text)
+
+Integrity: ``registry.json`` holds the sha256 of each version's ``meta.json``, which holds the
+sha256 of every artifact. Loading checks both, so an edited file is refused
+(:class:`TamperedArtifact`). Only ``.safetensors``, ``.json`` and ``.txt`` files are read, and
+content that looks like a pickle or a ``torch.save`` archive is refused (:class:`UnsafeArtifact`):
+nothing from storage is ever unpickled.
+
+Stages: ``candidate`` (registered), ``champion`` (what Serve loads; one per model), ``archived``
+(a former champion). :func:`promote` is the manual switch; :func:`promote_if_better` the automatic
+one: the candidate replaces the champion only if it scores better **on the candidate's test split**
+(the newest frozen split) with the champion evaluated on that same split — possible only when both
+use the same feature columns in the same order; otherwise nothing changes and the decision says why.
+
+Writers update ``registry.json`` by read-modify-write: run one trainer per model at a time (the
+continuous trainer does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from kolray import storage
+from kolray.models.baselines import (
+    KOL_PREDICTORS,
+    TOKEN_SCORERS,
+    KOLBaseline,
+    TokenBaseline,
+    baseline_type,
+)
+from kolray.models.calibration import Calibrator, ThresholdChoice
+from kolray.models.nets import KOLPredictor, TokenPredictor, build_network
+from kolray.models.predictors import KOLModel, TokenModel
+
+ModelKind = Literal["token", "kol"]
+Stage = Literal["candidate", "champion", "archived"]
+MODEL_KINDS: tuple[ModelKind, ModelKind] = ("token", "kol")
+FORMAT_VERSION = 1
+SAFE_SUFFIXES = (".safetensors", ".json", ".txt")
+# The metric that decides "better": PR-AUC for the rare 3x label, mean RMSE (7d, 30d) for KOL rates.
+PRIMARY_METRIC: dict[str, tuple[str, Literal["max", "min"]]] = {
+    "token": ("pr_auc", "max"),
+    "kol": ("rmse", "min"),
+}
+
+
+class RegistryError(ValueError):
+    """A registry operation cannot be done; the message says why."""
+
+
+class VersionNotFound(RegistryError):
+    pass
+
+
+class NoChampion(RegistryError):
+    pass
+
+
+class TamperedArtifact(RegistryError):
+    """A stored file does not match the sha256 recorded for it."""
+
+
+class UnsafeArtifact(RegistryError):
+    """A stored file is (or looks like) a pickle, or has a type the registry never loads."""
+
+
+# Metadata
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str
+    size: int
+
+
+class BaselineMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    columns: list[str]
+    calibrator: Calibrator | None = None
+    threshold: ThresholdChoice | None = None
+
+
+class VersionMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    model: ModelKind
+    version: str
+    created_at: int
+    code_version: str
+    dataset_version: str
+    feature_columns: list[str]
+    targets: list[str]
+    network: dict[str, Any] = Field(description="{'class': ..., 'hparams': {...}}")
+    normalisation: dict[str, list[float]] = Field(description="Train-split mean/std (copy of the buffers).")
+    train_config: dict[str, Any] = Field(default_factory=dict)
+    calibrator: Calibrator | None = None
+    threshold: ThresholdChoice | None = None
+    baselines: dict[str, BaselineMeta] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Test (and validation) metrics.")
+    primary_metric: dict[str, Any] = Field(default_factory=dict, description="{'name', 'mode', 'value'}")
+    tune: dict[str, Any] = Field(default_factory=dict, description="Search run that produced it.")
+    files: dict[str, FileEntry]
+
+
+class HistoryEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: int
+    action: str
+    version: str
+    detail: str = ""
+
+
+class RegistryEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    stage: Stage
+    created_at: int
+    dataset_version: str
+    feature_columns_sha256: str
+    primary_metric: dict[str, Any] = Field(default_factory=dict)
+    meta_sha256: str
+
+
+class RegistryIndex(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    model: ModelKind
+    champion: str | None = None
+    versions: list[RegistryEntry] = Field(default_factory=list)
+    history: list[HistoryEvent] = Field(default_factory=list)
+
+    def entry(self, version: str) -> RegistryEntry:
+        for item in self.versions:
+            if item.version == version:
+                return item
+        known = ", ".join(v.version for v in self.versions[-5:]) or "none"
+        raise VersionNotFound(f"no {self.model} model version {version!r} (latest: {known})")
+
+
+# Helpers
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def columns_sha(columns: list[str]) -> str:
+    return sha256("\n".join(columns).encode())
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the checkout kolray runs from, else the package version."""
+    from kolray import __version__
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"git:{sha}" if sha else f"kolray-{__version__}"
+
+
+def _root(storage_uri: str | None) -> str:
+    if storage_uri is not None:
+        return storage_uri
+    from kolray.config import get_settings
+
+    return get_settings().storage_uri
+
+
+def model_uri(model: str, version: str | None = None, storage_uri: str | None = None) -> str:
+    parts = ["models", model] + ([version] if version else [])
+    return storage.join(_root(storage_uri), *parts)
+
+
+def _check_kind(model: str) -> ModelKind:
+    if model not in MODEL_KINDS:
+        raise RegistryError(f"unknown model {model!r}: one of {', '.join(MODEL_KINDS)}")
+    return model  # type: ignore[return-value]
+
+
+def looks_pickled(data: bytes) -> bool:
+    """Pickle protocol 2+ starts with 0x80 <protocol>; ``torch.save`` writes a zip holding a pickle;
+    protocol 0/1 pickles end with the STOP opcode '.' after text opcodes."""
+    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
+        return True
+    if data[:4] == b"PK\x03\x04":
+        return True
+    return data[:1] in (b"(", b"c", b"]", b"}") and data.rstrip()[-1:] == b"."
+
+
+def _read_verified(uri: str, name: str, entry: FileEntry | None, expected_sha: str | None = None) -> bytes:
+    if not name.endswith(SAFE_SUFFIXES):
+        raise UnsafeArtifact(f"{uri}: the registry never loads {Path(name).suffix or 'extensionless'} files")
+    if not storage.exists(uri):
+        raise TamperedArtifact(f"{uri}: file listed in the metadata is missing")
+    data = storage.read_bytes(uri)
+    if looks_pickled(data):
+        raise UnsafeArtifact(f"{uri}: content is a pickle/torch.save archive; refusing to load it")
+    want = expected_sha or (entry.sha256 if entry else None)
+    if want is None or sha256(data) != want:
+        raise TamperedArtifact(
+            f"{uri}: sha256 does not match the registry metadata (modified after registration?)"
+        )
+    return data
+
+
+# Index
+
+
+def read_index(model: str, storage_uri: str | None = None) -> RegistryIndex:
+    kind = _check_kind(model)
+    uri = storage.join(model_uri(kind, storage_uri=storage_uri), "registry.json")
+    if not storage.exists(uri):
+        return RegistryIndex(model=kind)
+    try:
+        return RegistryIndex.model_validate(storage.read_json(uri))
+    except ValueError as error:
+        raise RegistryError(f"{uri}: invalid registry index: {error}") from None
+
+
+def _write_index(index: RegistryIndex, storage_uri: str | None) -> None:
+    uri = storage.join(model_uri(index.model, storage_uri=storage_uri), "registry.json")
+    storage.write_json(uri, index.model_dump(mode="json"))
+
+
+def list_versions(model: str, storage_uri: str | None = None) -> list[RegistryEntry]:
+    return list(read_index(model, storage_uri).versions)
+
+
+def champion_version(model: str, storage_uri: str | None = None) -> str | None:
+    """The champion's version id (one small read): Serve compares it before reloading."""
+    return read_index(model, storage_uri).champion
+
+
+# Registering
+
+
+def _network_meta(network: TokenPredictor | KOLPredictor) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    return (
+        {"class": type(network).__name__, "hparams": network.hparams()},
+        {
+            "mean": network.normalizer.mean.tolist(),
+            "std": network.normalizer.std.tolist(),
+        },
+    )
+
+
+def register(
+    predictor: TokenModel | KOLModel,
+    *,
+    dataset_version: str,
+    baselines: dict[str, TokenBaseline] | dict[str, KOLBaseline] | None = None,
+    metrics: dict[str, Any] | None = None,
+    train_config: dict[str, Any] | None = None,
+    tune_info: dict[str, Any] | None = None,
+    version: str | None = None,
+    storage_uri: str | None = None,
+) -> VersionMeta:
+    """Store a trained model (and its baselines) as a new **candidate** version."""
+    from safetensors.torch import save as save_safetensors
+
+    from kolray.datasets import new_version, parse_version_time
+
+    kind: ModelKind = "token" if isinstance(predictor, TokenModel) else "kol"
+    version = version or new_version()
+    index = read_index(kind, storage_uri)
+    if any(v.version == version for v in index.versions):
+        raise RegistryError(f"{kind} version {version} is already registered")
+
+    # Artifacts first, metadata after, index last: a crash leaves an unlisted directory, never a
+    # listed version with missing files.
+    state = {k: v.detach().cpu().contiguous() for k, v in predictor.network.state_dict().items()}
+    files: dict[str, bytes] = {"model.safetensors": save_safetensors(state)}
+    baseline_meta: dict[str, BaselineMeta] = {}
+    for name, baseline in (baselines or {}).items():
+        if isinstance(baseline, TokenBaseline):
+            files.update(baseline.scorer.to_files(name))
+            baseline_meta[name] = BaselineMeta(
+                type=baseline.scorer.kind,
+                columns=baseline.scorer.columns,
+                calibrator=baseline.calibrator,
+                threshold=baseline.threshold,
+            )
+        else:
+            files.update(baseline.predictor.to_files(name))
+            baseline_meta[name] = BaselineMeta(
+                type=baseline.predictor.kind, columns=baseline.predictor.columns
+            )
+    root = model_uri(kind, version, storage_uri)
+    for name, data in files.items():
+        storage.write_bytes(storage.join(root, name), data)
+
+    network_meta, normalisation = _network_meta(predictor.network)
+    metrics = metrics or {}
+    metric_name, mode = PRIMARY_METRIC[kind]
+    primary = {"name": metric_name, "mode": mode, "value": metrics.get("test", {}).get(metric_name)}
+    meta = VersionMeta(
+        model=kind,
+        version=version,
+        created_at=parse_version_time(version),
+        code_version=code_version(),
+        dataset_version=dataset_version,
+        feature_columns=list(predictor.feature_columns),
+        targets=["label_3x"] if kind == "token" else list(predictor.targets),  # type: ignore[union-attr]
+        network=network_meta,
+        normalisation=normalisation,
+        train_config=train_config or {},
+        calibrator=predictor.calibrator if isinstance(predictor, TokenModel) else None,
+        threshold=predictor.threshold if isinstance(predictor, TokenModel) else None,
+        baselines=baseline_meta,
+        metrics=metrics,
+        primary_metric=primary,
+        tune=tune_info or {},
+        files={name: FileEntry(sha256=sha256(data), size=len(data)) for name, data in files.items()},
+    )
+    meta_bytes = _meta_bytes(meta)
+    storage.write_bytes(storage.join(root, "meta.json"), meta_bytes)
+
+    index = read_index(kind, storage_uri)  # re-read: keep the window for lost updates small
+    index.versions.append(
+        RegistryEntry(
+            version=version,
+            stage="candidate",
+            created_at=meta.created_at,
+            dataset_version=dataset_version,
+            feature_columns_sha256=columns_sha(meta.feature_columns),
+            primary_metric=primary,
+            meta_sha256=sha256(meta_bytes),
+        )
+    )
+    index.history.append(HistoryEvent(at=int(time.time()), action="register", version=version))
+    _write_index(index, storage_uri)
+    return meta
+
+
+def _meta_bytes(meta: VersionMeta) -> bytes:
+    import json
+
+    return json.dumps(meta.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+
+
+# Loading
+
+
+@dataclass
+class LoadedModel:
+    """A registered version ready to predict (what Serve holds).
+
+    ``predict_proba``: token → calibrated P(3x), shape (n,); KOL → forecast 3x rates, shape (n, 2)
+    in the order of ``targets`` (7-day, 30-day). ``predict``: token → bool at ``threshold``; KOL →
+    the rates. Inputs: a DataFrame with (at least) ``feature_columns``, or an array in that order.
+    """
+
+    model: ModelKind
+    version: str
+    meta: VersionMeta
+    predictor: TokenModel | KOLModel
+    baselines: dict[str, TokenBaseline | KOLBaseline] = field(default_factory=dict)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return list(self.meta.feature_columns)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.meta.targets)
+
+    @property
+    def dataset_version(self) -> str:
+        return self.meta.dataset_version
+
+    @property
+    def threshold(self) -> float | None:
+        return self.meta.threshold.threshold if self.meta.threshold else None
+
+    def predict_proba(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
+        return self.predictor.predict_proba(features)
+
+    def predict(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
+        return self.predictor.predict(features)
+
+
+_CACHE: OrderedDict[tuple[str, str, str, str, bool], LoadedModel] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 8
+
+
+def load_version(
+    model: str, version: str, storage_uri: str | None = None, with_baselines: bool = False
+) -> LoadedModel:
+    """Load and verify a registered version. Repeated calls for an unchanged version are served
+    from an in-process cache keyed by the metadata's sha256 (one small read of the index)."""
+    kind = _check_kind(model)
+    root_uri = _root(storage_uri)
+    index = read_index(kind, root_uri)
+    entry = index.entry(version)
+    key = (root_uri, kind, version, entry.meta_sha256, with_baselines)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    loaded = _load_uncached(kind, entry, root_uri, with_baselines)
+    with _CACHE_LOCK:
+        _CACHE[key] = loaded
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return loaded
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def read_meta(model: str, version: str, storage_uri: str | None = None) -> VersionMeta:
+    """The verified metadata of a version."""
+    kind = _check_kind(model)
+    entry = read_index(kind, storage_uri).entry(version)
+    return _read_meta(kind, entry, _root(storage_uri))
+
+
+def _read_meta(kind: ModelKind, entry: RegistryEntry, root_uri: str) -> VersionMeta:
+    root = model_uri(kind, entry.version, root_uri)
+    data = _read_verified(storage.join(root, "meta.json"), "meta.json", None, entry.meta_sha256)
+    try:
+        meta = VersionMeta.model_validate_json(data)
+    except ValueError as error:
+        raise RegistryError(f"{kind}/{entry.version}: invalid meta.json: {error}") from None
+    if meta.model != kind or meta.version != entry.version:
+        raise TamperedArtifact(f"{kind}/{entry.version}: meta.json describes {meta.model}/{meta.version}")
+    return meta
+
+
+def _load_uncached(kind: ModelKind, entry: RegistryEntry, root_uri: str, with_baselines: bool) -> LoadedModel:
+    from safetensors.torch import load as load_safetensors
+
+    meta = _read_meta(kind, entry, root_uri)
+    root = model_uri(kind, entry.version, root_uri)
+
+    def read(name: str) -> bytes:
+        if name not in meta.files:
+            raise TamperedArtifact(f"{kind}/{entry.version}: {name} is not listed in meta.json")
+        return _read_verified(storage.join(root, name), name, meta.files[name])
+
+    try:
+        state = load_safetensors(read("model.safetensors"))
+    except RegistryError:
+        raise
+    except Exception as error:  # safetensors raises its own types on a corrupt header
+        raise UnsafeArtifact(
+            f"{kind}/{entry.version}: model.safetensors is not valid safetensors: {error}"
+        ) from None
+    network = build_network(kind, meta.network["hparams"])
+    network.load_state_dict(state, strict=True)
+    network.eval()
+    predictor: TokenModel | KOLModel
+    if kind == "token":
+        if meta.calibrator is None or meta.threshold is None:
+            raise RegistryError(f"token/{entry.version}: metadata lacks calibrator or threshold")
+        assert isinstance(network, TokenPredictor)
+        predictor = TokenModel(network, meta.calibrator, meta.threshold, list(meta.feature_columns))
+    else:
+        assert isinstance(network, KOLPredictor)
+        predictor = KOLModel(network, list(meta.feature_columns), list(meta.targets))
+
+    baselines: dict[str, TokenBaseline | KOLBaseline] = {}
+    if with_baselines:
+        for name, info in meta.baselines.items():
+            files = {n: read(n) for n in meta.files if n.startswith(f"baselines/{name}.")}
+            if baseline_type(files, name) != info.type:
+                raise TamperedArtifact(f"{kind}/{entry.version}: baseline {name} type differs from meta.json")
+            if kind == "token":
+                scorer = TOKEN_SCORERS[info.type].from_files(name, files)
+                assert info.calibrator is not None and info.threshold is not None
+                baselines[name] = TokenBaseline(name, scorer, info.calibrator, info.threshold)
+            else:
+                baselines[name] = KOLBaseline(name, KOL_PREDICTORS[info.type].from_files(name, files))
+    return LoadedModel(kind, entry.version, meta, predictor, baselines)
+
+
+def load_champion(model: str, storage_uri: str | None = None) -> LoadedModel:
+    """The champion of ``model`` (token|kol), verified; cheap when unchanged since the last call
+    (a Serve replica can call it in every ``reconfigure``)."""
+    kind = _check_kind(model)
+    champion = champion_version(kind, storage_uri)
+    if champion is None:
+        raise NoChampion(
+            f"no champion {kind} model yet: run `kolray tune` or `kolray promote {kind} VERSION`"
+        )
+    return load_version(kind, champion, storage_uri)
+
+
+# Stages
+
+
+def promote(
+    model: str, version: str, reason: str = "manual", storage_uri: str | None = None
+) -> RegistryIndex:
+    """Make ``version`` the champion; the previous champion becomes ``archived``. The version is
+    loaded (and so verified) first: a tampered artifact never becomes champion."""
+    kind = _check_kind(model)
+    load_version(kind, version, storage_uri)
+    index = read_index(kind, storage_uri)
+    entry = index.entry(version)
+    if index.champion == version:
+        return index
+    for item in index.versions:
+        if item.stage == "champion":
+            item.stage = "archived"
+    entry.stage = "champion"
+    previous, index.champion = index.champion, version
+    index.history.append(
+        HistoryEvent(
+            at=int(time.time()),
+            action="promote",
+            version=version,
+            detail=f"{reason}; previous champion: {previous or 'none'}",
+        )
+    )
+    _write_index(index, storage_uri)
+    return index
+
+
+class PromotionDecision(BaseModel):
+    model: ModelKind
+    candidate: str
+    champion_before: str | None
+    promoted: bool
+    reason: str
+    metric: str
+    candidate_value: float | None = None
+    champion_value: float | None = None
+    test_split: str | None = Field(default=None, description="Dataset version whose test split was compared.")
+
+
+def promote_if_better(
+    model: str, candidate: str, storage_uri: str | None = None, dataset: Any | None = None
+) -> PromotionDecision:
+    """Promote ``candidate`` only if it beats the champion on the candidate's frozen test split.
+
+    Both are scored on that split by the primary metric (token: PR-AUC, higher wins; KOL: mean
+    RMSE of the 7-day and 30-day rates, lower wins); a tie keeps the champion. If the champion
+    uses other feature columns it cannot be scored on that split, and nothing changes.
+    ``dataset``: the candidate's :class:`~kolray.datasets.LoadedDataset` if already in memory.
+    """
+    from kolray.datasets import load_dataset
+    from kolray.evaluate import primary_metric_value
+
+    kind = _check_kind(model)
+    metric, mode = PRIMARY_METRIC[kind]
+    index = read_index(kind, storage_uri)
+    cand_entry = index.entry(candidate)
+    current = index.champion
+
+    def decide(promoted: bool, reason: str, **values: Any) -> PromotionDecision:
+        if promoted:
+            promote(kind, candidate, reason=f"auto: {reason}", storage_uri=storage_uri)
+        return PromotionDecision(
+            model=kind,
+            candidate=candidate,
+            champion_before=current,
+            promoted=promoted,
+            reason=reason,
+            metric=metric,
+            **values,
+        )
+
+    if current is None:
+        return decide(True, "no champion yet")
+    if current == candidate:
+        return decide(False, "already the champion")
+    champ_entry = index.entry(current)
+    if champ_entry.feature_columns_sha256 != cand_entry.feature_columns_sha256:
+        return decide(
+            False,
+            "feature columns differ from the champion's: they cannot be scored on the same split; "
+            f"compare the reports and run `kolray promote {kind} {candidate}` if it is better",
+        )
+    ds = dataset if dataset is not None else load_dataset(kind, cand_entry.dataset_version, storage_uri)
+    if ds.version != cand_entry.dataset_version:
+        raise RegistryError(f"dataset {ds.version} is not the candidate's ({cand_entry.dataset_version})")
+    cand_value = primary_metric_value(load_version(kind, candidate, storage_uri), ds)
+    champ_value = primary_metric_value(load_version(kind, current, storage_uri), ds)
+    better = cand_value > champ_value if mode == "max" else cand_value < champ_value
+    verdict = "beats" if better else "does not beat"
+    return decide(
+        bool(better),
+        f"candidate {verdict} champion on {metric} ({cand_value:.4f} vs {champ_value:.4f}) "
+        f"on the test split of dataset {ds.version}",
+        candidate_value=cand_value,
+        champion_value=champ_value,
+        test_split=ds.version,
+    )
+
+
+def prune(model: str, keep: int = 5, storage_uri: str | None = None) -> list[str]:
+    """Delete all but the best ``keep`` non-champion versions (by the primary metric recorded at
+    registration; newest first on ties or when unknown). The champion is never deleted. Returns
+    the deleted versions."""
+    if keep < 0:
+        raise RegistryError("keep must be ≥ 0")
+    kind = _check_kind(model)
+    _, mode = PRIMARY_METRIC[kind]
+    index = read_index(kind, storage_uri)
+    others = [v for v in index.versions if v.stage != "champion"]
+
+    def rank(entry: RegistryEntry) -> tuple[int, float, int]:
+        value = entry.primary_metric.get("value")
+        if value is None or not np.isfinite(value):
+            return (1, 0.0, -entry.created_at)
+        return (0, -value if mode == "max" else value, -entry.created_at)
+
+    doomed = sorted(others, key=rank)[keep:]
+    if not doomed:
+        return []
+    names = {d.version for d in doomed}
+    # Index first: a crash between the two steps leaves orphan files, never a listed version without files.
+    index.versions = [v for v in index.versions if v.version not in names]
+    now = int(time.time())
+    index.history.extend(HistoryEvent(at=now, action="prune", version=v) for v in sorted(names))
+    _write_index(index, storage_uri)
+    for version in sorted(names):
+        storage.remove(model_uri(kind, version, storage_uri))
+    return sorted(names)

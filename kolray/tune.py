@@ -1,0 +1,549 @@
+"""Hyper-parameter search with Ray Tune, then evaluate once, register, promote if better.
+
+- Search spaces: :func:`token_search_space`, :func:`kol_search_space` (widths/depth or attention
+  sizes, dropout, learning rate, weight decay, batch size, and for tokens the imbalance handling).
+- ASHA stops weak trials early (on validation PR-AUC for tokens, validation RMSE for KOLs); each
+  trial also stops itself after ``patience`` epochs without improvement.
+- Trial resources ``{"cpu": c, "gpu": g}``; fractional ``g`` packs several trials on one GPU. The
+  trial trains on ``cuda`` whenever Ray gave it a GPU, else on CPU: same code.
+- ``max_concurrent_trials`` defaults to what the cluster can run at once (CPUs / c, GPUs / g), so
+  a 2-CPU machine runs two 1-CPU trials, not a queue of pending actors.
+- The training arrays go to the object store once (``tune.with_parameters``); trials never re-read
+  the dataset.
+- Results and checkpoints (safetensors of the best epoch) go to
+  ``<storage_uri>/tune/<model>-<version>/`` on a local path or ``s3://``. Tune keeps its own
+  experiment state there too (``tuner.pkl``, ``params.pkl``); kolray never loads those.
+
+:func:`train_and_register` is the whole stage for one model and a dataset version: search → best
+checkpoint → calibration + threshold on validation → baselines → one evaluation on the test split →
+registry candidate → report → promote if it beats the champion → prune. The continuous trainer
+calls it after building features.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.tune import Callback
+
+from kolray import registry, storage
+from kolray.datasets import LoadedDataset, load_dataset, new_version
+from kolray.models.calibration import DEFAULT_MIN_PRECISION, CalibrationMethod
+from kolray.train import (
+    KOLArrays,
+    KOLTrainConfig,
+    TokenArrays,
+    TokenTrainConfig,
+    finalize_token,
+    fit_kol_baselines,
+    fit_token_baselines,
+    kol_arrays,
+    token_arrays,
+    train_kol_network,
+    train_token_network,
+)
+
+ModelKind = Literal["token", "kol"]
+Progress = Callable[[str], None]
+METRIC: dict[str, tuple[str, Literal["max", "min"]]] = {
+    "token": ("val_pr_auc", "max"),
+    "kol": ("val_rmse", "min"),
+}
+
+
+_STORAGE_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+)
+
+
+class TuneFailed(RuntimeError):
+    """No trial of a search finished with a usable checkpoint."""
+
+
+class TuneOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(default=8, ge=1, description="Trials (samples of the search space).")
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0, description="Fractions share a GPU between trials.")
+    max_concurrent: int | None = Field(default=None, ge=1, description="Default: what the cluster fits.")
+    max_epochs: int = Field(default=40, ge=1)
+    grace_period: int = Field(default=3, ge=1, description="ASHA: epochs before a trial can be stopped.")
+    patience: int = Field(default=6, ge=1)
+    seed: int = 0
+    calibration: CalibrationMethod = "platt"
+    min_precision: float = Field(default=DEFAULT_MIN_PRECISION, gt=0, le=1)
+    fixed: dict[str, Any] = Field(default_factory=dict, description="Search-space entries pinned to a value.")
+    n_boot: int = Field(default=500, ge=0, description="Bootstrap resamples for the report's intervals.")
+    keep: int = Field(default=10, ge=0, description="Registry pruning: non-champion versions kept.")
+    auto_promote: bool = True
+
+
+# Search spaces
+
+
+def token_search_space() -> dict[str, Any]:
+    from ray import tune
+
+    return {
+        "width": tune.choice([32, 64, 128, 256]),
+        "depth": tune.choice([1, 2, 3]),
+        "dropout": tune.uniform(0.0, 0.4),
+        "lr": tune.loguniform(3e-4, 5e-3),
+        "weight_decay": tune.loguniform(1e-6, 1e-2),
+        "batch_size": tune.choice([128, 256, 512]),
+        "imbalance": tune.choice(["none", "pos_weight", "focal"]),
+        "focal_gamma": tune.choice([1.0, 2.0, 3.0]),
+    }
+
+
+def kol_search_space() -> dict[str, Any]:
+    from ray import tune
+
+    return {
+        "d_model": tune.choice([16, 32, 64]),
+        "n_heads": tune.choice([2, 4]),
+        "n_layers": tune.choice([1, 2, 3]),
+        "ff_mult": tune.choice([2, 4]),
+        "dropout": tune.uniform(0.0, 0.3),
+        "lr": tune.loguniform(3e-4, 5e-3),
+        "weight_decay": tune.loguniform(1e-6, 1e-2),
+        "batch_size": tune.choice([128, 256, 512]),
+    }
+
+
+def search_space(model: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    space = token_search_space() if model == "token" else kol_search_space()
+    unknown = set(fixed or {}) - set(space)
+    if unknown:
+        raise ValueError(f"fixed values for unknown {model} search parameters: {sorted(unknown)}")
+    return {**space, **(fixed or {})}
+
+
+def train_config(
+    model: str, params: dict[str, Any], options: TuneOptions
+) -> TokenTrainConfig | KOLTrainConfig:
+    """A trial's sampled parameters → the training config (widths taper by half per layer)."""
+    common = {
+        "dropout": float(params["dropout"]),
+        "lr": float(params["lr"]),
+        "weight_decay": float(params["weight_decay"]),
+        "batch_size": int(params["batch_size"]),
+        "max_epochs": options.max_epochs,
+        "patience": options.patience,
+        "seed": options.seed,
+    }
+    if model == "token":
+        width, depth = int(params["width"]), int(params["depth"])
+        return TokenTrainConfig(
+            widths=[max(16, width // 2**i) for i in range(depth)],
+            imbalance=params["imbalance"],
+            focal_gamma=float(params["focal_gamma"]),
+            calibration=options.calibration,
+            min_precision=options.min_precision,
+            **common,
+        )
+    return KOLTrainConfig(
+        d_model=int(params["d_model"]),
+        n_heads=int(params["n_heads"]),
+        n_layers=int(params["n_layers"]),
+        ff_mult=int(params["ff_mult"]),
+        **common,
+    )
+
+
+# The trial
+
+
+def _trial(
+    params: dict[str, Any],
+    *,
+    model: str,
+    data: TokenArrays | KOLArrays,
+    options: TuneOptions,
+    threads: int,
+    storage_env: dict[str, str] | None = None,
+) -> None:
+    """One Tune trial: train, report every epoch, checkpoint (safetensors) when validation improves."""
+    import torch
+    from ray import tune
+    from safetensors.torch import save_file
+
+    # Object-store credentials of the driver, for the checkpoint uploads this process makes, unless
+    # the worker has its own (a cluster node's environment wins).
+    for name, value in (storage_env or {}).items():
+        os.environ.setdefault(name, value)
+    torch.set_num_threads(threads)
+    config = train_config(model, params, options)
+    on_gpu = 1.0 if torch.cuda.is_available() else 0.0
+
+    def on_epoch(epoch: int, metrics: dict[str, float], network: Any, improved: bool) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        clean["on_gpu"] = on_gpu
+        if not improved:
+            tune.report(clean)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+            save_file(state, os.path.join(directory, "model.safetensors"))
+            Path(directory, "network.json").write_text(
+                json.dumps(
+                    {
+                        "class": type(network).__name__,
+                        "hparams": network.hparams(),
+                        "epoch": epoch,
+                        "train_config": config.model_dump(),
+                    }
+                )
+            )
+            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    if model == "token":
+        assert isinstance(data, TokenArrays) and isinstance(config, TokenTrainConfig)
+        train_token_network(data, config, on_epoch)
+    else:
+        assert isinstance(data, KOLArrays) and isinstance(config, KOLTrainConfig)
+        train_kol_network(data, config, on_epoch)
+
+
+# Running a search
+
+
+def ensure_ray() -> None:
+    """Connect to the cluster (``RAY_ADDRESS``, or the one started by ``ray start``), else start a
+    local one. Inside ``ray job submit`` and tests Ray is already up."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    fits = [int(resources.get("CPU", 1) // cpus_per_trial)]
+    if gpus_per_trial > 0:
+        gpus = resources.get("GPU", 0)
+        if gpus < gpus_per_trial:
+            raise ValueError(f"--gpus-per-trial {gpus_per_trial} but the Ray cluster has {gpus:g} GPUs")
+        fits.append(int(gpus // gpus_per_trial + 1e-9))
+    return max(1, min(fits))
+
+
+def _run_storage(storage_uri: str) -> tuple[str, Any]:
+    uri = storage.join(storage_uri, "tune")
+    if storage.is_remote(uri):
+        fs, path = storage.arrow_filesystem(uri)
+        return path, fs
+    Path(uri).mkdir(parents=True, exist_ok=True)
+    return uri, None
+
+
+@dataclass
+class SearchOutcome:
+    model: str
+    run_name: str
+    run_uri: str
+    best_params: dict[str, Any]
+    best_train_config: dict[str, Any]
+    best_metric: float
+    best_epoch: int
+    network: Any  # torch module, best epoch, CPU, eval mode
+    trials: list[dict[str, Any]]
+    seconds: float
+    on_gpu: bool
+    max_concurrent: int
+
+
+class TrialProgress(Callback):
+    """One line per finished trial. Module-level and without a closure because Tune pickles its
+    callbacks into the experiment state; the progress function (a console holding locks) is left
+    out there, so a restored callback is silent."""
+
+    def __init__(self, progress: Progress, metric: str) -> None:
+        self.progress: Progress | None = progress
+        self.metric = metric
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"progress": None, "metric": self.metric}
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.progress is None:
+            return
+        result = trial.last_result or {}
+        best = result.get(f"best_{self.metric}")
+        shown = f"{best:.4f}" if isinstance(best, float) else "n/a"
+        self.progress(
+            f"trial {trial.trial_id} done: best {self.metric} {shown} after "
+            f"{result.get('training_iteration', 0)} epochs"
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.progress is not None:
+            self.progress(f"trial {trial.trial_id} failed")
+
+
+def run_search(
+    model: ModelKind,
+    data: TokenArrays | KOLArrays,
+    options: TuneOptions,
+    storage_uri: str,
+    run_name: str,
+    progress: Progress | None = None,
+) -> SearchOutcome:
+    """Run the Tune search and load the best trial's best checkpoint."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+    from safetensors.torch import load as load_safetensors
+
+    from kolray.models.nets import build_network
+
+    ensure_ray()
+    metric, mode = METRIC[model]
+    started = time.perf_counter()
+    max_concurrent = options.max_concurrent or default_max_concurrent(
+        options.cpus_per_trial, options.gpus_per_trial
+    )
+    threads = max(1, int(options.cpus_per_trial))
+    # Trial processes upload checkpoints themselves. Workers of a running cluster keep the
+    # environment they were started with, so S3 credentials set in the driver later (a shell
+    # export, a test) go along with the parameters: through the object store, never into storage.
+    storage_env = (
+        {k: os.environ[k] for k in _STORAGE_ENV if k in os.environ} if storage.is_remote(storage_uri) else {}
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trial, model=model, data=data, options=options, threads=threads, storage_env=storage_env
+        ),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    path, filesystem = _run_storage(storage_uri)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(model, options.fixed),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            num_samples=options.trials,
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=options.max_epochs,
+                grace_period=min(options.grace_period, options.max_epochs),
+                reduction_factor=2,
+            ),
+            # Seeded sampling: the same options draw the same trial configurations. The concurrency
+            # cap goes here: Tune ignores TuneConfig.max_concurrent_trials with a generator instance.
+            search_alg=BasicVariantGenerator(random_state=options.seed, max_concurrent=max_concurrent),
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=path,
+            storage_filesystem=filesystem,
+            # Trials checkpoint only on improvement, so a trial's latest checkpoint is its best one.
+            # (No num_to_keep: it forces an experiment-state snapshot per checkpoint; the few small
+            # safetensors files are removed with the run when the registry prunes the version.)
+            checkpoint_config=tune.CheckpointConfig(),
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[TrialProgress(progress, metric)] if progress else None,
+            verbose=0,
+        ),
+    )
+    grid = tuner.fit()
+
+    trials: list[dict[str, Any]] = []
+    for result in grid:
+        row = {k: result.config.get(k) for k in sorted(result.config)}
+        metrics = result.metrics or {}
+        trials.append(
+            {
+                "trial_id": metrics.get("trial_id"),
+                "params": row,
+                f"best_{metric}": metrics.get(f"best_{metric}"),
+                "epochs": metrics.get("training_iteration"),
+                "error": str(result.error).splitlines()[0] if result.error else None,
+            }
+        )
+    ok = [r for r in grid if r.error is None and r.checkpoint is not None]
+    if not ok:
+        errors = [t["error"] for t in trials if t["error"]]
+        raise TuneFailed(
+            f"no {model} trial produced a checkpoint" + (f"; first error: {errors[0]}" if errors else "")
+        )
+    best = grid.get_best_result(metric=metric, mode=mode, scope="all", filter_nan_and_inf=True)
+    if best.checkpoint is None:
+        raise TuneFailed(f"best {model} trial has no checkpoint")
+    with best.checkpoint.as_directory() as directory:
+        info = json.loads(Path(directory, "network.json").read_text())
+        state = load_safetensors(Path(directory, "model.safetensors").read_bytes())
+    network = build_network(model, info["hparams"])
+    network.load_state_dict(state, strict=True)
+    network.eval()
+    frame = best.metrics_dataframe
+    best_value = float(frame[metric].max() if mode == "max" else frame[metric].min())
+    return SearchOutcome(
+        model=model,
+        run_name=run_name,
+        run_uri=storage.join(storage_uri, "tune", run_name),
+        best_params=dict(best.config),
+        best_train_config=info["train_config"],
+        best_metric=best_value,
+        best_epoch=int(info["epoch"]),
+        network=network,
+        trials=trials,
+        seconds=time.perf_counter() - started,
+        on_gpu=bool(frame["on_gpu"].max() > 0) if "on_gpu" in frame else False,
+        max_concurrent=max_concurrent,
+    )
+
+
+# The whole stage
+
+
+@dataclass
+class TrainOutcome:
+    model: str
+    version: str
+    dataset_version: str
+    report: dict[str, Any]
+    report_locations: list[str]
+    decision: registry.PromotionDecision | None
+    pruned: list[str]
+    search: SearchOutcome
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """One row for tables and logs."""
+        test = self.report["test"]
+        keys = (
+            ("roc_auc", "pr_auc", "brier", "precision", "recall")
+            if self.model == "token"
+            else ("rmse_7d", "r2_7d", "rmse_30d", "r2_30d")
+        )
+        return {
+            "model": self.model,
+            "version": self.version,
+            "dataset_version": self.dataset_version,
+            **{k: test.get(k) for k in keys},
+            "verdict": self.report["comparison"].get("verdict"),
+            "promoted": bool(self.decision and self.decision.promoted),
+            "decision": self.decision.reason if self.decision else "auto-promotion off",
+            "trials": len(self.search.trials),
+            "on_gpu": self.search.on_gpu,
+        }
+
+
+def train_and_register(
+    model: ModelKind,
+    dataset_version: str | None = None,
+    options: TuneOptions | None = None,
+    storage_uri: str | None = None,
+    local_report_dir: Path | None = None,
+    progress: Progress | None = None,
+    dataset: LoadedDataset | None = None,
+) -> TrainOutcome:
+    """Search → evaluate once on test → register a candidate → report → promote if better → prune."""
+    options = options or TuneOptions()
+    say = progress or (lambda _message: None)
+    if storage_uri is None:
+        from kolray.config import get_settings
+
+        storage_uri = get_settings().storage_uri
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    ds = dataset if dataset is not None else load_dataset(model, dataset_version, storage_uri)
+    data = token_arrays(ds) if model == "token" else kol_arrays(ds)
+    say(f"{model}: dataset {ds.version} (train {len(ds.train)}, val {len(ds.val)}, test {len(ds.test)} rows)")
+    version = new_version()
+    timings["load_s"] = time.perf_counter() - t0
+
+    say(
+        f"{model}: searching {options.trials} trials (cpu {options.cpus_per_trial:g}, gpu {options.gpus_per_trial:g} each)"
+    )
+    search = run_search(model, data, options, storage_uri, f"{model}-{version}", progress)
+    timings["search_s"] = search.seconds
+    say(f"{model}: best trial {METRIC[model][0]} = {search.best_metric:.4f} (epoch {search.best_epoch})")
+
+    # Calibration, threshold and baselines: validation only; then the single look at test.
+    t0 = time.perf_counter()
+    from kolray.evaluate import evaluate_kol, evaluate_token, write_report
+    from kolray.models.predictors import KOLModel
+
+    threads = max(1, int(options.cpus_per_trial))
+    if model == "token":
+        assert isinstance(data, TokenArrays)
+        predictor: Any = finalize_token(search.network, data, options.calibration, options.min_precision)
+        baselines: Any = fit_token_baselines(
+            data, options.seed, options.calibration, options.min_precision, threads
+        )
+        report, images = evaluate_token(
+            predictor, baselines, ds, version=version, n_boot=options.n_boot, seed=options.seed
+        )
+    else:
+        assert isinstance(data, KOLArrays)
+        predictor = KOLModel(search.network, list(data.feature_columns), list(data.targets))
+        baselines = fit_kol_baselines(data)
+        report, images = evaluate_kol(
+            predictor, baselines, ds, version=version, n_boot=options.n_boot, seed=options.seed
+        )
+    report["code_version"] = registry.code_version()
+    report["search"] = {
+        "run": search.run_uri,
+        "trials": len(search.trials),
+        "best_params": search.best_params,
+        f"best_{METRIC[model][0]}": search.best_metric,
+        "on_gpu": search.on_gpu,
+    }
+    timings["evaluate_s"] = time.perf_counter() - t0
+
+    no_ci = {k: v for k, v in report["test"].items() if k != "ci95"}
+    registry.register(
+        predictor,
+        dataset_version=ds.version,
+        baselines=baselines,
+        metrics={
+            "test": no_ci,
+            "val": {METRIC[model][0]: search.best_metric},
+            "baselines": {
+                n: {k: v for k, v in b.items() if k != "ci95"} for n, b in report["baselines"].items()
+            },
+            "comparison": report["comparison"],
+        },
+        train_config=search.best_train_config,
+        tune_info={"run": search.run_uri, "best_params": search.best_params, "trials": len(search.trials)},
+        version=version,
+        storage_uri=storage_uri,
+    )
+    locations = write_report(report, images, storage_uri, local_report_dir)
+    say(f"{model}: registered candidate {version}; report {locations[-1]}")
+
+    decision = None
+    if options.auto_promote:
+        decision = registry.promote_if_better(model, version, storage_uri, dataset=ds)
+        say(f"{model}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
+    pruned = registry.prune(model, options.keep, storage_uri)
+    for old in pruned:
+        storage.remove(storage.join(storage_uri, "tune", f"{model}-{old}"))
+    if pruned:
+        say(f"{model}: pruned {len(pruned)} old versions")
+    outcome = TrainOutcome(model, version, ds.version, report, locations, decision, pruned, search, timings)
+    from kolray.db.runs import record_run
+
+    record_run("tune", "ok", outcome.summary())  # for `kolray status`, whoever called the stage
+    return outcome

@@ -1,0 +1,104 @@
+"""Ray Tune on CPU: a few small trials end to end (search → evaluate → register → promote),
+on a local storage directory and on S3, through the function API and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kolray import registry, storage
+from kolray.cli import main
+from kolray.datasets import load_dataset
+from kolray.models import synthetic
+from kolray.tune import TuneOptions, default_max_concurrent, train_and_register
+
+SMALL = TuneOptions(trials=3, max_epochs=4, grace_period=1, patience=3, n_boot=20, fixed={"depth": 1})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    registry.clear_cache()
+    yield
+    registry.clear_cache()
+
+
+def test_token_search_registers_the_best_trial_locally(ray_session, data_dir: Path, tmp_path: Path) -> None:
+    root = str(data_dir / "store")
+    synthetic.write_token_dataset(root, n_rows=3000, seed=7)
+    messages: list[str] = []
+    outcome = train_and_register(
+        "token",
+        options=SMALL,
+        storage_uri=root,
+        local_report_dir=tmp_path / "reports",
+        progress=messages.append,
+    )
+    search = outcome.search
+    # Search: three sampled trials, at most two at a time on the 2-CPU test cluster, all on CPU.
+    assert len(search.trials) == 3 and all(t["error"] is None for t in search.trials)
+    assert search.max_concurrent == 2 and not search.on_gpu
+    assert {t["params"]["imbalance"] for t in search.trials} <= {"none", "pos_weight", "focal"}
+    assert {t["params"]["depth"] for t in search.trials} == {1}  # pinned by TuneOptions.fixed
+    assert max(t["best_val_pr_auc"] for t in search.trials) == pytest.approx(search.best_metric)
+    assert sum("done: best val_pr_auc" in m for m in messages) == 3
+    # Results and safetensors checkpoints live under the storage URI.
+    run_dir = Path(root) / "tune" / f"token-{outcome.version}"
+    checkpoints = list(run_dir.glob("*/checkpoint_*/model.safetensors"))
+    assert checkpoints and not list(run_dir.glob("*/checkpoint_*/*.pt"))
+    # Registered, reported, promoted (the first one).
+    assert registry.champion_version("token", root) == outcome.version
+    champion = registry.load_champion("token", root)
+    ds = load_dataset("token", storage_uri=root)
+    assert champion.dataset_version == ds.version
+    assert len(champion.meta.train_config["widths"]) == 1 and champion.meta.tune["trials"] == 3
+    report = json.loads((tmp_path / "reports" / "token" / outcome.version / "report.json").read_text())
+    assert report == json.loads(
+        storage.read_bytes(storage.join(root, "reports", "token", outcome.version, "report.json"))
+    )
+    assert {"roc_auc", "pr_auc", "brier", "precision", "recall", "threshold", "n", "n_pos"} <= set(
+        report["test"]
+    )
+    assert report["test"]["roc_auc"] > 0.6
+    assert set(report["baselines"]) == {"logistic", "gbt", "gbt_seed7"} and report["oracle"] is not None
+    assert report["search"]["trials"] == 3
+    # The report's test metrics are the registered ones: the test split was scored once.
+    assert champion.meta.metrics["test"]["pr_auc"] == report["test"]["pr_auc"]
+    # The stage itself logs the run, so `kolray status` sees a tune run whoever started it.
+    from kolray.config import get_settings
+    from kolray.db.migrate import upgrade
+    from kolray.status import last_runs
+
+    tune_run = next(r for r in last_runs(upgrade(get_settings().database_url)) if r.kind == "tune")
+    assert (tune_run.status, tune_run.summary["version"]) == ("ok", outcome.version)
+
+
+def test_cli_tune_evaluate_promote_on_s3(ray_session, s3_storage: str, tmp_path: Path) -> None:
+    synthetic.write_kol_dataset(s3_storage, n_kols=30, n_days=140, seed=8)
+    out = tmp_path / "reports"
+    rc = main(["tune", "--model", "kol", "--trials", "2", "--max-epochs", "2", "--out", str(out)])
+    assert rc == 0
+    index = registry.read_index("kol", s3_storage)
+    assert len(index.versions) == 1 and index.champion == index.versions[0].version
+    version = index.champion
+    # Tune's results and checkpoints went to the bucket.
+    fs, path = storage.filesystem(storage.join(s3_storage, "tune", f"kol-{version}"))
+    assert fs.glob(f"{path}/*/checkpoint_*/model.safetensors")
+    assert (out / "kol" / version / "report.json").is_file()
+    assert storage.exists(storage.join(s3_storage, "reports", "kol", version, "pred_vs_actual.png"))
+
+    assert main(["evaluate", "--model", "kol", "--n-boot", "10", "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "kol" / version / "report.json").read_text())
+    first = json.loads((out / "kol" / version / "report.json").read_text())
+    assert again["test"]["rmse_7d"] == pytest.approx(first["test"]["rmse_7d"])  # same model, same split
+    assert main(["promote", "kol", version]) == 0
+    assert main(["promote", "kol", "20200101T000000Z-00000000"]) == 1
+    assert main(["tune", "--model", "all", "--dataset-version", "x"]) == 2
+
+
+def test_gpu_request_beyond_the_cluster_is_refused(ray_session) -> None:
+    with pytest.raises(ValueError, match="gpus-per-trial"):
+        default_max_concurrent(1, 0.25)
+    assert default_max_concurrent(1, 0) == 2
+    assert default_max_concurrent(0.5, 0) == 4
