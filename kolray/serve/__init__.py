@@ -1,0 +1,1 @@
+"""Serving: the Ray Serve app (:mod:`kolray.serve.app`), its HTTP API and the Gradio UI."""

@@ -1,0 +1,204 @@
+"""Point-in-time features for requests, from the database, behind a short-lived cache.
+
+The feature *logic* lives in :mod:`kolray.features` (the same code that builds the training
+datasets, so that a served prediction sees exactly what the model was trained on). This module
+only adapts it to requests and caches the answers: a :class:`FeatureSource` turns request items
+into feature rows; :class:`CachedFeatures` keeps each row for ``ttl_s`` seconds, so repeated
+questions (the UI refreshing recent trades, a client retrying) skip the database, while a new
+position closing shows up within ``ttl_s``.
+
+Sources are injected by import path (``"module:factory"``, ``factory(engine) -> FeatureSource``),
+so deployments, tests and benchmarks can swap them without touching the app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+DEFAULT_SOURCE = "kolray.serve.lookup:database_features"
+
+
+class FeaturesUnavailable(RuntimeError):
+    """Features cannot be computed (the pipeline is missing or the database is unreachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenQuery:
+    """One buy to score, as unix seconds and SOL (the API has validated it)."""
+
+    wallet: str
+    amount_sol: float
+    entry_time: int
+    mint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBlock:
+    """Feature rows sent to a model replica: named columns, float32 matrix (n, len(columns)).
+
+    The model picks its own ``feature_columns`` by name, so a source may compute more columns
+    than a model uses, and a reload to a model with another column order needs no change here."""
+
+    columns: tuple[str, ...]
+    matrix: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> FeatureBlock:
+        return cls(tuple(str(c) for c in frame.columns), frame.to_numpy(dtype=np.float32, copy=True))
+
+
+class FeatureSource(Protocol):
+    def token_features(self, items: Sequence[TokenQuery]) -> pd.DataFrame:
+        """One row per item, in order; columns: the token dataset's feature columns."""
+        ...
+
+    def kol_features(self, wallets: Sequence[str], as_of: int) -> pd.DataFrame:
+        """One row per wallet, in order, as of ``as_of``; columns: the KOL dataset's feature columns."""
+        ...
+
+
+def load_source(path: str, engine: Engine) -> FeatureSource:
+    """``"module:factory"`` → ``factory(engine)``."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"feature source must be 'module:factory', not {path!r}")
+    factory: Callable[[Engine], FeatureSource] = getattr(importlib.import_module(module_name), attr)
+    return factory(engine)
+
+
+def database_features(engine: Engine) -> FeatureSource:
+    """The product's feature source: :mod:`kolray.features` over the configured database."""
+    try:
+        features = importlib.import_module("kolray.features")
+    except ModuleNotFoundError as error:
+        if error.name != "kolray.features":
+            raise
+        raise FeaturesUnavailable(
+            "kolray.features is not available in this build: predictions need the feature pipeline"
+        ) from None
+    return features.ServingFeatures(engine)  # type: ignore[attr-defined,no-any-return]
+
+
+class _TtlCache:
+    """A bounded LRU whose entries expire ``ttl_s`` after they were stored. Thread-safe."""
+
+    def __init__(self, ttl_s: float, max_entries: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._data: OrderedDict[Hashable, tuple[float, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_many(self, keys: Sequence[Hashable]) -> list[np.ndarray | None]:
+        now = time.monotonic()
+        out: list[np.ndarray | None] = []
+        with self._lock:
+            for key in keys:
+                entry = self._data.get(key)
+                if entry is not None and now - entry[0] < self.ttl_s:
+                    self._data.move_to_end(key)
+                    out.append(entry[1])
+                    self.hits += 1
+                else:
+                    out.append(None)
+                    self.misses += 1
+        return out
+
+    def put_many(self, items: Sequence[tuple[Hashable, np.ndarray]]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key, row in items:
+                self._data[key] = (now, row)
+                self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+class CachedFeatures:
+    """A :class:`FeatureSource` with a per-row TTL cache; only the missing rows reach the source
+    (in one call). Columns are fixed by the first answer of each kind: a source whose columns
+    change (new feature code) is picked up on the next process start."""
+
+    def __init__(self, source: FeatureSource, ttl_s: float = 10.0, max_entries: int = 50_000) -> None:
+        self.source = source
+        self._token = _TtlCache(ttl_s, max_entries)
+        self._kol = _TtlCache(ttl_s, max_entries)
+        self._columns: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def ttl_s(self) -> float:
+        return self._token.ttl_s
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "token_hits": self._token.hits,
+            "token_misses": self._token.misses,
+            "kol_hits": self._kol.hits,
+            "kol_misses": self._kol.misses,
+        }
+
+    def clear(self) -> None:
+        self._token.clear()
+        self._kol.clear()
+
+    def _lookup(
+        self,
+        kind: str,
+        cache: _TtlCache,
+        keys: Sequence[Hashable],
+        compute: Callable[[list[int]], pd.DataFrame],
+    ) -> FeatureBlock:
+        rows = cache.get_many(keys)
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            frame = compute(missing)
+            if len(frame) != len(missing):
+                raise FeaturesUnavailable(
+                    f"{kind} feature source returned {len(frame)} rows for {len(missing)} items"
+                )
+            columns = tuple(str(c) for c in frame.columns)
+            known = self._columns.setdefault(kind, columns)
+            if columns != known:
+                frame = frame.reindex(columns=list(known))
+            matrix = frame.to_numpy(dtype=np.float32, copy=True)
+            cache.put_many([(keys[i], matrix[j]) for j, i in enumerate(missing)])
+            for j, i in enumerate(missing):
+                rows[i] = matrix[j]
+        columns = self._columns[kind]
+        stacked = np.vstack(rows) if rows else np.zeros((0, len(columns)), dtype=np.float32)
+        return FeatureBlock(columns, stacked.astype(np.float32, copy=False))
+
+    def token_block(self, items: Sequence[TokenQuery]) -> FeatureBlock:
+        return self._lookup(
+            "token",
+            self._token,
+            list(items),
+            lambda idx: self.source.token_features([items[i] for i in idx]),
+        )
+
+    def kol_block(self, wallets: Sequence[str], as_of: int) -> FeatureBlock:
+        keys = [(w, as_of) for w in wallets]
+        return self._lookup(
+            "kol",
+            self._kol,
+            keys,
+            lambda idx: self.source.kol_features([wallets[i] for i in idx], as_of),
+        )

@@ -1,0 +1,151 @@
+"""A served model that can be swapped while it answers: what each model replica holds.
+
+:class:`ModelHolder` loads a registered version (or the champion), scores feature blocks with it,
+and :meth:`ModelHolder.configure` switches to another version by loading it *beside* the current
+one and then replacing a single reference. A request that started on the old version finishes on
+it and says so (every :class:`Scores` names its version); the next one uses the new version. A
+version that fails to load leaves the current one serving, and the error is reported in
+:meth:`state` (and so in ``/healthz``), never as failed predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kolray.serve.lookup import FeatureBlock
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str, "str | None", "str | None"], Any]  # (model, version|None=champion, storage_uri)
+
+
+class NoModel(RuntimeError):
+    """No version of this model is loaded (none registered/promoted yet, or it failed to load)."""
+
+
+class FeatureColumnsMissing(RuntimeError):
+    """The model needs feature columns the feature source does not produce."""
+
+
+def registry_loader(model: str, version: str | None, storage_uri: str | None) -> Any:
+    """The registry's verified loader: a version, or the champion when ``version`` is None."""
+    from kolray import registry
+
+    if version is None:
+        return registry.load_champion(model, storage_uri)
+    return registry.load_version(model, version, storage_uri)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Model output for one block: token → P(3x) (n,); KOL → rates (n, 2), 7d then 30d."""
+
+    values: np.ndarray
+    version: str
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class _Active:
+    loaded: Any  # kolray.registry.LoadedModel
+    columns_cache: dict[tuple[str, ...], np.ndarray]
+
+
+class ModelHolder:
+    def __init__(self, model: str, loader: Loader = registry_loader, storage_uri: str | None = None) -> None:
+        self.model = model
+        self.loader = loader
+        self.storage_uri = storage_uri
+        self._active: _Active | None = None
+        self._error: str | None = None
+        self._wanted: str | None = None
+        self._lock = threading.Lock()  # one load at a time; scoring never takes it
+
+    # Versions
+
+    def configure(self, config: Mapping[str, Any] | None) -> None:
+        """Apply a deployment's ``user_config``: ``{"version": V}`` serves V; ``{"version": null}``
+        (or no config) serves the registry's champion. Never raises: a failure keeps the current
+        version and is reported by :meth:`state`."""
+        version = (config or {}).get("version")
+        if version is not None and not isinstance(version, str):
+            self._error = f"user_config version must be a string or null, not {version!r}"
+            return
+        with self._lock:
+            self._wanted = version
+            current = self._active.loaded.version if self._active else None
+            if version is not None and version == current:
+                self._error = None
+                return
+            try:
+                loaded = self.loader(self.model, version, self.storage_uri)
+            except Exception as error:  # NoChampion, VersionNotFound, TamperedArtifact, storage errors
+                self._error = str(error).splitlines()[0] if str(error) else type(error).__name__
+                log.warning("%s model: keeping %s: %s", self.model, current or "nothing", self._error)
+                return
+            self._active = _Active(loaded, {})  # one reference: requests see old or new, never a mix
+            self._error = None
+            if loaded.version != current:
+                log.info("%s model: serving %s (was %s)", self.model, loaded.version, current or "nothing")
+
+    @property
+    def version(self) -> str | None:
+        active = self._active
+        return active.loaded.version if active else None
+
+    @property
+    def feature_columns(self) -> list[str] | None:
+        active = self._active
+        return list(active.loaded.feature_columns) if active else None
+
+    def state(self) -> dict[str, Any]:
+        active = self._active
+        return {
+            "version": active.loaded.version if active else None,
+            "loaded": active is not None,
+            "error": self._error,
+            "requested": self._wanted,  # the user_config version (None: the champion)
+        }
+
+    # Scoring
+
+    def _matrix(self, active: _Active, block: FeatureBlock) -> np.ndarray:
+        index = active.columns_cache.get(block.columns)
+        if index is None:
+            position = {name: i for i, name in enumerate(block.columns)}
+            missing = [c for c in active.loaded.feature_columns if c not in position]
+            if missing:
+                raise FeatureColumnsMissing(
+                    f"{self.model} model {active.loaded.version} needs feature columns the feature "
+                    f"source does not produce: {missing}"
+                )
+            index = np.array([position[c] for c in active.loaded.feature_columns], dtype=np.intp)
+            active.columns_cache[block.columns] = index
+        return block.matrix[:, index]
+
+    def score_many(self, blocks: list[FeatureBlock]) -> list[Scores]:
+        """Score several blocks with one forward pass (what a batch of requests becomes)."""
+        active = self._active
+        if active is None:
+            raise NoModel(self._error or f"no {self.model} model loaded")
+        loaded = active.loaded
+        matrices = [self._matrix(active, block) for block in blocks]
+        sizes = [len(m) for m in matrices]
+        values = loaded.predict_proba(np.concatenate(matrices) if len(matrices) > 1 else matrices[0])
+        values = np.asarray(values, dtype=np.float64)
+        threshold = loaded.threshold if self.model == "token" else None
+        out = []
+        start = 0
+        for size in sizes:
+            out.append(Scores(values[start : start + size], loaded.version, threshold))
+            start += size
+        return out
+
+    def score(self, block: FeatureBlock) -> Scores:
+        return self.score_many([block])[0]

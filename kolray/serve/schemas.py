@@ -1,0 +1,332 @@
+"""Request and response models of the HTTP API: they are the OpenAPI documentation at ``/docs``.
+
+Inputs are strict where a lenient parse would hide a client bug: an amount must be a JSON number
+(not a string or a boolean), finite and positive; a time must be an ISO-8601 string within the
+life of Solana; a wallet or mint must be a canonical base58 public key. A failure is a 422 whose
+``detail`` names the field (``loc``), and whose ``message`` says the same in one line.
+
+Times go out as ISO-8601 UTC strings (``2024-06-01T12:00:00Z``); inside kolray they are unix
+seconds (docs/internals.md "Units and time").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from kolray.kols import validate_wallet
+
+# Solana mainnet-beta's first block (2020-03-16): nothing traded before it.
+MIN_TIME_S = 1_584_316_800
+# A what-if may look a little ahead of the clock (clients' clocks drift); beyond that it is a bug.
+MAX_FUTURE_S = 7 * 86_400
+MAX_ITEMS = 1000
+MAX_AMOUNT_SOL = 1_000_000.0
+Window = Literal["7d", "30d", "all"]
+ModelName = Literal["token", "kol"]
+SortKey = Literal[
+    "total_pnl_sol",
+    "roi",
+    "win_rate",
+    "rate_3x",
+    "n_3x",
+    "consistency",
+    "dh_score",
+    "trades",
+    "closed",
+    "mean_multiple",
+    "recent_win_rate",
+    "last_entry_time",
+]
+
+
+def iso(ts: int | float | None) -> str | None:
+    """Unix seconds → ``YYYY-MM-DDTHH:MM:SSZ`` (None stays None)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> int:
+    """An ISO-8601 string → unix seconds, UTC. A string without an offset is taken as UTC.
+
+    Only strings are accepted: the contract says ISO-8601, and a bare number would be ambiguous
+    (seconds? milliseconds?)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"not an ISO-8601 time: {value[:40]!r} (example: 2024-06-01T12:00:00Z)"
+            ) from None
+    else:
+        raise ValueError("must be an ISO-8601 string such as 2024-06-01T12:00:00Z")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        seconds = moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("time out of range") from None
+    if seconds < MIN_TIME_S:
+        raise ValueError(f"before Solana mainnet existed ({iso(MIN_TIME_S)})")
+    if seconds > time.time() + MAX_FUTURE_S:
+        raise ValueError(f"more than {MAX_FUTURE_S // 86_400} days in the future")
+    return int(seconds)
+
+
+def _wallet(value: str) -> str:
+    return validate_wallet(value)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Wallet = Annotated[
+    str,
+    Field(
+        min_length=32,
+        max_length=44,
+        pattern=r"^[1-9A-HJ-NP-Za-km-z]+$",
+        description="A canonical base58 Solana public key.",
+        examples=["7rhxnLV8C77o6d8oz26AgK8x8m5ePsdeRawjqvojbjnQ"],
+    ),
+    AfterValidator(_wallet),
+]
+IsoTime = Annotated[str, Field(description="ISO-8601 UTC", examples=["2024-06-01T12:00:00Z"])]
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Predictions
+
+
+class TokenItem(ApiModel):
+    """One buy to score: this KOL buys this much at this time (optionally of this token)."""
+
+    wallet: Wallet
+    amount_sol: Annotated[
+        float,
+        Field(
+            strict=True,
+            gt=0,
+            le=MAX_AMOUNT_SOL,
+            description=f"SOL spent on the buy: a finite number > 0 and ≤ {MAX_AMOUNT_SOL:g}.",
+            examples=[1.5],
+        ),
+        AfterValidator(_finite),
+    ]
+    entry_time: Annotated[
+        int,
+        BeforeValidator(parse_time),
+        Field(
+            description="When the buy happens, ISO-8601 (no offset = UTC). Features use only what "
+            "was known before this time.",
+            json_schema_extra={"type": "string", "format": "date-time", "examples": ["2024-06-01T12:00:00Z"]},
+        ),
+    ]
+    mint: Annotated[Wallet | None, Field(description="The token's mint, when known.")] = None
+
+
+class PredictTokenRequest(ApiModel):
+    items: list[TokenItem] = Field(min_length=1, max_length=MAX_ITEMS, description=f"1 to {MAX_ITEMS} buys.")
+
+
+class TokenPrediction(BaseModel):
+    p_3x: float = Field(ge=0, le=1, description="Calibrated probability that the position reaches 3x.")
+    above_threshold: bool = Field(description="p_3x ≥ the model's decision threshold (chosen on validation).")
+    cold_start: bool = Field(
+        description="The KOL had no closed position before entry_time: the prediction rests on the "
+        "buy itself and the population prior, not on the KOL's record."
+    )
+
+
+class PredictTokenResponse(BaseModel):
+    predictions: list[TokenPrediction]
+    model_version: str = Field(description="Token model version that produced every prediction here.")
+    threshold: float | None = Field(description="The model's decision threshold.")
+
+
+# KOLs
+
+
+class KolStatsOut(BaseModel):
+    """A KOL's statistics over a window (README "KOL statistics"): positions closed before as_of."""
+
+    trades: int = Field(description="Positions entered in the window.")
+    closed: int = Field(description="Positions closed in the window.")
+    scored: int = Field(description="Closed positions with a SOL result.")
+    wins: int
+    n_3x: int
+    win_rate: float | None
+    rate_3x: float | None
+    mean_multiple: float | None
+    median_multiple: float | None
+    mean_hold_s: float | None
+    mean_hold_weighted_s: float | None
+    total_cost_sol: float
+    total_pnl_sol: float
+    roi: float | None
+    consistency: float | None = Field(description="Wilson 95% lower bound of the win rate.")
+    dh_score: float | None = Field(description="Diamond Hand score in [-1, 1].")
+    untracked_sell_positions: int
+    recent_n: int
+    recent_win_rate: float | None
+    recent_rate_3x: float | None
+    recent_mean_multiple: float | None
+    last_entry_time: IsoTime | None
+    last_exit_time: IsoTime | None
+
+
+class LeaderRow(BaseModel):
+    rank: int
+    wallet: str
+    name: str | None
+    stats: KolStatsOut
+
+
+class Leaderboard(BaseModel):
+    window: Window
+    sort: SortKey
+    as_of: IsoTime | None = Field(description="Time of the statistics snapshot (null: none yet).")
+    total: int = Field(description="KOLs matching the search, before the limit.")
+    kols: list[LeaderRow]
+
+
+class Forecast(BaseModel):
+    p_3x_rate_7d: float = Field(
+        description="Forecast share of the KOL's positions over the next 7 days that reach 3x."
+    )
+    p_3x_rate_30d: float = Field(description="The same over the next 30 days.")
+    model_version: str
+    as_of: IsoTime
+    cold_start: bool = Field(
+        description="No closed position before as_of: the forecast is the population prior."
+    )
+
+
+class PositionOut(BaseModel):
+    mint: str
+    seq: int
+    status: Literal["open", "closed"]
+    entry_time: IsoTime
+    exit_time: IsoTime | None
+    entry_dex: str
+    cost_sol: float
+    proceeds_sol: float
+    fees_sol: float
+    realised_pnl_sol: float | None
+    multiple: float | None
+    hold_s: int | None
+    unrealised_value_sol: float | None
+    flags: list[str]
+
+
+class PnlPoint(BaseModel):
+    time: IsoTime
+    cum_pnl_sol: float
+
+
+class KolDetail(BaseModel):
+    wallet: str
+    name: str | None
+    links: list[str]
+    tracked: bool = Field(description="In the tracked KOL list (a wallet can have positions without).")
+    as_of: IsoTime | None
+    stats: dict[Window, KolStatsOut | None]
+    forecast: Forecast | None = Field(description="Null when no KOL model is loaded (see forecast_error).")
+    forecast_error: str | None = None
+    open_positions: int
+    positions: list[PositionOut] = Field(description="Most recent first (by entry), up to `limit`.")
+    pnl_curve: list[PnlPoint] = Field(
+        description="Cumulative realised PnL over closed positions, by exit time."
+    )
+
+
+class TradeOut(BaseModel):
+    signature: str
+    time: IsoTime
+    wallet: str
+    name: str | None
+    mint: str
+    side: Literal["buy", "sell"]
+    sol_amount: float
+    dex: str
+    position_status: Literal["open", "closed"] | None = Field(
+        description="Status of the position this swap belongs to (null: not part of a tracked position)."
+    )
+    multiple: float | None = Field(description="Closed position: its realised multiple.")
+    p_3x: float | None = Field(description="Buys of positions still open: P(3x) for this buy.")
+    above_threshold: bool | None
+
+
+class RecentTrades(BaseModel):
+    trades: list[TradeOut]
+    model_version: str | None = Field(description="Token model version behind p_3x (null: none loaded).")
+    threshold: float | None
+    prediction_error: str | None = Field(default=None, description="Why p_3x is missing, when it is.")
+
+
+# Models
+
+
+class VersionInfo(BaseModel):
+    version: str
+    stage: Literal["candidate", "champion", "archived"]
+    created_at: IsoTime
+    dataset_version: str
+    metric: str | None
+    metric_value: float | None
+    has_report: bool
+
+
+class ModelInfo(BaseModel):
+    champion: str | None
+    serving: str | None = Field(description="Version the running replicas use (null: none loaded).")
+    serving_error: str | None = None
+    versions: list[VersionInfo] = Field(description="Newest first.")
+
+
+class ModelsOut(BaseModel):
+    token: ModelInfo
+    kol: ModelInfo
+
+
+class ModelState(BaseModel):
+    version: str | None
+    loaded: bool
+    error: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"] = Field(description="degraded: a model or the database is unavailable.")
+    models: dict[ModelName, ModelState]
+    database: Literal["ok", "unavailable"]
+    kolray_version: str
+
+
+class ReloadRequest(ApiModel):
+    token: str | None = Field(default=None, description="Version to serve; default: the champion.")
+    kol: str | None = Field(default=None, description="Version to serve; default: the champion.")
+
+
+class ReloadResponse(BaseModel):
+    previous: dict[ModelName, str | None]
+    applied: dict[ModelName, str | None]
+    changed: bool
+    how: str = Field(description="How the versions reached the replicas.")
+
+
+class ErrorOut(BaseModel):
+    detail: str

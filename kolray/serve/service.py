@@ -1,0 +1,625 @@
+"""What the routes and the UI call: one object per process, with its models injected.
+
+:class:`KolrayService` holds the database engine, the cached feature source, and two
+:class:`Scorer` objects — in Serve, handles to the batched model deployments; in a plain process
+(tests, the benchmark's FastAPI baseline), models held in-process. The HTTP routes
+(:mod:`kolray.serve.api`) and the Gradio UI (:mod:`kolray.serve.ui`) both call these methods, so
+there is one implementation of every answer.
+
+Failures a client can do nothing about but wait or fix the deployment (no model promoted yet, no
+feature pipeline, database down) are :class:`Unavailable` (HTTP 503) with a message saying what to
+do; a request for something that does not exist is :class:`NotFound` (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from kolray.serve import queries
+from kolray.serve.coalesce import Coalescer
+from kolray.serve.lookup import (
+    DEFAULT_SOURCE,
+    CachedFeatures,
+    FeatureBlock,
+    FeaturesUnavailable,
+    TokenQuery,
+    load_source,
+)
+from kolray.serve.models import FeatureColumnsMissing, ModelHolder, NoModel, Scores
+from kolray.serve.schemas import (
+    Forecast,
+    Health,
+    KolDetail,
+    KolStatsOut,
+    Leaderboard,
+    LeaderRow,
+    ModelInfo,
+    ModelsOut,
+    ModelState,
+    PnlPoint,
+    PositionOut,
+    PredictTokenResponse,
+    RecentTrades,
+    ReloadRequest,
+    ReloadResponse,
+    TokenItem,
+    TokenPrediction,
+    TradeOut,
+    VersionInfo,
+    iso,
+)
+
+log = logging.getLogger(__name__)
+
+MODELS = ("token", "kol")
+VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,63}$")
+PLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.png$")
+
+
+class ServiceError(Exception):
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Unavailable(ServiceError):
+    status = 503
+
+
+class BadRequest(ServiceError):
+    status = 422
+
+
+class Scorer(Protocol):
+    """A model as the service sees it: in-process or behind a Serve handle."""
+
+    async def score(self, block: FeatureBlock) -> Scores: ...
+
+    async def state(self) -> dict[str, Any]: ...
+
+
+class LocalScorer:
+    """A model held in this process (tests, the plain-FastAPI benchmark baseline)."""
+
+    def __init__(self, holder: ModelHolder) -> None:
+        self.holder = holder
+
+    async def score(self, block: FeatureBlock) -> Scores:
+        return self.holder.score(block)
+
+    async def state(self) -> dict[str, Any]:
+        return self.holder.state()
+
+
+# Makes the model replicas serve {"token": V|None, "kol": V|None} (None: the champion).
+Reloader = Callable[[dict[str, str | None]], Awaitable[None]]
+
+
+class LocalReloader:
+    """Reload for models held in this process (tests, the plain-FastAPI baseline)."""
+
+    how = "in-process model holders reconfigured"
+
+    def __init__(self, holders: dict[str, ModelHolder]) -> None:
+        self.holders = holders
+
+    async def __call__(self, versions: dict[str, str | None]) -> None:
+        for model, version in versions.items():
+            await asyncio.to_thread(self.holders[model].configure, {"version": version})
+
+
+RELOAD_WAIT_S = 60.0
+
+
+class _WalletTimes:
+    """First-close time per wallet, cached like features (cold-start flags)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._data: dict[str, tuple[float, int | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, engine: Engine, wallets: Sequence[str]) -> dict[str, int | None]:
+        now = time.monotonic()
+        out: dict[str, int | None] = {}
+        with self._lock:
+            for wallet in set(wallets):
+                hit = self._data.get(wallet)
+                if hit is not None and now - hit[0] < self.ttl_s:
+                    out[wallet] = hit[1]
+        missing = [w for w in set(wallets) if w not in out]
+        if missing:
+            found = queries.first_close_times(engine, missing)
+            with self._lock:
+                if len(self._data) > 100_000:
+                    self._data.clear()
+                for wallet in missing:
+                    out[wallet] = found.get(wallet)
+                    self._data[wallet] = (now, out[wallet])
+        return out
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    """A replica's exception comes back wrapped by Ray; find the kolray error inside."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 5:
+        if isinstance(current, NoModel | FeatureColumnsMissing | FeaturesUnavailable):
+            return current
+        cause = getattr(current, "cause", None) or current.__cause__
+        current = cause if isinstance(cause, BaseException) else None
+        seen += 1
+    return error
+
+
+class KolrayService:
+    # Requests with at most this many items are coalesced (see kolray.serve.coalesce); bigger
+    # ones are a batch already and go alone.
+    coalesce_items = 64
+
+    def __init__(
+        self,
+        *,
+        token: Scorer,
+        kol: Scorer,
+        database_url: str | None = None,
+        storage_uri: str | None = None,
+        feature_source: str = DEFAULT_SOURCE,
+        feature_ttl_s: float = 10.0,
+        reloader: Reloader | None = None,
+        api_key: str | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        from kolray.config import get_settings
+
+        settings = get_settings()
+        self.database_url = database_url or settings.database_url
+        self.storage_uri = storage_uri or settings.storage_uri
+        self.token = token
+        self.kol = kol
+        self.feature_source_path = feature_source
+        self.feature_ttl_s = feature_ttl_s
+        self.reloader = reloader
+        if api_key is None and settings.api_key is not None:
+            api_key = settings.api_key.get_secret_value()
+        self.api_key = api_key or None
+        self._engine = engine
+        self._features: CachedFeatures | None = None
+        self._first_close = _WalletTimes(feature_ttl_s)
+        self._token_coalescer: Coalescer[TokenQuery, tuple[float, bool, str, float | None]] = Coalescer(
+            self._coalesced_token_scores, max_items=1024
+        )
+        self._init_lock = threading.RLock()  # features() builds the engine under it
+
+    # Resources (created on first use, so a replica starts even with the database down)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._init_lock:
+                if self._engine is None:
+                    from kolray.db import upgrade
+                    from kolray.secrets import redact_text
+
+                    try:
+                        self._engine = upgrade(self.database_url)
+                    except Exception as error:
+                        raise Unavailable(
+                            f"database unavailable: {redact_text(_first_line(error))}"
+                        ) from None
+        return self._engine
+
+    @property
+    def features(self) -> CachedFeatures:
+        if self._features is None:
+            with self._init_lock:
+                if self._features is None:
+                    try:
+                        source = load_source(self.feature_source_path, self.engine)
+                    except FeaturesUnavailable as error:
+                        raise Unavailable(str(error)) from None
+                    self._features = CachedFeatures(source, ttl_s=self.feature_ttl_s)
+        return self._features
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
+        """Run a blocking database function in a thread (``inline``: in the event loop, for
+        lookups known to take well under a millisecond); database failures become 503."""
+
+        def call() -> Any:
+            try:
+                return fn(*args)
+            except SQLAlchemyError as error:
+                from kolray.secrets import redact_text
+
+                raise Unavailable(f"database unavailable: {redact_text(_first_line(error))}") from None
+
+        if inline:
+            return call()
+        return await asyncio.to_thread(call)
+
+    async def _score(self, scorer: Scorer, block: FeatureBlock, model: str) -> Scores:
+        try:
+            return await scorer.score(block)
+        except Exception as error:
+            inner = _unwrap(error)
+            if isinstance(inner, NoModel):
+                message = f"no {model} model is loaded: {_first_line(inner)}"
+                if "kolray " not in message:
+                    message += f" (run `kolray tune`, or `kolray promote {model} VERSION`)"
+                raise Unavailable(message) from None
+            if isinstance(inner, FeatureColumnsMissing | FeaturesUnavailable):
+                raise Unavailable(_first_line(inner)) from None
+            raise
+
+    # Health
+
+    async def health(self) -> Health:
+        states: dict[str, ModelState] = {}
+        for name, scorer in (("token", self.token), ("kol", self.kol)):
+            try:
+                states[name] = ModelState(**await scorer.state())
+            except Exception as error:
+                states[name] = ModelState(version=None, loaded=False, error=_first_line(error))
+        try:
+            await self._db(lambda: self.engine.connect().close())
+            database = "ok"
+        except Exception:
+            database = "unavailable"
+        from kolray import __version__
+
+        ok = database == "ok" and all(s.loaded for s in states.values())
+        return Health(
+            status="ok" if ok else "degraded",
+            models=states,  # type: ignore[arg-type]
+            database=database,  # type: ignore[arg-type]
+            kolray_version=__version__,
+        )
+
+    # Predictions
+
+    async def predict_tokens(self, items: Sequence[TokenItem]) -> PredictTokenResponse:
+        queries_ = [TokenQuery(i.wallet, float(i.amount_sol), int(i.entry_time), i.mint) for i in items]
+        scores, cold = await self._token_scores(queries_)
+        threshold = scores.threshold
+        return PredictTokenResponse(
+            predictions=[
+                TokenPrediction(
+                    p_3x=float(p),
+                    above_threshold=bool(threshold is not None and p >= threshold),
+                    cold_start=c,
+                )
+                for p, c in zip(scores.values, cold, strict=True)
+            ],
+            model_version=scores.version,
+            threshold=threshold,
+        )
+
+    async def _token_scores(self, items: Sequence[TokenQuery]) -> tuple[Scores, list[bool]]:
+        if len(items) > self.coalesce_items:
+            return await self._token_scores_now(items)
+        # Small requests in flight together share one feature lookup and one model call.
+        results = await self._token_coalescer(list(items))
+        _, _, version, threshold = results[0]
+        values = np.array([r[0] for r in results], dtype=np.float64)
+        return Scores(values, version, threshold), [r[1] for r in results]
+
+    async def _coalesced_token_scores(
+        self, items: list[TokenQuery]
+    ) -> list[tuple[float, bool, str, float | None]]:
+        scores, cold = await self._token_scores_now(items)
+        return [
+            (float(v), c, scores.version, scores.threshold) for v, c in zip(scores.values, cold, strict=True)
+        ]
+
+    async def _token_scores_now(self, items: Sequence[TokenQuery]) -> tuple[Scores, list[bool]]:
+        def lookup() -> tuple[FeatureBlock, list[bool]]:
+            block = self.features.token_block(items)
+            firsts = self._first_close.get(self.engine, [q.wallet for q in items])
+            cold = [firsts.get(q.wallet) is None or firsts[q.wallet] >= q.entry_time for q in items]
+            return block, cold
+
+        block, cold = await self._db(lookup)
+        scores = await self._score(self.token, block, "token")
+        values = np.clip(np.nan_to_num(scores.values, nan=0.0), 0.0, 1.0)
+        return Scores(values, scores.version, scores.threshold), cold
+
+    async def forecast(self, wallet: str, as_of: int) -> Forecast:
+        def lookup() -> tuple[FeatureBlock, bool]:
+            block = self.features.kol_block([wallet], as_of)
+            first = self._first_close.get(self.engine, [wallet]).get(wallet)
+            return block, first is None or first >= as_of
+
+        block, cold = await self._db(lookup)
+        scores = await self._score(self.kol, block, "kol")
+        rates = np.clip(np.nan_to_num(np.asarray(scores.values, dtype=np.float64).reshape(-1, 2)), 0.0, 1.0)
+        return Forecast(
+            p_3x_rate_7d=float(rates[0, 0]),
+            p_3x_rate_30d=float(rates[0, 1]),
+            model_version=scores.version,
+            as_of=iso(as_of) or "",
+            cold_start=cold,
+        )
+
+    # KOLs
+
+    async def leaderboard(self, window: str, sort: str, limit: int, search: str | None = None) -> Leaderboard:
+        result = await self._db(lambda: queries.leaderboard(self.engine, window, sort, limit, search))
+        return Leaderboard(
+            window=window,  # type: ignore[arg-type]
+            sort=sort,  # type: ignore[arg-type]
+            as_of=iso(result.as_of),
+            total=result.total,
+            kols=[
+                LeaderRow(rank=i + 1, wallet=w, name=n, stats=KolStatsOut(**queries.stats_out(s)))  # type: ignore[arg-type]
+                for i, (w, n, s) in enumerate(result.rows)
+            ],
+        )
+
+    async def kol_detail(self, wallet: str, limit: int = 100) -> KolDetail:
+        record = await self._db(lambda: queries.kol_record(self.engine, wallet, limit))
+        if record is None:
+            raise NotFound(
+                f"unknown KOL {wallet}: not tracked and no positions (add it with `kolray kols add {wallet}`)"
+            )
+        as_of = record.as_of
+        if as_of is None:
+            as_of = await self._db(lambda: queries.data_clock(self.engine)) or int(time.time())
+        forecast: Forecast | None = None
+        forecast_error: str | None = None
+        try:
+            forecast = await self.forecast(wallet, as_of)
+        except Unavailable as error:
+            forecast_error = error.message
+        return KolDetail(
+            wallet=record.wallet,
+            name=record.name,
+            links=record.links,
+            tracked=record.tracked,
+            as_of=iso(record.as_of),
+            stats={w: KolStatsOut(**s) if s else None for w, s in record.stats.items()},  # type: ignore[misc]
+            forecast=forecast,
+            forecast_error=forecast_error,
+            open_positions=record.open_positions,
+            positions=[PositionOut(**p) for p in record.positions],
+            pnl_curve=[PnlPoint(time=iso(t) or "", cum_pnl_sol=v) for t, v in record.pnl_curve],
+        )
+
+    async def recent_trades(self, limit: int = 50, wallet: str | None = None) -> RecentTrades:
+        swaps = await self._db(lambda: queries.recent_swaps(self.engine, limit, wallet))
+        open_buys = [
+            i
+            for i, s in enumerate(swaps)
+            if s.side == "buy" and s.position_status == "open" and s.sol_amount > 0
+        ]
+        p: dict[int, float] = {}
+        version: str | None = None
+        threshold: float | None = None
+        error: str | None = None
+        if open_buys:
+            items = [
+                TokenQuery(swaps[i].wallet, swaps[i].sol_amount, swaps[i].time, swaps[i].mint)
+                for i in open_buys
+            ]
+            try:
+                scores, _ = await self._token_scores(items)
+                version, threshold = scores.version, scores.threshold
+                p = {i: float(v) for i, v in zip(open_buys, scores.values, strict=True)}
+            except Unavailable as failure:
+                error = failure.message
+        trades = []
+        for i, s in enumerate(swaps):
+            value = p.get(i)
+            trades.append(
+                TradeOut(
+                    signature=s.signature,
+                    time=iso(s.time) or "",
+                    wallet=s.wallet,
+                    name=s.name,
+                    mint=s.mint,
+                    side=s.side,  # type: ignore[arg-type]
+                    sol_amount=s.sol_amount,
+                    dex=s.dex,
+                    position_status=s.position_status,  # type: ignore[arg-type]
+                    multiple=s.multiple if s.multiple is None or math.isfinite(s.multiple) else None,
+                    p_3x=value,
+                    above_threshold=None if value is None or threshold is None else value >= threshold,
+                )
+            )
+        return RecentTrades(trades=trades, model_version=version, threshold=threshold, prediction_error=error)
+
+    async def kol_choices(self) -> list[tuple[str, str | None]]:
+        return await self._db(lambda: queries.kol_choices(self.engine))
+
+    async def data_clock(self) -> int | None:
+        return await self._db(lambda: queries.data_clock(self.engine))
+
+    # Models
+
+    async def serving_versions(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for name, scorer in (("token", self.token), ("kol", self.kol)):
+            try:
+                out[name] = (await scorer.state()).get("version")
+            except Exception:
+                out[name] = None
+        return out
+
+    async def models(self) -> ModelsOut:
+        from kolray import registry, storage
+
+        states = {}
+        for name, scorer in (("token", self.token), ("kol", self.kol)):
+            try:
+                states[name] = await scorer.state()
+            except Exception as error:
+                states[name] = {"version": None, "error": _first_line(error)}
+
+        def read() -> dict[str, ModelInfo]:
+            out = {}
+            for name in MODELS:
+                try:
+                    index = registry.read_index(name, self.storage_uri)
+                except registry.RegistryError as error:
+                    raise Unavailable(_first_line(error)) from None
+                versions = []
+                for entry in sorted(index.versions, key=lambda v: v.created_at, reverse=True):
+                    report = storage.join(self.storage_uri, "reports", name, entry.version, "report.json")
+                    value = entry.primary_metric.get("value")
+                    versions.append(
+                        VersionInfo(
+                            version=entry.version,
+                            stage=entry.stage,
+                            created_at=iso(entry.created_at) or "",
+                            dataset_version=entry.dataset_version,
+                            metric=entry.primary_metric.get("name"),
+                            metric_value=value if isinstance(value, float) and math.isfinite(value) else None,
+                            has_report=storage.exists(report),
+                        )
+                    )
+                state = states[name]
+                out[name] = ModelInfo(
+                    champion=index.champion,
+                    serving=state.get("version"),
+                    serving_error=state.get("error"),
+                    versions=versions,
+                )
+            return out
+
+        infos = await asyncio.to_thread(read)
+        return ModelsOut(**infos)
+
+    def _check_version(self, model: str, version: str) -> None:
+        if model not in MODELS:
+            raise NotFound(f"unknown model {model!r}: token or kol")
+        if not VERSION_RE.match(version):
+            raise NotFound(f"no {model} model version {version!r}")
+
+    async def report(self, model: str, version: str) -> dict[str, Any]:
+        from kolray import storage
+
+        self._check_version(model, version)
+        uri = storage.join(self.storage_uri, "reports", model, version, "report.json")
+
+        def read() -> dict[str, Any] | None:
+            return storage.read_json(uri) if storage.exists(uri) else None
+
+        report = await asyncio.to_thread(read)
+        if report is None:
+            raise NotFound(
+                f"no report for {model} {version}: run `kolray evaluate --model {model} --version {version}`"
+            )
+        return report
+
+    async def plot_names(self, model: str, version: str) -> list[str]:
+        from kolray import storage
+
+        self._check_version(model, version)
+        root = storage.join(self.storage_uri, "reports", model, version)
+
+        def names() -> list[str]:
+            if not storage.exists(root):
+                return []
+            return sorted(n.rsplit("/", 1)[-1] for n in storage.listdir(root) if n.endswith(".png"))
+
+        return await asyncio.to_thread(names)
+
+    async def plot(self, model: str, version: str, name: str) -> bytes:
+        from kolray import storage
+
+        self._check_version(model, version)
+        if not PLOT_RE.match(name):
+            raise NotFound(f"no plot {name!r}")
+        uri = storage.join(self.storage_uri, "reports", model, version, name)
+
+        def read() -> bytes | None:
+            return storage.read_bytes(uri) if storage.exists(uri) else None
+
+        data = await asyncio.to_thread(read)
+        if data is None:
+            raise NotFound(f"no plot {name} for {model} {version}")
+        return data
+
+    # Admin
+
+    async def reload(self, request: ReloadRequest) -> ReloadResponse:
+        """Point the model replicas at the requested versions (default: each model's champion)."""
+        from kolray import registry
+
+        if self.reloader is None:
+            raise Unavailable("this process cannot reload models (no reloader configured)")
+
+        def resolve() -> dict[str, str | None]:
+            wanted: dict[str, str | None] = {}
+            for name in MODELS:
+                asked = getattr(request, name)
+                try:
+                    index = registry.read_index(name, self.storage_uri)
+                except registry.RegistryError as error:
+                    raise Unavailable(_first_line(error)) from None
+                if asked is not None:
+                    try:
+                        index.entry(asked)
+                    except registry.VersionNotFound as error:
+                        raise NotFound(_first_line(error)) from None
+                wanted[name] = asked or index.champion
+            return wanted
+
+        wanted = await asyncio.to_thread(resolve)
+        previous = await self.serving_versions()
+        try:
+            await self.reloader(wanted)
+        except Exception as error:
+            raise Unavailable(_first_line(error)) from None
+        await self._wait_for(wanted)
+        return ReloadResponse(
+            previous=previous,  # type: ignore[arg-type]
+            applied=wanted,  # type: ignore[arg-type]
+            changed=any(previous.get(m) != wanted[m] for m in MODELS),
+            how=getattr(self.reloader, "how", "in-process reload"),
+        )
+
+    async def _wait_for(self, wanted: dict[str, str | None], timeout_s: float = RELOAD_WAIT_S) -> None:
+        """Until the replicas answer with the wanted versions: several answers in a row, since
+        each call reaches one replica of possibly several. A replica that reports a load error
+        for a version it does not serve ends the wait at once."""
+        deadline = time.monotonic() + timeout_s
+        streak = 0
+        scorers = {"token": self.token, "kol": self.kol}
+        while True:
+            done = True
+            for model, version in wanted.items():
+                if version is None:
+                    continue
+                state = await scorers[model].state()
+                if state.get("version") != version:
+                    done = False
+                    if state.get("error") and state.get("requested") == version:
+                        raise Unavailable(f"{model} replicas could not load {version}: {state['error']}")
+            streak = streak + 1 if done else 0
+            if streak >= 5:
+                return
+            if time.monotonic() > deadline:
+                raise Unavailable(f"replicas do not serve {wanted} {timeout_s:.0f} s after the reload")
+            await asyncio.sleep(0.05 if streak else 0.2)

@@ -1,0 +1,542 @@
+"""The Gradio front end at ``/ui``: what a trader opens every morning.
+
+Tabs: **Leaderboard** (7d/30d/all, sort, search; click a row to open the KOL), **Recent trades**
+(P(3x) of open buys, colour-coded against the model's threshold; refreshes itself), **KOL**
+(statistics per window, 7/30-day forecast, cumulative PnL, positions), **What-if** (a KOL, an
+amount and a time → P(3x)), **Models** (versions, metrics against baselines and the oracle, the
+report's ROC/PR/calibration plots), then any tabs from :mod:`kolray.serve.extensions`.
+
+Every number comes from the same :class:`~kolray.serve.service.KolrayService` methods as the HTTP
+API (and the what-if input goes through the API's own request model), so the UI cannot disagree
+with it. The Blocks are built inside the replica: Gradio objects cannot be pickled.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from pydantic import ValidationError
+
+from kolray.serve.schemas import KolDetail, Leaderboard, RecentTrades, TokenItem, iso
+from kolray.serve.service import KolrayService, ServiceError
+
+SORTS = [
+    ("Total PnL (SOL)", "total_pnl_sol"),
+    ("ROI", "roi"),
+    ("Win rate", "win_rate"),
+    ("3x rate", "rate_3x"),
+    ("3x count", "n_3x"),
+    ("Consistency", "consistency"),
+    ("Diamond Hand", "dh_score"),
+    ("Trades", "trades"),
+    ("Recent win rate", "recent_win_rate"),
+    ("Last active", "last_entry_time"),
+]
+STAT_ROWS = [
+    ("Trades", "trades", "int"),
+    ("Closed", "closed", "int"),
+    ("Win rate", "win_rate", "pct"),
+    ("3x rate", "rate_3x", "pct"),
+    ("3x count", "n_3x", "int"),
+    ("Mean multiple", "mean_multiple", "x"),
+    ("Median multiple", "median_multiple", "x"),
+    ("Total PnL (SOL)", "total_pnl_sol", "sol"),
+    ("ROI", "roi", "pct"),
+    ("Consistency", "consistency", "pct"),
+    ("Diamond Hand", "dh_score", "num"),
+    ("Mean hold", "mean_hold_s", "hold"),
+    ("Recent win rate", "recent_win_rate", "pct"),
+]
+GOOD = "background-color: #d1fadf; color: #05603a"
+MAYBE = "background-color: #fef0c7; color: #93370d"
+BAD = "color: #b42318"
+MUTED = "color: #667085"
+CSS = """
+.kolray-big input { font-size: 1.6rem !important; font-weight: 600; }
+footer { display: none !important; }
+"""
+
+
+# Formatting
+
+
+def short(wallet: str) -> str:
+    return f"{wallet[:4]}…{wallet[-4:]}" if len(wallet) > 10 else wallet
+
+
+def kol_label(wallet: str, name: str | None) -> str:
+    return f"{name} · {short(wallet)}" if name else wallet
+
+
+def fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "–"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "x":
+        return f"{value:.2f}x"
+    if kind == "sol":
+        return f"{value:+,.2f}"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "hold":
+        hours = value / 3600
+        return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+    return f"{value:.3f}"
+
+
+def when(text: str | None) -> str:
+    return text.replace("T", " ").replace("Z", "") if text else "–"
+
+
+def _pnl_style(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return ""
+    return "color: #05603a" if value > 0 else BAD if value < 0 else ""
+
+
+def leaderboard_table(board: Leaderboard) -> tuple[Any, list[str]]:
+    rows = []
+    for row in board.kols:
+        s = row.stats
+        rows.append(
+            {
+                "#": row.rank,
+                "KOL": row.name or short(row.wallet),
+                "PnL (SOL)": round(s.total_pnl_sol, 2),
+                "ROI": fmt(s.roi, "pct"),
+                "Win rate": fmt(s.win_rate, "pct"),
+                "3x rate": fmt(s.rate_3x, "pct"),
+                "3x": s.n_3x,
+                "Consistency": fmt(s.consistency, "pct"),
+                "DH": fmt(s.dh_score, "num"),
+                "Closed": s.closed,
+                "Last buy": when(s.last_entry_time),
+            }
+        )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "#",
+            "KOL",
+            "PnL (SOL)",
+            "ROI",
+            "Win rate",
+            "3x rate",
+            "3x",
+            "Consistency",
+            "DH",
+            "Closed",
+            "Last buy",
+        ],
+    )
+    styled = frame.style.map(_pnl_style, subset=["PnL (SOL)"]).format({"PnL (SOL)": "{:+,.2f}"})
+    return styled, [row.wallet for row in board.kols]
+
+
+def _p3x_style(threshold: float | None):
+    def style(value: Any) -> str:
+        if not isinstance(value, int | float) or pd.isna(value):
+            return MUTED
+        if threshold is not None and value >= threshold:
+            return GOOD
+        if threshold is not None and value >= threshold / 2:
+            return MAYBE
+        return ""
+
+    return style
+
+
+def trades_table(trades: RecentTrades) -> Any:
+    rows = []
+    for t in trades.trades:
+        outcome = (
+            "open"
+            if t.position_status == "open"
+            else (fmt(t.multiple, "x") if t.multiple is not None else (t.position_status or "not analysed"))
+        )
+        rows.append(
+            {
+                "Time (UTC)": when(t.time),
+                "KOL": t.name or short(t.wallet),
+                "Side": t.side,
+                "SOL": round(t.sol_amount, 3),
+                "Token": short(t.mint),
+                "DEX": t.dex,
+                "Position": outcome,
+                "P(3x)": t.p_3x,
+            }
+        )
+    frame = pd.DataFrame(
+        rows, columns=["Time (UTC)", "KOL", "Side", "SOL", "Token", "DEX", "Position", "P(3x)"]
+    )
+    return frame.style.map(_p3x_style(trades.threshold), subset=["P(3x)"]).format(
+        {"P(3x)": lambda v: "–" if v is None or pd.isna(v) else f"{100 * v:.1f}%", "SOL": "{:.3f}"}
+    )
+
+
+def stats_table(detail: KolDetail) -> pd.DataFrame:
+    rows = []
+    for label, key, kind in STAT_ROWS:
+        row = {"": label}
+        for window in ("7d", "30d", "all"):
+            stats = detail.stats.get(window)  # type: ignore[call-overload]
+            row[window] = fmt(getattr(stats, key), kind) if stats is not None else "–"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["", "7d", "30d", "all"])
+
+
+def positions_table(detail: KolDetail) -> Any:
+    rows = [
+        {
+            "Entry (UTC)": when(p.entry_time),
+            "Token": short(p.mint),
+            "Status": p.status,
+            "Cost (SOL)": round(p.cost_sol, 3),
+            "PnL (SOL)": p.realised_pnl_sol,
+            "Multiple": fmt(p.multiple, "x"),
+            "Hold": fmt(p.hold_s, "hold"),
+            "Open value (SOL)": fmt(p.unrealised_value_sol, "num") if p.status == "open" else "",
+            "Flags": ", ".join(p.flags),
+        }
+        for p in detail.positions
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "Entry (UTC)",
+            "Token",
+            "Status",
+            "Cost (SOL)",
+            "PnL (SOL)",
+            "Multiple",
+            "Hold",
+            "Open value (SOL)",
+            "Flags",
+        ],
+    )
+    return frame.style.map(_pnl_style, subset=["PnL (SOL)"]).format(
+        {"PnL (SOL)": lambda v: "–" if v is None or pd.isna(v) else f"{v:+,.3f}", "Cost (SOL)": "{:.3f}"}
+    )
+
+
+def pnl_frame(detail: KolDetail) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "time": [pd.Timestamp(p.time) for p in detail.pnl_curve],
+            "cum_pnl_sol": [p.cum_pnl_sol for p in detail.pnl_curve],
+        }
+    )
+    return frame
+
+
+def forecast_text(detail: KolDetail) -> str:
+    head = f"### {detail.name or detail.wallet}\n`{detail.wallet}`"
+    if detail.links:
+        head += " · " + " · ".join(f"[link]({link})" for link in detail.links[:3])
+    if not detail.tracked:
+        head += " · *not in the tracked list*"
+    if detail.forecast is None:
+        return f"{head}\n\n**Forecast unavailable:** {detail.forecast_error or 'no KOL model'}"
+    f = detail.forecast
+    note = " · *cold start: no closed positions yet, this is the population prior*" if f.cold_start else ""
+    return (
+        f"{head}\n\n**Forecast 3x rate** — next 7 days: **{100 * f.p_3x_rate_7d:.1f}%** · next 30 days: "
+        f"**{100 * f.p_3x_rate_30d:.1f}%**  \n<small>KOL model {f.model_version}, as of {when(f.as_of)} UTC · "
+        f"{detail.open_positions} open positions{note}</small>"
+    )
+
+
+def report_table(report: dict[str, Any]) -> pd.DataFrame:
+    """The test metrics of the model, its baselines and the oracle side by side."""
+    blocks: list[tuple[str, dict[str, Any]]] = [("model", report.get("test") or {})]
+    blocks += list((report.get("baselines") or {}).items())
+    if report.get("oracle"):
+        blocks.append(("oracle (ceiling)", report["oracle"]))
+    preferred = [
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "precision",
+        "recall",
+        "f1",
+        "threshold",
+        "rmse",
+        "rmse_7d",
+        "rmse_30d",
+        "mae_7d",
+        "mae_30d",
+        "r2_7d",
+        "r2_30d",
+        "n",
+        "n_pos",
+    ]
+    keys = [k for k in preferred if any(isinstance(b.get(k), int | float) for _, b in blocks)]
+    rows = []
+    for name, block in blocks:
+        row: dict[str, Any] = {"": name}
+        for key in keys:
+            value = block.get(key)
+            row[key] = (
+                (f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+                if isinstance(value, int | float)
+                else "–"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["", *keys])
+
+
+# The Blocks
+
+
+def build_ui(service: KolrayService) -> gr.Blocks:
+    from kolray.serve import extensions
+
+    async def header() -> str:
+        versions = await service.serving_versions()
+        clock = await _safe(service.data_clock)
+        serving = " · ".join(f"{m} model **{v or 'none'}**" for m, v in versions.items())
+        return f"Serving {serving} · data up to **{when(iso(clock)) if clock else '–'} UTC**"
+
+    async def _safe(fn: Any, *args: Any) -> Any:
+        try:
+            return await fn(*args)
+        except ServiceError:
+            return None
+
+    async def kol_choices() -> list[tuple[str, str]]:
+        try:
+            return [(kol_label(w, n), w) for w, n in await service.kol_choices()]
+        except ServiceError:
+            return []
+
+    # Callbacks
+
+    async def show_leaderboard(window: str, sort: str, search: str) -> tuple[Any, list[str], str]:
+        try:
+            board = await service.leaderboard(window, sort, 200, search or None)
+        except ServiceError as error:
+            return pd.DataFrame(), [], f"⚠️ {error.message}"
+        table, wallets = leaderboard_table(board)
+        note = f"{board.total} KOLs · statistics as of {when(board.as_of)} UTC · click a row to open the KOL"
+        return table, wallets, note
+
+    async def show_trades(limit: float) -> tuple[Any, str]:
+        try:
+            trades = await service.recent_trades(int(limit))
+        except ServiceError as error:
+            return pd.DataFrame(), f"⚠️ {error.message}"
+        if trades.model_version:
+            legend = (
+                f"P(3x) by token model {trades.model_version}; green ≥ threshold "
+                f"{100 * (trades.threshold or 0):.1f}%, amber ≥ half of it."
+            )
+        else:
+            legend = f"P(3x) unavailable: {trades.prediction_error}" if trades.prediction_error else ""
+        return trades_table(trades), legend
+
+    async def show_kol(wallet: str | None) -> tuple[str, Any, pd.DataFrame, Any]:
+        empty = pd.DataFrame({"time": [], "cum_pnl_sol": []})
+        if not wallet:
+            return "Pick a KOL above (or paste a wallet).", pd.DataFrame(), empty, pd.DataFrame()
+        from kolray.kols import InvalidWallet, validate_wallet
+
+        try:
+            detail = await service.kol_detail(validate_wallet(wallet), 200)
+        except (ServiceError, InvalidWallet) as error:
+            return f"⚠️ {getattr(error, 'message', error)}", pd.DataFrame(), empty, pd.DataFrame()
+        return forecast_text(detail), stats_table(detail), pnl_frame(detail), positions_table(detail)
+
+    async def what_if(
+        wallet: str | None, amount: float | None, at: str, mint: str
+    ) -> tuple[float | None, str]:
+        try:
+            item = TokenItem.model_validate(
+                {"wallet": wallet or "", "amount_sol": amount, "entry_time": at, "mint": mint.strip() or None}
+            )
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            return None, f"⚠️ {problems}"
+        try:
+            result = await service.predict_tokens([item])
+        except ServiceError as error:
+            return None, f"⚠️ {error.message}"
+        p = result.predictions[0]
+        verdict = (
+            "above the model's threshold: a **candidate 3x**"
+            if p.above_threshold
+            else "below the model's threshold"
+        )
+        cold = "  \n*Cold start: this KOL had no closed position before that time.*" if p.cold_start else ""
+        threshold = f"{100 * result.threshold:.1f}%" if result.threshold is not None else "–"
+        return round(100 * p.p_3x, 2), (
+            f"P(3x) = **{100 * p.p_3x:.1f}%**, {verdict} ({threshold}).  \n"
+            f"<small>token model {result.model_version}</small>{cold}"
+        )
+
+    async def model_versions(model: str) -> tuple[Any, str]:
+        try:
+            info = getattr(await service.models(), model)
+        except ServiceError as error:
+            return gr.update(choices=[], value=None), f"⚠️ {error.message}"
+        choices = [
+            (
+                f"{v.version} · {v.stage}"
+                + (f" · {v.metric} {v.metric_value:.4f}" if v.metric_value is not None else ""),
+                v.version,
+            )
+            for v in info.versions
+        ]
+        summary = (
+            f"**{model}** · champion **{info.champion or 'none'}** · serving **{info.serving or 'none'}**"
+            + (f" · ⚠️ {info.serving_error}" if info.serving_error else "")
+            + f" · {len(info.versions)} versions"
+        )
+        default = info.champion or (info.versions[0].version if info.versions else None)
+        return gr.update(choices=choices, value=default), summary
+
+    async def model_report(model: str, version: str | None) -> tuple[pd.DataFrame, list[Any], str]:
+        if not version:
+            return pd.DataFrame(), [], "No version registered yet: run `kolray tune`."
+        from PIL import Image
+
+        try:
+            report = await service.report(model, version)
+        except ServiceError as error:
+            return pd.DataFrame(), [], f"⚠️ {error.message}"
+        images = []
+        for name in await service.plot_names(model, version):
+            data = await service.plot(model, version, name)
+            images.append((Image.open(io.BytesIO(data)), name.removesuffix(".png").replace("_", " ")))
+        comparison = report.get("comparison")
+        text = f"Dataset {report.get('dataset_version', '–')}"
+        if isinstance(comparison, dict) and comparison.get("summary"):
+            text += f" · {comparison['summary']}"
+        return report_table(report), images, text
+
+    # Layout
+
+    with gr.Blocks(title="kolray") as blocks:
+        gr.Markdown("## kolray — Solana KOL buys that run to 3x")
+        status = gr.Markdown(elem_id="status-line")
+        with gr.Tabs(selected="leaderboard") as tabs:
+            with gr.Tab("Leaderboard", id="leaderboard", elem_id="tab-leaderboard"):
+                with gr.Row():
+                    window = gr.Radio(["7d", "30d", "all"], value="30d", label="Window", scale=1)
+                    sort = gr.Dropdown(SORTS, value="total_pnl_sol", label="Sort by", scale=1)
+                    search = gr.Textbox(label="Search", placeholder="name or wallet", scale=2)
+                board_note = gr.Markdown()
+                board = gr.Dataframe(
+                    interactive=False, elem_id="leaderboard-table", max_height=640, wrap=True
+                )
+                board_wallets = gr.State([])
+
+            with gr.Tab("Recent trades", id="trades", elem_id="tab-trades"):
+                with gr.Row():
+                    trade_limit = gr.Slider(10, 200, value=50, step=10, label="Trades", scale=3)
+                    refresh = gr.Button("Refresh", scale=1)
+                trade_note = gr.Markdown()
+                trades = gr.Dataframe(interactive=False, elem_id="trades-table", max_height=640)
+                timer = gr.Timer(30)
+
+            with gr.Tab("KOL", id="kol", elem_id="tab-kol"):
+                kol_pick = gr.Dropdown(label="KOL", allow_custom_value=True, elem_id="kol-pick")
+                kol_head = gr.Markdown(elem_id="kol-forecast")
+                with gr.Row():
+                    kol_stats = gr.Dataframe(
+                        interactive=False, label="Statistics", scale=2, elem_id="kol-stats"
+                    )
+                    pnl_plot = gr.LinePlot(
+                        x="time",
+                        y="cum_pnl_sol",
+                        title="Cumulative realised PnL (SOL)",
+                        x_title="exit time (UTC)",
+                        y_title="SOL",
+                        scale=3,
+                    )
+                positions = gr.Dataframe(
+                    interactive=False,
+                    label="Positions (newest first)",
+                    max_height=480,
+                    elem_id="kol-positions",
+                )
+
+            with gr.Tab("What-if", id="whatif", elem_id="tab-whatif"):
+                gr.Markdown(
+                    "If this KOL buys this much at this time, how likely is the position to reach 3x?"
+                )
+                with gr.Row():
+                    wi_kol = gr.Dropdown(label="KOL", allow_custom_value=True, elem_id="whatif-kol", scale=2)
+                    wi_amount = gr.Number(value=1.0, label="Amount (SOL)", elem_id="whatif-amount", scale=1)
+                    wi_time = gr.Textbox(label="Time (ISO-8601, UTC)", elem_id="whatif-time", scale=2)
+                    wi_mint = gr.Textbox(label="Token mint (optional)", elem_id="whatif-mint", scale=2)
+                wi_go = gr.Button("Predict", variant="primary", elem_id="whatif-go")
+                with gr.Row():
+                    wi_p = gr.Number(
+                        label="P(3x) %", interactive=False, elem_id="whatif-p3x", elem_classes="kolray-big"
+                    )
+                    wi_text = gr.Markdown(elem_id="whatif-text")
+
+            with gr.Tab("Models", id="models", elem_id="tab-models"):
+                with gr.Row():
+                    model = gr.Radio(["token", "kol"], value="token", label="Model", scale=1)
+                    version = gr.Dropdown(label="Version", scale=3, elem_id="model-version")
+                model_summary = gr.Markdown(elem_id="model-summary")
+                report_note = gr.Markdown()
+                metrics = gr.Dataframe(
+                    interactive=False,
+                    label="Test metrics (model vs baselines vs oracle)",
+                    elem_id="model-metrics",
+                )
+                plots = gr.Gallery(
+                    label="Report plots",
+                    columns=3,
+                    height="auto",
+                    object_fit="contain",
+                    elem_id="model-plots",
+                )
+
+            for label, render in extensions.tabs():
+                with gr.Tab(label):
+                    render(service)
+
+        # Events
+
+        async def on_load() -> tuple[Any, ...]:
+            choices = await kol_choices()
+            clock = await _safe(service.data_clock)
+            first = choices[0][1] if choices else None
+            return (
+                await header(),
+                gr.update(choices=choices, value=first),
+                gr.update(choices=choices, value=first),
+                iso(clock) if clock else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+
+        blocks.load(on_load, outputs=[status, kol_pick, wi_kol, wi_time])
+        blocks.load(show_leaderboard, [window, sort, search], [board, board_wallets, board_note])
+        blocks.load(show_trades, [trade_limit], [trades, trade_note])
+        blocks.load(model_versions, [model], [version, model_summary])
+        for control in (window, sort):
+            control.change(show_leaderboard, [window, sort, search], [board, board_wallets, board_note])
+        search.submit(show_leaderboard, [window, sort, search], [board, board_wallets, board_note])
+
+        def open_row(wallets: list[str], event: gr.SelectData) -> tuple[Any, Any]:
+            row = event.index[0] if isinstance(event.index, list | tuple) else event.index
+            if not wallets or row is None or row >= len(wallets):
+                return gr.update(), gr.update()
+            return gr.update(value=wallets[row]), gr.Tabs(selected="kol")
+
+        board.select(open_row, [board_wallets], [kol_pick, tabs])
+        kol_pick.change(show_kol, [kol_pick], [kol_head, kol_stats, pnl_plot, positions])
+        for trigger in (refresh.click, trade_limit.release, timer.tick):
+            trigger(show_trades, [trade_limit], [trades, trade_note])
+        timer.tick(header, outputs=[status])
+        wi_go.click(what_if, [wi_kol, wi_amount, wi_time, wi_mint], [wi_p, wi_text])
+        model.change(model_versions, [model], [version, model_summary])
+        version.change(model_report, [model, version], [metrics, plots, report_note])
+    return blocks

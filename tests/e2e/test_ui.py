@@ -1,0 +1,172 @@
+"""The Gradio UI in a real headless Chromium, served by real Ray Serve (through its proxy).
+
+Every tab loads with real data; the leaderboard shows the KOLs; a what-if prediction returns a
+number; clicking a leaderboard row opens that KOL. A screenshot of each tab is saved under
+``test-artifacts/ui/``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kolray.db import upgrade
+from kolray.serve import control, sample
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 60_000
+
+
+@dataclass
+class Site:
+    url: str
+    world: sample.SampleWorld
+    models: sample.SampleModels
+
+
+@pytest.fixture(scope="module")
+def site(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("serve-ui")
+    env = {
+        "KOLRAY_DATA_DIR": str(root),
+        "KOLRAY_DATABASE_URL": f"sqlite:///{root / 'kolray.db'}",
+        "KOLRAY_STORAGE_URI": str(root / "store"),
+    }
+    world = sample.populate(upgrade(env["KOLRAY_DATABASE_URL"]), n_kols=10, seed=11)
+    models = sample.register_models(env["KOLRAY_STORAGE_URI"], versions=1, reports=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    control.deploy(sample.app_config(env, port, ui=True))
+    url = f"http://127.0.0.1:{port}"
+    control.wait_until_serving(url)
+    yield Site(url, world, models)
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def page(site: Site, chromium_path: str) -> Iterator[object]:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=TIMEOUT_MS)  # data arrives after the page: give it Serve's time
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{site.url}/ui/", wait_until="domcontentloaded")
+        yield page
+        browser.close()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def shot(page, name: str) -> None:
+    page.wait_for_timeout(500)  # let Gradio's "pending" fade settle
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_leaderboard_shows_the_kols(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    table = page.locator("#leaderboard-table")
+    for wallet, name in zip(site.world.wallets, site.world.names, strict=True):
+        # Named KOLs by name, the unnamed one by its shortened wallet.
+        label = name or f"{wallet[:4]}…{wallet[-4:]}"
+        expect(table.get_by_role("gridcell", name=label, exact=True)).to_be_visible()
+    expect(page.locator("#status-line")).to_contain_text(site.models.token[0])
+    assert table.get_by_role("row").count() == len(site.world.wallets) + 1  # and the header
+    shot(page, "1-leaderboard")
+
+
+def test_recent_trades_show_p3x(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    open_tab(page, "Recent trades")
+    table = page.locator("#trades-table")
+    expect(table.get_by_role("gridcell", name=re.compile(r"^\d+\.\d%$")).first).to_be_visible()
+    expect(table.get_by_role("gridcell", name="open", exact=True).first).to_be_visible()
+    expect(page.get_by_text(f"P(3x) by token model {site.models.token[0]}")).to_be_visible()
+    shot(page, "2-recent-trades")
+
+
+def test_kol_page_shows_forecast_stats_chart_and_positions(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    open_tab(page, "KOL")
+    forecast = page.locator("#kol-forecast")
+    expect(forecast).to_contain_text("Forecast 3x rate")
+    expect(forecast).to_contain_text(site.models.kol[0])
+    expect(forecast).to_contain_text(re.compile(r"next 7 days: \d+\.\d%"))
+    expect(page.get_by_text("Cumulative realised PnL (SOL)")).to_be_visible()
+    stats = page.locator("#kol-stats")
+    expect(stats.get_by_role("gridcell", name="Win rate", exact=True)).to_be_visible()
+    expect(stats.get_by_role("gridcell", name=re.compile(r"^\d+\.\d%$")).first).to_be_visible()
+    expect(
+        page.locator("#kol-positions").get_by_role("gridcell", name="closed", exact=True).first
+    ).to_be_visible()
+    shot(page, "3-kol")
+
+
+def test_what_if_returns_a_number(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    open_tab(page, "What-if")
+    amount = page.locator("#whatif-amount input")
+    amount.fill("2.5")
+    page.locator("#whatif-go").click()
+    expect(page.locator("#whatif-text")).to_contain_text("P(3x) =")
+    value = page.locator("#whatif-p3x input").input_value()
+    assert 0.0 <= float(value) <= 100.0
+    expect(page.locator("#whatif-text")).to_contain_text(site.models.token[0])
+    shot(page, "4-what-if")
+    # A bad amount is explained, not a crash.
+    amount.fill("-1")
+    page.locator("#whatif-go").click()
+    expect(page.locator("#whatif-text")).to_contain_text("amount_sol")
+
+
+def test_models_tab_shows_metrics_and_report_plots(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    open_tab(page, "Models")
+    expect(page.locator("#model-summary")).to_contain_text(
+        f"champion **{site.models.token[0]}**".replace("**", "")
+    )
+    metrics = page.locator("#model-metrics")
+    for row in ("model", "logistic", "oracle (ceiling)"):
+        expect(metrics.get_by_role("gridcell", name=row, exact=True)).to_be_visible()
+    gallery = page.locator("#model-plots img")
+    expect(gallery.first).to_be_visible()
+    assert gallery.count() >= 3
+    shot(page, "5-models")
+
+
+def test_clicking_a_leaderboard_row_opens_that_kol(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    open_tab(page, "Leaderboard")
+    cell = page.locator('#leaderboard-table [data-testid="cell-2-1"]')  # third KOL's name
+    name = cell.inner_text().strip()
+    cell.click()
+    expect(page.get_by_role("tab", name="KOL", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#kol-forecast")).to_contain_text(name)

@@ -1,0 +1,97 @@
+"""`kolray serve` as a user runs it: deploys serve_config.yaml, prints the URLs, serves, and stops
+cleanly on Ctrl-C (here on the test session's Ray cluster, through RAY_ADDRESS)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kolray.db import upgrade
+from kolray.serve import sample
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_kolray_serve_deploys_the_config_and_stops_on_ctrl_c(ray_session, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    db_url = f"sqlite:///{tmp_path / 'kolray.db'}"
+    world = sample.populate(upgrade(db_url), n_kols=4, seed=21)
+    models = sample.register_models(store, versions=1, reports=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KOLRAY_")},
+        "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
+        "KOLRAY_DATA_DIR": str(tmp_path),
+        "KOLRAY_DATABASE_URL": db_url,
+        "KOLRAY_STORAGE_URI": store,
+        "KOLRAY_SERVE_PORT": str(port),
+    }
+    # The replicas read their settings from the cluster's environment, not this process's: on a
+    # shared test cluster they come through a copy of serve_config.yaml with a runtime_env.
+    import yaml
+
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["applications"][0]["runtime_env"] = {
+        "env_vars": {k: env[k] for k in ("KOLRAY_DATA_DIR", "KOLRAY_DATABASE_URL", "KOLRAY_STORAGE_URI")}
+    }
+    (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kolray", "serve", "--config", str(tmp_path / "serve_config.yaml")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C to stop" in line or time.monotonic() > deadline:
+                break
+        output = "".join(lines)
+        assert "Ctrl-C to stop" in output, output
+        base = f"http://127.0.0.1:{port}"
+        for path in ("/ui/", "/docs", "/healthz"):
+            assert f"{base}{path}" in output
+        health = httpx.get(f"{base}/healthz", timeout=30).json()
+        assert health["models"]["token"]["version"] == models.token[0]
+        body = {
+            "items": [{"wallet": world.wallets[0], "amount_sol": 1.0, "entry_time": "2024-05-30T00:00:00Z"}]
+        }
+        assert httpx.post(f"{base}/v1/predict/token", json=body, timeout=30).status_code == 200
+        assert httpx.get(f"{base}/ui/", timeout=30).status_code == 200
+
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, "".join(lines) + rest
+    assert "stopped" in rest
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def test_kolray_serve_refuses_a_missing_config(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kolray", "serve", "--config", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--config" in result.stderr
