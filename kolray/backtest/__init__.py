@@ -1,0 +1,82 @@
+"""Backtesting copy-trading strategies on the test period of the token dataset.
+
+Each tracked KOL opening buy in the period is a signal; a strategy decides, from what was known at
+the buy, whether to copy it; the copy enters after a delay with slippage and fees, and exits when
+the KOL sells (mirrored), by take-profit / stop-loss / max-hold, or at the end of the data.
+
+- :mod:`kolray.backtest.engine`: the pure simulation (:class:`Execution`, :class:`Signal`,
+  :class:`PriceTape`, :func:`simulate_copy`, :func:`replay`, :class:`Metrics`).
+- :mod:`kolray.backtest.strategies`: ``copy_all``, ``top_kols``, ``model``, ``oracle``.
+- :mod:`kolray.backtest.data`: signals and prices from a dataset and the database.
+- :mod:`kolray.backtest.run`: :func:`run_backtest`, and the no-lookahead guard.
+- :mod:`kolray.backtest.report`: the report, its table and equity plot, storage.
+"""
+
+from kolray.backtest.data import BacktestError, SignalSet, load_signals
+from kolray.backtest.engine import (
+    Execution,
+    KolSell,
+    Metrics,
+    PriceTape,
+    Replay,
+    Signal,
+    Trade,
+    metrics,
+    replay,
+    simulate_copy,
+)
+from kolray.backtest.report import (
+    BacktestReport,
+    ModelCheck,
+    StrategyResult,
+    equity_png,
+    list_reports,
+    load_png,
+    load_report,
+    save_report,
+    table_rows,
+    table_text,
+)
+from kolray.backtest.run import (
+    BacktestOptions,
+    BacktestRun,
+    LookaheadError,
+    check_model,
+    run_backtest,
+    trained_through,
+)
+from kolray.backtest.strategies import DEFAULT_STRATEGIES, StrategySpec
+
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "BacktestError",
+    "BacktestOptions",
+    "BacktestReport",
+    "BacktestRun",
+    "Execution",
+    "KolSell",
+    "LookaheadError",
+    "Metrics",
+    "ModelCheck",
+    "PriceTape",
+    "Replay",
+    "Signal",
+    "SignalSet",
+    "StrategyResult",
+    "StrategySpec",
+    "Trade",
+    "check_model",
+    "equity_png",
+    "list_reports",
+    "load_png",
+    "load_report",
+    "load_signals",
+    "metrics",
+    "replay",
+    "run_backtest",
+    "save_report",
+    "simulate_copy",
+    "table_rows",
+    "table_text",
+    "trained_through",
+]

@@ -1,0 +1,260 @@
+"""A backtest's result: the report (JSON), the side-by-side table, the equity-curve PNG, storage.
+
+Layout under the storage URI (local directory or ``s3://``)::
+
+    reports/backtest/<id>/report.json   # BacktestReport
+    reports/backtest/<id>/equity.png    # cumulative PnL of every strategy
+    reports/backtest/<id>/trades.csv    # every simulated copy, per strategy
+
+``report.json`` is written last: an id without it is unfinished and not listed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kolray import storage
+from kolray.backtest.engine import Execution, Metrics
+from kolray.backtest.strategies import StrategySpec
+
+REPORT_DIR = ("reports", "backtest")
+
+
+class ModelCheck(BaseModel):
+    """Whether the model strategy could have known what it used (the no-lookahead guard)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    dataset_version: str
+    trained_through: int | None = Field(
+        description="Every feature and label the model (and its calibration and threshold) used was "
+        "known before this time (unix s); None when it cannot be established."
+    )
+    basis: str = Field(description="How trained_through was established.")
+    first_signal: int
+    signals_before: int = Field(
+        description="Signals earlier than trained_through: those the model may have seen."
+    )
+    walk_forward: bool = Field(description="True when every signal comes after everything the model used.")
+    same_dataset: bool = Field(description="The backtest replays the split the model was evaluated on.")
+    verdict: str = Field(description="One line for people.")
+
+
+class StrategyResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    spec: StrategySpec
+    description: str
+    threshold: float | None = None
+    metrics: Metrics
+    equity: list[tuple[int, float]] = Field(description="(time, capital + realised PnL) after each exit.")
+    note: str | None = None
+
+
+class BacktestReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    created_at: int
+    code_version: str
+    dataset_version: str
+    split: str
+    period_start: int
+    period_end: int
+    signals: int
+    dropped: dict[str, int] = Field(default_factory=dict, description="Dataset rows not replayed, by reason.")
+    execution: Execution
+    model: ModelCheck | None = None
+    strategies: list[StrategyResult]
+    skipped: dict[str, str] = Field(
+        default_factory=dict, description="Strategies that could not run, and why."
+    )
+    notes: list[str] = Field(default_factory=list)
+
+    def strategy(self, name: str) -> StrategyResult:
+        for result in self.strategies:
+            if result.name == name or result.spec.kind == name:
+                return result
+        raise KeyError(
+            f"no strategy {name!r} in backtest {self.id} ({', '.join(s.name for s in self.strategies)})"
+        )
+
+
+# The table
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("strategy", "strategy"),
+    ("trades", "trades"),
+    ("hit rate", "hit_rate"),
+    ("3x hits", "hits_3x"),
+    ("total PnL (SOL)", "total_pnl_sol"),
+    ("return/trade", "return_per_trade"),
+    ("total return", "total_return"),
+    ("max drawdown", "max_drawdown"),
+    ("exposure", "exposure"),
+)
+_PERCENT = {"hit_rate", "return_per_trade", "total_return", "max_drawdown", "exposure"}
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if key in _PERCENT:
+        return (
+            f"{100 * value:+.1f}%" if key in ("return_per_trade", "total_return") else f"{100 * value:.1f}%"
+        )
+    if key == "total_pnl_sol":
+        return f"{value:+.2f}"
+    return str(value)
+
+
+def table_rows(report: BacktestReport) -> list[list[str]]:
+    """The side-by-side table as text cells, one row per strategy (the CLI and the UI both show it)."""
+    rows = []
+    for result in report.strategies:
+        values = result.metrics.model_dump()
+        rows.append([result.name] + [_cell(key, values[key]) for _, key in COLUMNS[1:]])
+    return rows
+
+
+def table_text(report: BacktestReport) -> str:
+    """The table as aligned plain text (Markdown-compatible pipes)."""
+    header = [label for label, _ in COLUMNS]
+    rows = table_rows(report)
+    widths = [
+        max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
+        for i in range(len(header))
+    ]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 2)) if i == 0 else ("-" * (w + 1) + ":") for i, w in enumerate(widths))
+        + "|"
+    )
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+# The plot
+
+
+def equity_png(report: BacktestReport) -> bytes:
+    """Cumulative realised PnL (SOL) of each strategy over the period: one PNG."""
+    from datetime import UTC, datetime
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(10, 5.2), dpi=110)
+    try:
+        start = datetime.fromtimestamp(report.period_start, UTC)
+        end = datetime.fromtimestamp(report.period_end, UTC)
+        for result in report.strategies:
+            capital = result.metrics.capital_sol
+            times = [datetime.fromtimestamp(t, UTC) for t, _ in result.equity] + [end]
+            pnl = [value - capital for _, value in result.equity]
+            pnl.append(pnl[-1] if pnl else 0.0)
+            label = f"{result.name} ({result.metrics.trades} trades, {result.metrics.total_pnl_sol:+.1f} SOL)"
+            axes.step(times, pnl, where="post", label=label, linewidth=1.6)
+        axes.axhline(0, color="#888888", linewidth=0.8)
+        axes.set_xlim(start, end)
+        axes.set_ylabel("cumulative PnL (SOL)")
+        axes.set_title(
+            f"Copy-trading backtest on dataset {report.dataset_version} ({report.split} period), "
+            f"stake {report.execution.stake_sol:g} SOL",
+            fontsize=10,
+        )
+        locator = mdates.AutoDateLocator()
+        axes.xaxis.set_major_locator(locator)
+        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        axes.set_xlabel("UTC")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper left", fontsize=8)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        return buffer.getvalue()
+    finally:
+        plt.close(figure)
+
+
+# Storage
+
+
+def report_uri(report_id: str, storage_uri: str | None = None, name: str | None = None) -> str:
+    root = storage_uri
+    if root is None:
+        from kolray.config import get_settings
+
+        root = get_settings().storage_uri
+    parts = [*REPORT_DIR, report_id] + ([name] if name else [])
+    return storage.join(root, *parts)
+
+
+def trades_csv(trades: dict[str, list[dict[str, Any]]]) -> bytes:
+    import csv
+
+    buffer = io.StringIO()
+    writer: csv.DictWriter[str] | None = None
+    for strategy, rows in trades.items():
+        for row in rows:
+            if writer is None:
+                writer = csv.DictWriter(buffer, fieldnames=["strategy", *row])
+                writer.writeheader()
+            writer.writerow({"strategy": strategy, **row})
+    return buffer.getvalue().encode()
+
+
+def save_report(
+    report: BacktestReport,
+    png: bytes,
+    trades: dict[str, list[dict[str, Any]]] | None = None,
+    storage_uri: str | None = None,
+) -> str:
+    """Write the report, its plot and its trades; returns the report's directory URI."""
+    storage.makedirs(report_uri(report.id, storage_uri))
+    storage.write_bytes(report_uri(report.id, storage_uri, "equity.png"), png)
+    if trades is not None:
+        storage.write_bytes(report_uri(report.id, storage_uri, "trades.csv"), trades_csv(trades))
+    storage.write_bytes(
+        report_uri(report.id, storage_uri, "report.json"), report.model_dump_json(indent=1).encode()
+    )
+    return report_uri(report.id, storage_uri)
+
+
+def list_reports(storage_uri: str | None = None) -> list[str]:
+    """Finished backtest ids, oldest first."""
+    root = report_uri("", storage_uri).rstrip("/")
+    return [name for name in storage.listdir(root) if storage.exists(storage.join(root, name, "report.json"))]
+
+
+def load_report(report_id: str, storage_uri: str | None = None) -> BacktestReport:
+    uri = report_uri(report_id, storage_uri, "report.json")
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"no backtest {report_id!r} (no {uri})")
+    return BacktestReport.model_validate_json(storage.read_bytes(uri))
+
+
+def load_png(report_id: str, storage_uri: str | None = None) -> bytes:
+    uri = report_uri(report_id, storage_uri, "equity.png")
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"no equity plot for backtest {report_id!r}")
+    return storage.read_bytes(uri)

@@ -1,0 +1,355 @@
+"""One backtest: load the period, decide per strategy, replay, measure, check for lookahead."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kolray.backtest.data import BacktestError, SignalSet, load_signals
+from kolray.backtest.engine import Execution, metrics, replay
+from kolray.backtest.report import BacktestReport, ModelCheck, StrategyResult, equity_png
+from kolray.backtest.strategies import (
+    DEFAULT_MIN_SCORED,
+    DEFAULT_STRATEGIES,
+    DEFAULT_TOP_K,
+    StrategySpec,
+    at_least,
+    copy_all,
+    kol_pnl_table,
+    top_kols,
+)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+# The oracle's threshold when neither it nor a model strategy gives one: this quantile of its values
+# on the dataset's earlier splits (train, validation), so that it is fixed before the test period.
+FALLBACK_QUANTILE = 0.95
+
+
+class LookaheadError(BacktestError):
+    """The model may have been trained on what the backtest replays."""
+
+
+class BacktestOptions(BaseModel):
+    """What ``kolray backtest`` can ask for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[StrategySpec] = Field(
+        default_factory=lambda: [StrategySpec.parse(s) for s in DEFAULT_STRATEGIES], min_length=1
+    )
+    dataset_version: str | None = Field(default=None, description="Token dataset; default: the latest.")
+    model_version: str | None = Field(default=None, description="Token model; default: the champion.")
+    execution: Execution = Field(default_factory=Execution)
+    top_kols_window: Literal["7d", "30d", "all"] = "all"
+    top_kols_min_scored: int = Field(default=DEFAULT_MIN_SCORED, ge=1)
+    allow_lookahead: bool = Field(
+        default=False,
+        description="Run the model strategy even if the model may have seen the period (flagged).",
+    )
+    end: int | None = Field(
+        default=None, description="End of the data (unix s); default: the dataset's cutoff."
+    )
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique(cls, specs: list[StrategySpec]) -> list[StrategySpec]:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"strategies repeat: {names}")
+        return specs
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the strategies differ from the defaults (then each must run, or the run fails)."""
+        return self.strategies != [StrategySpec.parse(s) for s in DEFAULT_STRATEGIES]
+
+
+@dataclass
+class BacktestRun:
+    report: BacktestReport
+    png: bytes
+    trades: dict[str, list[dict[str, Any]]]
+
+
+def trained_through(model_dataset: str, storage_uri: str | None) -> tuple[int | None, str]:
+    """When everything a model trained on dataset ``model_dataset`` used was known: the start of
+    that dataset's test split (purging keeps every train/validation label resolved before it), or,
+    for a dataset without a split plan, its last validation entry plus the label horizon."""
+    from kolray.datasets import DatasetError, read_manifest
+
+    try:
+        manifest = read_manifest("token", model_dataset, storage_uri)
+    except DatasetError as error:
+        return None, f"the model's dataset cannot be read ({error})"
+    plan = manifest.source.get("split_plan")
+    if isinstance(plan, dict) and isinstance(plan.get("test_start"), int | float):
+        return int(
+            plan["test_start"]
+        ), f"dataset {model_dataset}: its test split starts there (purged split plan)"
+    last = manifest.splits["val"] if manifest.splits["val"].rows else manifest.splits["train"]
+    if last.time_max is None:
+        return None, f"dataset {model_dataset} has no training rows"
+    return (
+        last.time_max + manifest.horizon_s + 1,
+        f"dataset {model_dataset}: last validation entry + the {manifest.horizon_s // 3600} h label horizon",
+    )
+
+
+def check_model(
+    version: str, model_dataset: str, dataset_version: str, signal_times: np.ndarray, storage_uri: str | None
+) -> ModelCheck:
+    """The no-lookahead check for a model used on signals at ``signal_times``."""
+    through, basis = trained_through(model_dataset, storage_uri)
+    first = int(signal_times.min())
+    before = int(np.sum(signal_times < through)) if through is not None else len(signal_times)
+    ok = through is not None and before == 0
+    if ok:
+        verdict = (
+            f"walk-forward: model {version} used only data before {_iso(through)}; "
+            f"every signal is at or after it (first {_iso(first)})"
+        )
+    elif through is None:
+        verdict = f"NOT VERIFIED: {basis}; the model may have been trained on this period"
+    else:
+        verdict = (
+            f"LOOKAHEAD: model {version} used data up to {_iso(through)}, after {before} of "
+            f"{len(signal_times)} signals (first {_iso(first)}): its results on those are not out of sample"
+        )
+    return ModelCheck(
+        version=version,
+        dataset_version=model_dataset,
+        trained_through=through,
+        basis=basis,
+        first_signal=first,
+        signals_before=before,
+        walk_forward=ok,
+        same_dataset=model_dataset == dataset_version,
+        verdict=verdict,
+    )
+
+
+def _iso(t: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_backtest(
+    options: BacktestOptions | None = None,
+    *,
+    database_url: str | None = None,
+    storage_uri: str | None = None,
+    progress: Progress | None = None,
+) -> BacktestRun:
+    """Replay the test period of a token dataset under every strategy of ``options``.
+
+    Raises :class:`BacktestError` for unusable inputs (no dataset, no matching positions, an
+    explicitly requested strategy that cannot run) and :class:`LookaheadError` when the model may
+    have been trained on the replayed period (unless ``allow_lookahead``: then it is flagged).
+    """
+    from kolray import registry
+    from kolray.datasets import DatasetError, load_dataset, new_version
+    from kolray.features.source import read_engine
+
+    options = options or BacktestOptions()
+    say = progress or (lambda _message: None)
+    if database_url is None or storage_uri is None:
+        from kolray.config import get_settings
+
+        settings = get_settings()
+        database_url = database_url or settings.database_url
+        storage_uri = storage_uri or settings.storage_uri
+    started = time.perf_counter()
+
+    try:
+        dataset = load_dataset("token", options.dataset_version, storage_uri)
+    except DatasetError as error:
+        raise BacktestError(str(error)) from None
+    engine = read_engine(database_url)
+    say(f"dataset token/{dataset.version}: {len(dataset.test)} test rows")
+    data = load_signals(engine, dataset, "test", options.end)
+    say(
+        f"{len(data.signals)} signals from {_iso(data.start)} to {_iso(data.end)}; "
+        f"{len(data.tape)} observed prices of {len({s.mint for s in data.signals})} tokens"
+    )
+
+    notes: list[str] = [
+        "Prices are those observed in tracked wallets' swaps: take-profit and stop-loss can only "
+        "trigger, and fills only happen, at prices some tracked KOL traded at.",
+        "Equity is realised: a copy's PnL is booked when it is flat; the stake is committed until then.",
+    ]
+    skipped: dict[str, str] = {}
+    results: list[StrategyResult] = []
+    trades: dict[str, list[dict[str, Any]]] = {}
+    model_check: ModelCheck | None = None
+    model_threshold: float | None = None
+
+    # The model first: its threshold is the oracle's default.
+    specs = sorted(options.strategies, key=lambda s: 0 if s.kind == "model" else 1)
+    ordered: dict[str, tuple[StrategySpec, np.ndarray, np.ndarray | None, float | None, str, str | None]] = {}
+    for spec in specs:
+        try:
+            decided = _decide(spec, data, options, model_threshold, storage_uri, engine, say)
+        except BacktestError as error:
+            if options.explicit or isinstance(error, LookaheadError):
+                raise
+            skipped[spec.name] = str(error)
+            say(f"{spec.name}: skipped ({error})")
+            continue
+        decisions, scores, threshold, description, note, check = decided
+        if spec.kind == "model":
+            model_threshold, model_check = threshold, check
+        ordered[spec.name] = (spec, decisions, scores, threshold, description, note)
+    for spec in options.strategies:  # back in the order asked for
+        if spec.name not in ordered:
+            continue
+        spec, decisions, scores, threshold, description, note = ordered[spec.name]
+        outcome = replay(data.signals, decisions, data.tape, options.execution, data.end, scores)
+        measured, curve = metrics(outcome, len(data.signals), options.execution, data.start, data.end)
+        name = _display_name(spec, threshold)
+        results.append(
+            StrategyResult(
+                name=name,
+                spec=spec,
+                description=description,
+                threshold=threshold,
+                metrics=measured,
+                equity=list(zip(curve.times, curve.equity, strict=True)),
+                note=note,
+            )
+        )
+        trades[name] = [t.to_dict() for t in outcome.trades]
+        say(f"{name}: {measured.trades} trades, {measured.total_pnl_sol:+.2f} SOL")
+    if not results:
+        raise BacktestError("no strategy could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    if model_check is not None:
+        notes.insert(0, model_check.verdict)
+        if model_check.same_dataset:
+            notes.append(
+                f"The model was evaluated on this same test split (dataset {dataset.version}); when "
+                "`kolray tune` auto-promotes, candidates are also compared there, a mild selection effect."
+            )
+
+    report = BacktestReport(
+        id=new_version(),
+        created_at=int(time.time()),
+        code_version=registry.code_version(),
+        dataset_version=dataset.version,
+        split="test",
+        period_start=data.start,
+        period_end=data.end,
+        signals=len(data.signals),
+        dropped=data.dropped,
+        execution=options.execution,
+        model=model_check,
+        strategies=results,
+        skipped=skipped,
+        notes=notes,
+    )
+    png = equity_png(report)
+    say(f"backtest done in {time.perf_counter() - started:.1f}s")
+    return BacktestRun(report=report, png=png, trades=trades)
+
+
+def _display_name(spec: StrategySpec, threshold: float | None) -> str:
+    if spec.kind in ("model", "oracle") and threshold is not None:
+        return f"{spec.kind}:{threshold:.3g}"
+    return spec.name
+
+
+def _decide(
+    spec: StrategySpec,
+    data: SignalSet,
+    options: BacktestOptions,
+    model_threshold: float | None,
+    storage_uri: str | None,
+    engine: Any,
+    say: Progress,
+) -> tuple[np.ndarray, np.ndarray | None, float | None, str, str | None, ModelCheck | None]:
+    """``(decisions, scores, threshold, description, note, model check)`` for one strategy."""
+    n = len(data.signals)
+    times = np.array([s.time for s in data.signals], dtype=np.int64)
+    if spec.kind == "copy_all":
+        return copy_all(n), None, None, "copy every KOL opening buy", None, None
+
+    if spec.kind == "top_kols":
+        from kolray.analyzer import iter_wallet_positions
+
+        k = spec.top_k or DEFAULT_TOP_K
+        wallets, pnl, scored = kol_pnl_table(iter_wallet_positions(engine), times, options.top_kols_window)
+        if not wallets:
+            raise BacktestError("top_kols: no stored positions to rank KOLs by")
+        decisions, ranks = top_kols(
+            [s.wallet for s in data.signals], wallets, pnl, scored, k, options.top_kols_min_scored
+        )
+        description = (
+            f"copy KOLs ranked in the top {k} by realised PnL ({options.top_kols_window}, positions closed "
+            f"before the buy, at least {options.top_kols_min_scored} of them)"
+        )
+        return decisions, -ranks, None, description, None, None
+
+    if spec.kind == "model":
+        from kolray import registry
+
+        try:
+            model = (
+                registry.load_version("token", options.model_version, storage_uri)
+                if options.model_version
+                else registry.load_champion("token", storage_uri)
+            )
+        except registry.RegistryError as error:
+            raise BacktestError(f"model: {error}") from None
+        missing = [c for c in model.feature_columns if c not in data.rows.columns]
+        if missing:
+            raise BacktestError(
+                f"model: token/{model.version} needs features {missing[:5]} that dataset rows lack "
+                "(a model from another feature set?)"
+            )
+        check = check_model(model.version, model.dataset_version, data.dataset_version, times, storage_uri)
+        if not check.walk_forward and not options.allow_lookahead:
+            raise LookaheadError(
+                f"{check.verdict}. Backtest a later dataset (`kolray features` then `kolray backtest "
+                "--dataset-version ...`), train a model on an earlier one, or pass --allow-lookahead to run "
+                "it anyway, flagged."
+            )
+        threshold = spec.threshold if spec.threshold is not None else model.threshold
+        if threshold is None:
+            raise BacktestError(f"model: token/{model.version} has no threshold; give one (model:0.3)")
+        p = np.asarray(model.predict_proba(data.rows[model.feature_columns]), dtype=np.float64).reshape(-1)
+        say(f"model token/{model.version}: P(3x) for {n} signals; {check.verdict}")
+        description = f"copy when token model {model.version}'s P(3x) ≥ {threshold:.3g}"
+        note = None if check.walk_forward else check.verdict
+        return at_least(p, threshold), p, float(threshold), description, note, check
+
+    # oracle
+    if "oracle_p3x" not in data.rows.columns or data.rows["oracle_p3x"].isna().all():
+        raise BacktestError(
+            "oracle: the dataset has no oracle_p3x (built without a twin world's ground truth)"
+        )
+    oracle = data.rows["oracle_p3x"].to_numpy(dtype=np.float64)
+    note = None
+    if spec.threshold is not None:
+        threshold = spec.threshold
+    elif model_threshold is not None:
+        threshold = model_threshold
+    else:
+        past = data.past_oracle[~np.isnan(data.past_oracle)]
+        if not len(past):
+            raise BacktestError(
+                "oracle: no model threshold to match and no oracle_p3x before the test period; give one (oracle:0.3)"
+            )
+        threshold = float(np.quantile(past, FALLBACK_QUANTILE))
+        note = (
+            f"no model threshold to match: the top {100 * (1 - FALLBACK_QUANTILE):.0f}% of the oracle's values "
+            "on the train and validation splits"
+        )
+    description = f"copy when the twin's oracle P(3x) (latent traits at entry) ≥ {threshold:.3g}: the ceiling"
+    return at_least(oracle, threshold), oracle, float(threshold), description, note, None
