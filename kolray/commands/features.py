@@ -1,0 +1,125 @@
+"""``kolray features``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from kolray.commands._common import console, fail, settings
+
+_PHASES = {
+    "plan": "planning (snapshot, shards, splits)",
+    "shards": "token and KOL rows (wallet shards)",
+}
+
+
+def features(
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            help="Storage URI to write under (a directory or s3://bucket/prefix). "
+            "Default: KOLRAY_STORAGE_URI.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        Literal["token", "kol", "all"], typer.Option("--dataset", help="Which dataset(s) to build.")
+    ] = "all",
+    horizon_hours: Annotated[
+        float,
+        typer.Option("--horizon-hours", help="Label horizon H: a buy is a 3x if it realises it within H."),
+    ] = 168.0,
+    embargo_hours: Annotated[
+        float, typer.Option("--embargo-hours", help="Gap between train, validation and test.")
+    ] = 24.0,
+    split: Annotated[
+        str, typer.Option("--split", help="Shares of train,val,test after purging (time order).")
+    ] = "0.7,0.15,0.15",
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            "--cutoff",
+            help="Build as of this time (unix seconds or ISO-8601 UTC): only rows whose outcome is known "
+            "by then. Default: one second after the newest swap.",
+        ),
+    ] = None,
+    oracle_world: Annotated[
+        Path | None,
+        typer.Option("--oracle-world", help="A twin world directory: add its oracle_p3x (evaluation only)."),
+    ] = None,
+    shard_rows: Annotated[
+        int, typer.Option("--shard-rows", help="Positions per Ray task (whole wallets; memory follows it).")
+    ] = 50_000,
+    json_: Annotated[bool, typer.Option("--json", help="Print the build summary as JSON.")] = False,
+) -> None:
+    """Build the versioned token and KOL feature datasets (Ray Data).
+
+    Point in time: a buy's features use only positions closed and buys made before it.
+    A buy becomes a row once its outcome is known (entry + horizon before the cutoff).
+    Splits are by time, with purging and an embargo. Run `kolray analyze` first.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kolray.analyzer import AnalyzeBusy, parse_as_of
+    from kolray.features import BuildOptions, FeatureError, SplitFractions, build_features
+    from kolray.secrets import redact_text
+
+    if horizon_hours <= 0:
+        fail("--horizon-hours must be > 0")
+    if embargo_hours < 0:
+        fail("--embargo-hours must be >= 0")
+    if shard_rows < 1:
+        fail("--shard-rows must be >= 1")
+    try:
+        fractions = SplitFractions.parse(split)
+    except ValueError as error:
+        fail(f"--split: {str(error).splitlines()[-1] if 'validation error' in str(error) else error}")
+    when = None
+    if cutoff is not None:
+        try:
+            when = parse_as_of(cutoff)
+        except ValueError as error:
+            fail(f"--cutoff: {error}")
+    if out is not None and "://" in out and not out.startswith(("s3://", "file://")):
+        fail(f"--out: {out!r} is neither a directory nor s3://bucket/prefix")
+    if oracle_world is not None and not oracle_world.is_dir():
+        fail(f"--oracle-world: {oracle_world} is not a directory")
+    options = BuildOptions(
+        storage_uri=out,
+        datasets=["token", "kol"] if dataset == "all" else [dataset],
+        horizon_s=round(horizon_hours * 3600),
+        embargo_s=round(embargo_hours * 3600),
+        cutoff=when,
+        fractions=fractions,
+        oracle_world=None if oracle_world is None else str(oracle_world.resolve()),
+        shard_rows=shard_rows,
+    )
+    url = settings().database_url
+    from kolray.commands._common import database
+
+    database()  # migrated, or a one-line failure
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(_PHASES.get(phase, phase), total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+            if not console.is_terminal and done == total:
+                console.print(f"{_PHASES.get(phase, phase)}: {done}/{total}")
+
+        try:
+            result = build_features(options, database_url=url, progress=progress)
+        except (FeatureError, AnalyzeBusy) as error:
+            fail(redact_text(str(error)), 1)
+    for name, why in result.skipped.items():
+        console.print(f"[yellow]{name} dataset not written:[/] {why}")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    typer.echo(json.dumps(result.to_dict(), default=str) if json_ else result.line())
+    if not result.manifests:
+        raise typer.Exit(1)

@@ -1,0 +1,74 @@
+"""``kolray serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kolray.commands._common import console, fail, out, settings
+
+
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Serve config (replicas, autoscaling, user_config). Default: ./serve_config.yaml when "
+            "present, else the code's defaults.",
+        ),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="HTTP host. Default: KOLRAY_SERVE_HOST (127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="HTTP port. Default: KOLRAY_SERVE_PORT (8000).")
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to deploy to. Default: RAY_ADDRESS, else a new local Ray instance."),
+    ] = None,
+    high_throughput: Annotated[
+        bool | None,
+        typer.Option(
+            "--high-throughput/--standard-proxy",
+            help="Ray Serve's high-throughput mode (HAProxy ingress + direct gRPC between replicas) for a "
+            "new local Ray instance. Default: on when haproxy is installed.",
+        ),
+    ] = None,
+) -> None:
+    """Run the Serve app: HTTP API, UI at /ui, API docs at /docs (blocking; Ctrl-C stops it).
+
+    Models hot-reload: `kolray promote` switches the replicas to the new champion without a
+    restart.
+    """
+    from kolray.serve import control
+
+    settings()  # a bad KOLRAY_* setting stops here with its name
+    if config is not None and not config.is_file():
+        fail(f"--config: no such file: {config}")
+    try:
+        mode = control.prepare_environment(high_throughput, address)
+    except control.ServeControlError as error:
+        fail(str(error))
+
+    def ready(urls: dict[str, str]) -> None:
+        out.print(f"[bold green]kolray is serving[/] ({mode})")
+        for name, url in urls.items():
+            if url:
+                out.print(f"  {name:<14} {url}")
+        out.print("Ctrl-C to stop.")
+
+    try:
+        control.run_blocking(
+            config,
+            host,
+            port,
+            address,
+            on_ready=ready,
+            progress=lambda message: console.print(f"… {message}"),
+        )
+    except control.ServeControlError as error:
+        fail(str(error), 1)
+    out.print("stopped")

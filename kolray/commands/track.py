@@ -1,0 +1,141 @@
+"""``kolray track``: poll the tracked wallets into the database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kolray.commands._common import console, database, fail, out, settings
+
+
+def track(
+    once: Annotated[
+        bool, typer.Option("--once", help="Sync every wallet once, print a summary and exit.")
+    ] = False,
+    rpc_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rpc-url", help="RPC endpoint (repeatable; failover in order). Default: KOLRAY_RPC_URLS."
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(min=1, help="Poller actors. Default: KOLRAY_TRACKER_ACTORS.")
+    ] = None,
+    rps: Annotated[
+        float | None, typer.Option(min=0.001, help="Requests/s per endpoint. Default: KOLRAY_RPC_RPS.")
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="Seconds between polls (continuous mode). Default: KOLRAY_POLL_INTERVAL_S."
+        ),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print summaries as JSON lines.")] = False,
+    alerts: Annotated[
+        bool,
+        typer.Option(
+            "--alerts/--no-alerts",
+            help="Continuous mode: evaluate alert rules and deliver alerts after each cycle, in the "
+            "background (kolray.alerts; never holds tracking back).",
+        ),
+    ] = True,
+) -> None:
+    """Poll the tracked wallets into the database: new signatures since each wallet's cursor,
+    transactions in batches, swaps extracted and stored exactly once. Continuous unless --once;
+    Ctrl-C or SIGTERM stops after the batches in hand (a second Ctrl-C stops at once)."""
+    from urllib.parse import urlsplit
+
+    from kolray.secrets import redact_url, register_secret
+    from kolray.tracker.supervisor import TrackerOptions, active_wallets, run_forever, sync_once
+
+    config = settings()
+    database()  # migrate (and fail clearly) before any actor starts
+    urls = rpc_url or config.rpc_url_values
+    for url in urls:
+        register_secret(url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            fail(f"--rpc-url {redact_url(url)}: not an http(s) URL")
+    options = TrackerOptions.from_settings(config, rpc_urls=urls, actors=actors, rps=rps)
+    wallets = active_wallets(options.database_url)
+    if not wallets:
+        fail("no wallets to track: add some with `kolray kols add WALLET` or `kolray kols import FILE`")
+    endpoints = ", ".join(redact_url(u) for u in urls)
+    console.print(
+        f"tracking {len(wallets)} wallets with {options.actors} poller actors at {options.rps:g} req/s "
+        f"per endpoint ({endpoints})"
+    )
+
+    if once:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("syncing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("wallets"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("sync", total=len(wallets))
+            summary = sync_once(
+                options, on_progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        _print_summary(summary, json_)
+        if summary.wallet_errors:
+            raise typer.Exit(1)
+        return
+
+    def on_cycle(cycle: int, summary) -> None:
+        if json_:
+            out.print_json(summary.model_dump_json())
+        else:
+            console.print(
+                f"cycle {cycle}: {summary.wallets} wallets, {summary.swaps} new swaps, "
+                f"{summary.signatures} signatures, {summary.wallet_errors} errors in {summary.elapsed_s:.1f}s"
+            )
+
+    from kolray.alerts import tracking_hook
+
+    with tracking_hook(config, enabled=alerts) as alert_cycle:
+
+        def on_cycle_and_alerts(cycle: int, summary) -> None:
+            on_cycle(cycle, summary)
+            if alert_cycle is not None:
+                alert_cycle(cycle, summary)  # only wakes the alert runner's thread
+
+        cycles = run_forever(
+            options, interval_s=interval or config.poll_interval_s, on_cycle=on_cycle_and_alerts
+        )
+    console.print(f"stopped after {cycles} cycles")
+
+
+def _print_summary(summary, json_: bool) -> None:
+    if json_:
+        out.print_json(summary.model_dump_json())
+        return
+    from rich.table import Table
+
+    rpc = summary.rpc
+    table = Table("", "", title="track --once", show_header=False)
+    for label, value in (
+        ("wallets", summary.wallets),
+        ("signatures", summary.signatures),
+        ("transactions fetched", summary.fetched),
+        ("swaps stored", summary.swaps),
+        ("failed transactions", summary.failed_txs),
+        ("non-trade transactions", summary.non_trade_txs),
+        ("not yet available (retried next poll)", summary.unavailable),
+        ("wallets with errors", summary.wallet_errors),
+        ("poller restarts", summary.actor_restarts),
+        ("RPC requests", int(rpc.get("requests", 0))),
+        ("RPC retries", int(rpc.get("retries", 0))),
+        ("HTTP 429s", int(rpc.get("errors_http_429", 0))),
+        ("elapsed", f"{summary.elapsed_s:.1f}s"),
+    ):
+        table.add_row(label, str(value))
+    out.print(table)
+    for error in summary.errors[:5]:
+        console.print(f"[yellow]warning:[/] {error}")
