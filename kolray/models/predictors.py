@@ -49,7 +49,9 @@ def network_outputs(network: torch.nn.Module, x: np.ndarray, device: str = "cpu"
     outs = []
     with torch.inference_mode():
         for start in range(0, len(x), INFERENCE_BATCH):
-            chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + INFERENCE_BATCH])).to(device)
+            # Arrow-backed arrays are read-only; torch wants a writable buffer (it never writes here).
+            rows = np.require(x[start : start + INFERENCE_BATCH], requirements=["C", "W"])
+            chunk = torch.from_numpy(rows).to(device)
             outs.append(network(chunk).float().cpu().numpy())
     if not outs:
         return np.zeros((0,) if isinstance(network, TokenPredictor) else (0, 2), dtype=np.float32)
