@@ -15,16 +15,15 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from kolray.alerts.evaluate import Evaluation, ModelSource, evaluate, start_watermark
 from kolray.alerts.rules import AlertRules
 from kolray.alerts.webhooks import Deliverer, Webhook, webhooks_from_urls
 from kolray.config import Settings, get_settings
+from kolray.db.locks import database_lock
 
 log = logging.getLogger(__name__)
 
@@ -35,38 +34,15 @@ class AlertsBusy(RuntimeError):
     """Another process evaluates and delivers this database's alerts."""
 
 
-@contextlib.contextmanager
-def alerts_lock(engine: Engine) -> Iterator[None]:
+def alerts_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:
     """One alert runner per database; raises :class:`AlertsBusy` when another holds it. Released by
     the OS or the server if the process dies."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            if not conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": PG_LOCK_KEY}):
-                raise AlertsBusy("another process is running this database's alerts")
-            conn.commit()
-            try:
-                yield
-            finally:
-                with contextlib.suppress(Exception):
-                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_LOCK_KEY})
-                    conn.commit()
-        return
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        yield
-        return
-    import fcntl
-
-    path = Path(database).expanduser()
-    with open(path.with_name(path.name + "-alerts.lock"), "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AlertsBusy("another process is running this database's alerts") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return database_lock(
+        engine,
+        pg_key=PG_LOCK_KEY,
+        file_suffix="-alerts.lock",
+        busy=AlertsBusy("another process is running this database's alerts"),
+    )
 
 
 class AlertRunner:

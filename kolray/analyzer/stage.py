@@ -34,7 +34,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -65,6 +64,7 @@ from kolray.analyzer.positions import (
 )
 from kolray.analyzer.stats import WINDOWS, kol_stats_windows
 from kolray.chain.types import WSOL_MINT
+from kolray.db.locks import database_lock
 from kolray.db.models import KolStatRow, Meta, PositionRow, Run, SwapRow, now_s
 
 log = logging.getLogger(__name__)
@@ -364,40 +364,16 @@ def parse_as_of(value: str) -> int:
 # Snapshot and work
 
 
-@contextlib.contextmanager
-def analyzer_lock(engine: Engine) -> Iterator[None]:
+def analyzer_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:
     """One analyze run per database at a time: a PostgreSQL advisory lock, or a lock file beside
     the SQLite database (both released by the OS/server if the process dies). Other stages hold it
     to keep positions still while they read them; raises :class:`AnalyzeBusy` if held."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            if not conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": PG_LOCK_KEY}):
-                raise AnalyzeBusy("another kolray analyze is running on this database")
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_LOCK_KEY})
-                conn.commit()
-        return
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        yield
-        return
-    import fcntl
-
-    with open(Path(database).expanduser().with_name(Path(database).name + "-analyze.lock"), "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AnalyzeBusy("another kolray analyze is running on this database") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-_exclusive = analyzer_lock  # the name kolray.features first imported
+    return database_lock(
+        engine,
+        pg_key=PG_LOCK_KEY,
+        file_suffix="-analyze.lock",
+        busy=AnalyzeBusy("another kolray analyze is running on this database"),
+    )
 
 
 def _read_state(conn: Connection) -> dict[str, Any] | None:

@@ -605,7 +605,7 @@ def build_features(
 
 
 def _build(url: str, options: BuildOptions, progress: Progress) -> BuildResult:
-    from kolray.analyzer.stage import _exclusive as analyzer_lock
+    from kolray.analyzer.stage import analyzer_lock
 
     storage_uri = options.storage_uri or _configured_storage()
     version = options.version or datasets.new_version()
