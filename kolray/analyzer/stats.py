@@ -326,13 +326,34 @@ class KolStatsIndex:
     def table(self, as_of: Sequence[int] | np.ndarray, window: str = "all") -> dict[str, np.ndarray]:
         """Every statistic (``STAT_FIELDS``) for each time in ``as_of``: float arrays, NaN for
         ``None``; counts as int64. Times need not be sorted."""
-        span = window_seconds(window)
-        t = np.asarray(as_of, dtype=np.int64)
-        low = t - span if span is not None else None
+        return self.tables(as_of, (window,))[window]
+
+    def tables(
+        self, as_of: Sequence[int] | np.ndarray, windows: Sequence[str] = ("all", "7d", "30d")
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """:meth:`table` for several windows, computed in one vectorised pass (a point-in-time
+        feature row needs every window, and the fixed cost of a pass dominates small queries)."""
+        t = np.asarray(as_of, dtype=np.int64).reshape(-1)
+        n = len(t)
+        if not windows:
+            return {}
+        lows = []
+        for window in windows:
+            span = window_seconds(window)
+            # No window: every time counts (searchsorted of the smallest int64 is 0).
+            lows.append(np.full(n, np.iinfo(np.int64).min) if span is None else t - span)
+        stacked = self._table(np.tile(t, len(windows)), np.concatenate(lows))
+        return {
+            window: {name: values[i * n : (i + 1) * n] for name, values in stacked.items()}
+            for i, window in enumerate(windows)
+        }
+
+    def _table(self, t: np.ndarray, low: np.ndarray) -> dict[str, np.ndarray]:
+        """The statistics of positions in ``[low, t)`` (by entry or exit time), per query."""
 
         def bounds(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             hi = np.searchsorted(times, t, side="left")  # time < as_of
-            lo = np.zeros_like(hi) if low is None else np.searchsorted(times, low, side="left")
+            lo = np.searchsorted(times, low, side="left")
             return lo, hi
 
         def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

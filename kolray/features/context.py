@@ -319,11 +319,11 @@ class WalletHistory:
 
     def stats(self, times: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
         """The analyzer's statistics as of each time, windows ``all``, ``7d``, ``30d``."""
-        out = {}
-        for window in ("all", "7d", "30d"):
-            table = self.index.table(times, window)
-            out[f"stats_{window}"] = {k: np.asarray(table[k], dtype=np.float64) for k in _STAT_KEYS}
-        return out
+        tables = self.index.tables(times, ("all", "7d", "30d"))
+        return {
+            f"stats_{window}": {k: np.asarray(table[k], dtype=np.float64) for k in _STAT_KEYS}
+            for window, table in tables.items()
+        }
 
     def _count_before(self, times: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.sol_times, times, side="left")
