@@ -20,7 +20,7 @@ cannot carry is looked up:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
+from kolray.cache import TtlCache
 from kolray.features.context import (
     MintEntries,
     WalletHistory,
@@ -83,9 +84,12 @@ def _select(frame: pd.DataFrame, columns: Sequence[str] | None, known: list[str]
     return frame[list(columns)]
 
 
+_NO_MINTS = MintEntries.build([], [], np.zeros(0, np.int64))
+
+
 def _mint_entries(url: str, mints: Sequence[str]) -> MintEntries:
     if not mints:
-        return MintEntries.build([], [], np.zeros(0, np.int64))
+        return _NO_MINTS
     with read_engine(url).connect() as conn:
         entries = conn.execute(
             text("SELECT mint, wallet, entry_time FROM positions WHERE mint IN :m").bindparams(
@@ -152,25 +156,43 @@ def _venue_and_mcap(url: str, requests: Sequence[TokenRequest]) -> tuple[list[st
     return dex, mcap
 
 
+HistoriesOf = Callable[[Sequence[str]], Mapping[str, WalletHistory]]
+
+
+def read_histories(
+    url: str, wallets: Sequence[str], horizon_s: int = DEFAULT_HORIZON_S
+) -> dict[str, WalletHistory]:
+    """The history of each wallet, read now; a wallet without positions gets an empty one."""
+    wanted = sorted(set(wallets))
+    read = wallet_histories(read_wallet_positions(url, wanted), horizon_s)
+    return {w: read.get(w) or WalletHistory(w, empty_position_frame(), horizon_s) for w in wanted}
+
+
+def _read_histories(url: str, horizon_s: int) -> HistoriesOf:
+    return lambda wallets: read_histories(url, wallets, horizon_s)
+
+
 def token_features_online(
     database_url: str,
     items: Sequence[Any],
     *,
     columns: Sequence[str] | None = None,
     horizon_s: int = DEFAULT_HORIZON_S,
+    histories: HistoriesOf | None = None,
 ) -> pd.DataFrame:
     """Token-model features of buys, as of each buy's ``entry_time``: one row per item, in order,
     columns :data:`~kolray.features.definitions.TOKEN_FEATURES` (or ``columns``, a model's
     ``feature_columns``, which must be among them). Items: :class:`TokenRequest`, mappings or
-    objects with ``wallet, amount_sol, entry_time, mint``; invalid ones raise ``ValueError``."""
+    objects with ``wallet, amount_sol, entry_time, mint``; invalid ones raise ``ValueError``.
+    ``histories``: where the KOLs' histories come from (default: read now from the database;
+    :class:`ServingFeatures` passes its :class:`HistoryCache`)."""
     requests = [_request(item) for item in items]
     if not requests:
         return _select(
             pd.DataFrame({c: pd.Series(dtype=np.float32) for c in TOKEN_FEATURES}), columns, TOKEN_FEATURES
         )
-    wallets = sorted({r.wallet for r in requests})
+    histories_of = histories or _read_histories(database_url, horizon_s)
     mints = sorted({r.mint for r in requests if r.mint is not None})
-    histories = wallet_histories(read_wallet_positions(database_url, wallets), horizon_s)
     dex, mcap = _venue_and_mcap(database_url, requests)
     ctx = token_context(
         wallets=[r.wallet for r in requests],
@@ -179,7 +201,7 @@ def token_features_online(
         amounts_sol=np.array([r.amount_sol for r in requests], dtype=np.float64),
         dex=dex,
         mcap_sol=mcap,
-        histories=histories,
+        histories=histories_of([r.wallet for r in requests]),
         tokens=_mint_entries(database_url, mints),
         horizon_s=horizon_s,
     )
@@ -193,18 +215,21 @@ def kol_features_online(
     *,
     columns: Sequence[str] | None = None,
     horizon_s: int = DEFAULT_HORIZON_S,
+    histories: HistoriesOf | None = None,
 ) -> pd.DataFrame:
     """KOL-model features of wallets as of ``as_of`` (unix s; "now" for a forecast): one row per
-    wallet, in order, columns :data:`~kolray.features.definitions.KOL_FEATURES` (or ``columns``)."""
+    wallet, in order, columns :data:`~kolray.features.definitions.KOL_FEATURES` (or ``columns``).
+    ``histories`` as in :func:`token_features_online`."""
     if not wallets:
         return _select(
             pd.DataFrame({c: pd.Series(dtype=np.float32) for c in KOL_FEATURES}), columns, KOL_FEATURES
         )
     as_of = int(as_of)
-    histories = wallet_histories(read_wallet_positions(database_url, sorted(set(wallets))), horizon_s)
+    histories_of = histories or _read_histories(database_url, horizon_s)
+    known = histories_of(wallets)
     rows = []
     for wallet in wallets:
-        history = histories.get(wallet) or WalletHistory(wallet, empty_position_frame(), horizon_s)
+        history = known.get(wallet) or WalletHistory(wallet, empty_position_frame(), horizon_s)
         values = kol_feature_values(history.kol_context(np.array([as_of], dtype=np.int64)))
         rows.append({name: value[0] for name, value in values.items()})
     frame = pd.DataFrame(rows, columns=KOL_FEATURES).astype(np.float32)
@@ -217,21 +242,83 @@ def _url_of(engine: Engine | str) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
+class HistoryCache:
+    """:class:`WalletHistory` per wallet, kept ``refresh_s`` seconds, then rebuilt from the database.
+
+    A history holds all of a KOL's positions and every query looks only before its own time, so one
+    history answers any number of requests; what it can miss is a position opened or closed after
+    it was read, for at most ``refresh_s``. Reading and rebuilding the histories of a request's
+    wallets was most of the cost of an online row (bench/serve.py). Only missing or expired
+    wallets reach the database, in one query; a wallet without positions is remembered too (an
+    empty history), so unknown or new KOLs do not cost a query each time. ``refresh_s <= 0``
+    reads on every call. Thread-safe (two threads missing the same wallet may both read it)."""
+
+    def __init__(
+        self, url: str, horizon_s: int = DEFAULT_HORIZON_S, refresh_s: float = 5.0, max_wallets: int = 20_000
+    ) -> None:
+        self.url = url
+        self.horizon_s = horizon_s
+        self._cache: TtlCache[str, WalletHistory] = TtlCache(refresh_s, max_wallets)
+
+    @property
+    def refresh_s(self) -> float:
+        return self._cache.ttl_s
+
+    @refresh_s.setter
+    def refresh_s(self, value: float) -> None:
+        self._cache.ttl_s = float(value)
+
+    @property
+    def hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self._cache.misses
+
+    def __call__(self, wallets: Sequence[str]) -> dict[str, WalletHistory]:
+        return self._cache.get_or_compute(
+            wallets, lambda missing: read_histories(self.url, missing, self.horizon_s)
+        )
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
 class ServingFeatures:
     """The feature source Serve plugs in (``kolray.serve.lookup.database_features``):
-    ``token_features(items)`` and ``kol_features(wallets, as_of)`` over one database."""
+    ``token_features(items)`` and ``kol_features(wallets, as_of)`` over one database, with the KOLs'
+    histories kept ``refresh_s`` seconds (:class:`HistoryCache`)."""
 
-    def __init__(self, engine: Engine | str, horizon_s: int = DEFAULT_HORIZON_S) -> None:
+    def __init__(
+        self, engine: Engine | str, horizon_s: int = DEFAULT_HORIZON_S, refresh_s: float = 5.0
+    ) -> None:
         self.url = _url_of(engine)
         self.horizon_s = horizon_s
+        self.histories = HistoryCache(self.url, horizon_s, refresh_s)
+
+    @property
+    def refresh_s(self) -> float:
+        """How long a KOL's history is reused before it is read again (the staleness it adds)."""
+        return self.histories.refresh_s
+
+    @refresh_s.setter
+    def refresh_s(self, value: float) -> None:
+        self.histories.refresh_s = value
+
+    def clear(self) -> None:
+        """Forget the cached histories (the next request reads them again)."""
+        self.histories.clear()
 
     def token_features(self, items: Sequence[Any]) -> pd.DataFrame:
-        return token_features_online(self.url, items, horizon_s=self.horizon_s)
+        return token_features_online(self.url, items, horizon_s=self.horizon_s, histories=self.histories)
 
     def kol_features(self, wallets: Sequence[str], as_of: int) -> pd.DataFrame:
-        return kol_features_online(self.url, wallets, as_of, horizon_s=self.horizon_s)
+        return kol_features_online(
+            self.url, wallets, as_of, horizon_s=self.horizon_s, histories=self.histories
+        )
 
     def __repr__(self) -> str:
         from kolray.secrets import redact_url
 
-        return f"ServingFeatures({redact_url(self.url)})"
+        return f"ServingFeatures({redact_url(self.url)}, refresh_s={self.refresh_s})"

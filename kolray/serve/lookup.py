@@ -14,9 +14,6 @@ so deployments, tests and benchmarks can swap them without touching the app.
 from __future__ import annotations
 
 import importlib
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +21,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
+
+from kolray.cache import TtlCache
 
 DEFAULT_SOURCE = "kolray.serve.lookup:database_features"
 
@@ -92,60 +91,35 @@ def database_features(engine: Engine) -> FeatureSource:
     return features.ServingFeatures(engine)  # type: ignore[attr-defined,no-any-return]
 
 
-class _TtlCache:
-    """A bounded LRU whose entries expire ``ttl_s`` after they were stored. Thread-safe."""
-
-    def __init__(self, ttl_s: float, max_entries: int) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._data: OrderedDict[Hashable, tuple[float, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get_many(self, keys: Sequence[Hashable]) -> list[np.ndarray | None]:
-        now = time.monotonic()
-        out: list[np.ndarray | None] = []
-        with self._lock:
-            for key in keys:
-                entry = self._data.get(key)
-                if entry is not None and now - entry[0] < self.ttl_s:
-                    self._data.move_to_end(key)
-                    out.append(entry[1])
-                    self.hits += 1
-                else:
-                    out.append(None)
-                    self.misses += 1
-        return out
-
-    def put_many(self, items: Sequence[tuple[Hashable, np.ndarray]]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key, row in items:
-                self._data[key] = (now, row)
-                self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
 class CachedFeatures:
     """A :class:`FeatureSource` with a per-row TTL cache; only the missing rows reach the source
     (in one call). Columns are fixed by the first answer of each kind: a source whose columns
-    change (new feature code) is picked up on the next process start."""
+    change (new feature code) is picked up on the next process start.
+
+    ``ttl_s`` bounds how old the data behind an answer may be. A source that keeps its own inputs
+    for a while (it has a settable ``refresh_s``, as :class:`kolray.features.ServingFeatures` keeps
+    the KOLs' histories) gets half of that and the rows the other half, so the two together never
+    exceed ``ttl_s``."""
 
     def __init__(self, source: FeatureSource, ttl_s: float = 10.0, max_entries: int = 50_000) -> None:
         self.source = source
-        self._token = _TtlCache(ttl_s, max_entries)
-        self._kol = _TtlCache(ttl_s, max_entries)
+        self._token: TtlCache[Hashable, np.ndarray] = TtlCache(ttl_s, max_entries)
+        self._kol: TtlCache[Hashable, np.ndarray] = TtlCache(ttl_s, max_entries)
         self._columns: dict[str, tuple[str, ...]] = {}
+        self.ttl_s = ttl_s
 
     @property
     def ttl_s(self) -> float:
-        return self._token.ttl_s
+        return self._ttl_s
+
+    @ttl_s.setter
+    def ttl_s(self, value: float) -> None:
+        self._ttl_s = float(value)
+        rows = self._ttl_s
+        if hasattr(self.source, "refresh_s"):
+            rows = self._ttl_s / 2
+            self.source.refresh_s = rows
+        self._token.ttl_s = self._kol.ttl_s = rows
 
     def stats(self) -> dict[str, int]:
         return {
@@ -158,15 +132,19 @@ class CachedFeatures:
     def clear(self) -> None:
         self._token.clear()
         self._kol.clear()
+        source_clear = getattr(self.source, "clear", None)
+        if callable(source_clear):
+            source_clear()
 
     def _lookup(
         self,
         kind: str,
-        cache: _TtlCache,
+        cache: TtlCache[Hashable, np.ndarray],
         keys: Sequence[Hashable],
         compute: Callable[[list[int]], pd.DataFrame],
     ) -> FeatureBlock:
-        rows = cache.get_many(keys)
+        found = cache.lookup(keys)
+        rows: list[np.ndarray | None] = [found.get(key) for key in keys]
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             frame = compute(missing)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import text
 
 from kolray import datasets
 from kolray.analyzer import analyze
@@ -112,3 +113,31 @@ def test_bad_requests_are_refused_with_the_field_named(built):
         with pytest.raises(ValueError, match=field):
             token_features_online(url, [bad])
     assert token_features_online(url, []).columns.tolist() == TOKEN_FEATURES
+
+
+def test_serving_features_reuse_each_kols_history_for_refresh_s_then_read_it_again(db, db_url):
+    populate(db, MarketParams(kols=4, days=30, positions_per_kol_day=3.0, seed=5))
+    analyze(db, full=True)
+    with db.connect() as conn:
+        wallets = [r[0] for r in conn.execute(text("SELECT DISTINCT wallet FROM positions ORDER BY wallet"))]
+        late = int(conn.execute(text("SELECT MAX(entry_time) FROM positions")).scalar()) + 60
+    stranger = "Nobody" + "1" * 38
+    items = [{"wallet": w, "amount_sol": 1.5, "entry_time": late} for w in [*wallets, stranger]]
+    served = ServingFeatures(db_url, refresh_s=3600)
+    first = served.token_features(items)
+    # The cached path computes exactly what a fresh read does.
+    pd.testing.assert_frame_equal(first, token_features_online(db_url, items))
+    assert (served.histories.hits, served.histories.misses) == (0, len(wallets) + 1)
+    pd.testing.assert_frame_equal(
+        served.kol_features(wallets, late), kol_features_online(db_url, wallets, late)
+    )
+    assert served.histories.misses == len(wallets) + 1  # the unknown KOL is remembered too
+
+    # The analyzer rewrites a KOL's positions: a fresh read sees it, the cache only after refresh_s.
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM positions WHERE wallet = :w"), {"w": wallets[0]})
+    fresh = token_features_online(db_url, items)
+    assert not fresh.iloc[0].equals(first.iloc[0]) and fresh.iloc[1:].equals(first.iloc[1:])
+    pd.testing.assert_frame_equal(served.token_features(items), first)
+    served.refresh_s = 0.0
+    pd.testing.assert_frame_equal(served.token_features(items), fresh)

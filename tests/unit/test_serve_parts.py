@@ -188,6 +188,22 @@ def test_cache_fetches_only_misses_in_one_call_and_expires() -> None:
     assert source.token_calls == [2, 1, 1]
 
 
+def test_a_source_with_its_own_cache_gets_half_the_staleness_budget() -> None:
+    class Refreshing(CountingSource):
+        refresh_s = 99.0
+
+    source = Refreshing()
+    cache = CachedFeatures(source, ttl_s=0.4)
+    assert source.refresh_s == pytest.approx(0.2) and cache.ttl_s == pytest.approx(0.4)
+    query = TokenQuery("w", 1.0, 1_700_000_000)
+    cache.token_block([query])
+    time.sleep(0.25)  # older than the rows' half: computed again
+    cache.token_block([query])
+    assert source.token_calls == [1, 1]
+    cache.ttl_s = 10.0
+    assert source.refresh_s == 5.0
+
+
 def test_cache_refuses_a_source_that_loses_rows() -> None:
     class Lossy(CountingSource):
         def token_features(self, items: Any) -> pd.DataFrame:
