@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     world = sample.populate(upgrade(env["KOLRAY_DATABASE_URL"]), n_kols=args.kols, seed=1)
     sample.register_models(env["KOLRAY_STORAGE_URI"], versions=1, reports=False)
     # Distinct items throughout (the feature cache would answer repeats): the miss path is measured.
-    single = bodies(world, 30_000, 1, seed=2)
-    batched = bodies(world, 400, BATCH_ITEMS, seed=3)
+    single = bodies(world, 60_000, 1, seed=2)
+    batched = bodies(world, 800, BATCH_ITEMS, seed=3)
     setup_s = time.perf_counter() - started
 
     # Plain FastAPI first, alone on the machine.

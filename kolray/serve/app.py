@@ -133,6 +133,9 @@ class Api:
         )
         self.registry_poll_s = 10.0
         self._watcher: asyncio.Task[None] | None = None
+        # Before traffic, inside __init__: Serve freezes the start-up heap out of the garbage
+        # collector after it (RAY_SERVE_FREEZE_GC_ON_STARTUP), the feature stack included.
+        self.service.warm_up()
 
     def __serve_build_asgi_app__(self) -> Any:
         from kolray.serve.api import build_app

@@ -26,6 +26,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from kolray.cache import TtlCache
 from kolray.serve import queries
 from kolray.serve.coalesce import Coalescer
 from kolray.serve.lookup import (
@@ -61,6 +62,8 @@ from kolray.serve.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+SYSTEM_PROGRAM = "11111111111111111111111111111111"  # a valid wallet address no KOL has
 
 MODELS = ("token", "kol")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,63}$")
@@ -129,31 +132,28 @@ RELOAD_WAIT_S = 60.0
 
 
 class _WalletTimes:
-    """First-close time per wallet, cached like features (cold-start flags)."""
+    """First-close time per wallet (``None``: none yet), cached like features (cold-start flags)."""
 
     def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._data: dict[str, tuple[float, int | None]] = {}
-        self._lock = threading.Lock()
+        self._cache: TtlCache[str, int | None] = TtlCache(ttl_s, 100_000)
+
+    @property
+    def ttl_s(self) -> float:
+        return self._cache.ttl_s
+
+    @ttl_s.setter
+    def ttl_s(self, value: float) -> None:
+        self._cache.ttl_s = float(value)
 
     def get(self, engine: Engine, wallets: Sequence[str]) -> dict[str, int | None]:
-        now = time.monotonic()
-        out: dict[str, int | None] = {}
-        with self._lock:
-            for wallet in set(wallets):
-                hit = self._data.get(wallet)
-                if hit is not None and now - hit[0] < self.ttl_s:
-                    out[wallet] = hit[1]
-        missing = [w for w in set(wallets) if w not in out]
-        if missing:
+        def read(missing: list[str]) -> dict[str, int | None]:
             found = queries.first_close_times(engine, missing)
-            with self._lock:
-                if len(self._data) > 100_000:
-                    self._data.clear()
-                for wallet in missing:
-                    out[wallet] = found.get(wallet)
-                    self._data[wallet] = (now, out[wallet])
-        return out
+            return {wallet: found.get(wallet) for wallet in missing}
+
+        return self._cache.get_or_compute(wallets, read)
+
+    def clear(self) -> None:
+        self._cache.clear()
 
 
 def _first_line(error: BaseException) -> str:
@@ -200,7 +200,7 @@ class KolrayService:
         self.token = token
         self.kol = kol
         self.feature_source_path = feature_source
-        self.feature_ttl_s = feature_ttl_s
+        self._feature_ttl_s = float(feature_ttl_s)
         self.reloader = reloader
         if api_key is None and settings.api_key is not None:
             api_key = settings.api_key.get_secret_value()
@@ -212,6 +212,19 @@ class KolrayService:
             self._coalesced_token_scores, max_items=1024
         )
         self._init_lock = threading.RLock()  # features() builds the engine under it
+
+    @property
+    def feature_ttl_s(self) -> float:
+        """How stale the data behind a prediction may be (features and cold-start flags)."""
+        return self._feature_ttl_s
+
+    @feature_ttl_s.setter
+    def feature_ttl_s(self, value: float) -> None:
+        # reconfigure() may change it on a running replica: the caches built already follow.
+        self._feature_ttl_s = float(value)
+        self._first_close.ttl_s = self._feature_ttl_s
+        if self._features is not None:
+            self._features.ttl_s = self._feature_ttl_s
 
     # Resources (created on first use, so a replica starts even with the database down)
 
@@ -296,6 +309,32 @@ class KolrayService:
             database=database,  # type: ignore[arg-type]
             kolray_version=__version__,
         )
+
+    def warm_up(self) -> bool:
+        """Do once, before traffic, what the first prediction would otherwise do lazily: connect to
+        the database, import and build the feature source, compute one feature row. A Serve
+        replica calls it at start-up, so that the first request does not pay for it and the
+        objects it creates are frozen out of the garbage collector's scans with the rest of the
+        start-up heap (unfrozen, they made the ingress stall ~50 ms in a full collection about
+        once a second under load). Returns whether it got through; a database that is down is
+        only logged (the replica still starts and answers 503 until the database is back)."""
+        # The model routes and the registry watch import the registry (and with it torch), request
+        # validation imports solders: both would otherwise load on first use, after the freeze.
+        from kolray import registry  # noqa: F401
+        from kolray.kols import validate_wallet
+
+        probe = TokenQuery(validate_wallet(SYSTEM_PROGRAM), amount_sol=1.0, entry_time=int(time.time()))
+        try:
+            self.features.token_block([probe])
+            self._first_close.get(self.engine, [probe.wallet])
+        except Exception as error:
+            from kolray.secrets import redact_text
+
+            log.warning("warm-up skipped: %s", redact_text(_first_line(error)))
+            return False
+        self.features.clear()
+        self._first_close.clear()
+        return True
 
     # Predictions
 

@@ -161,6 +161,20 @@ def test_the_feature_cache_answers_repeats(api: Api) -> None:
     assert api.service.features.stats()["token_hits"] == hits + 1
 
 
+def test_a_new_feature_ttl_reaches_every_cache_of_a_running_service(api: Api) -> None:
+    # reconfigure() sets feature_ttl_s on a replica whose caches exist already.
+    api.client.post("/v1/predict/token", json={"items": [item(api.world)]})
+    features = api.service.features
+    try:
+        api.service.feature_ttl_s = 4.0
+        # The histories and the rows share the budget, so an answer is never older than 4 s.
+        assert features.source.refresh_s == 2.0 and features.ttl_s == 4.0
+        assert api.service._first_close.ttl_s == 4.0
+    finally:
+        api.service.feature_ttl_s = 10.0
+    assert features.source.refresh_s == 5.0
+
+
 BAD_ITEMS = [
     ({"wallet": "not-a-wallet"}, "wallet"),
     ({"wallet": "1" * 44}, "wallet"),  # base58 alphabet, but not a 32-byte key
