@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
@@ -65,14 +65,13 @@ class TokenRequest(BaseModel):
         return value
 
 
-def _request(item: Any) -> TokenRequest:
-    if isinstance(item, TokenRequest):
-        return item
-    if isinstance(item, Mapping):
-        return TokenRequest.model_validate(item)
-    return TokenRequest.model_validate(
-        {k: getattr(item, k, None) for k in ("wallet", "amount_sol", "entry_time", "mint")}
-    )
+# One validation call for a whole request (pydantic-core loops over the items), reading mappings
+# and objects with the fields as attributes (Serve's TokenQuery) alike.
+_REQUESTS = TypeAdapter(list[TokenRequest])
+
+
+def _requests(items: Sequence[Any]) -> list[TokenRequest]:
+    return _REQUESTS.validate_python(list(items), from_attributes=True)
 
 
 def _select(frame: pd.DataFrame, columns: Sequence[str] | None, known: list[str]) -> pd.DataFrame:
@@ -186,7 +185,7 @@ def token_features_online(
     objects with ``wallet, amount_sol, entry_time, mint``; invalid ones raise ``ValueError``.
     ``histories``: where the KOLs' histories come from (default: read now from the database;
     :class:`ServingFeatures` passes its :class:`HistoryCache`)."""
-    requests = [_request(item) for item in items]
+    requests = _requests(items)
     if not requests:
         return _select(
             pd.DataFrame({c: pd.Series(dtype=np.float32) for c in TOKEN_FEATURES}), columns, TOKEN_FEATURES

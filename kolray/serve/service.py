@@ -342,14 +342,14 @@ class KolrayService:
         queries_ = [TokenQuery(i.wallet, float(i.amount_sol), int(i.entry_time), i.mint) for i in items]
         scores, cold = await self._token_scores(queries_)
         threshold = scores.threshold
+        # Constructed without validation: the values are ours (p_3x clipped to [0, 1] in
+        # _token_scores_now), and a 1000-item answer would otherwise validate 1000 models.
         return PredictTokenResponse(
             predictions=[
-                TokenPrediction(
-                    p_3x=float(p),
-                    above_threshold=bool(threshold is not None and p >= threshold),
-                    cold_start=c,
+                TokenPrediction.model_construct(
+                    p_3x=p, above_threshold=threshold is not None and p >= threshold, cold_start=c
                 )
-                for p, c in zip(scores.values, cold, strict=True)
+                for p, c in zip(scores.values.tolist(), cold, strict=True)
             ],
             model_version=scores.version,
             threshold=threshold,
