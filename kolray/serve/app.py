@@ -3,14 +3,14 @@
 Three deployments:
 
 - ``TokenModel`` and ``KolModel`` (one class, :class:`ModelServer`): hold a registered model
-  version and answer batched scoring calls (``@serve.batch``: requests arriving within a couple of
-  milliseconds share one forward pass, counted in rows). Their ``user_config`` is
+  version and answer batched scoring calls (``@serve.batch``: requests that queue while a
+  forward pass runs share the next one, counted in rows). Their ``user_config`` is
   ``{"version": V}`` (``null``: the champion at start-up); a new ``user_config`` reaches the running
   replicas through ``reconfigure`` (a Serve "lightweight update": no restart), which loads V beside
   the current version and swaps one reference — see :mod:`kolray.serve.models`.
 - ``KolrayApi`` (:class:`Api`): the FastAPI ingress with the HTTP routes and the Gradio UI at
   ``/ui``, both built inside the replica (``__serve_build_asgi_app__``; Gradio objects cannot be
-  pickled). It computes point-in-time features from the database (cached ``feature_ttl_s``) and
+  pickled). It computes point-in-time features from the database (no older than ``feature_ttl_s``) and
   sends them to the model deployments. Its ``user_config`` sets the cache TTL and how often it
   checks the registry for a new champion (``registry_poll_s``).
 
