@@ -190,7 +190,7 @@ def token_features_online(
         return _select(
             pd.DataFrame({c: pd.Series(dtype=np.float32) for c in TOKEN_FEATURES}), columns, TOKEN_FEATURES
         )
-    histories_of = histories or _read_histories(database_url, horizon_s)
+    histories_of = histories if histories is not None else _read_histories(database_url, horizon_s)
     mints = sorted({r.mint for r in requests if r.mint is not None})
     dex, mcap = _venue_and_mcap(database_url, requests)
     ctx = token_context(
@@ -228,7 +228,7 @@ def kol_features_online(
             pd.DataFrame({c: pd.Series(dtype=np.float32) for c in KOL_FEATURES}), columns, KOL_FEATURES
         )
     as_of = int(as_of)
-    histories_of = histories or _read_histories(database_url, horizon_s)
+    histories_of = histories if histories is not None else _read_histories(database_url, horizon_s)
     known = histories_of(wallets)
     rows = []
     for wallet in wallets:
@@ -245,47 +245,26 @@ def _url_of(engine: Engine | str) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
-class HistoryCache:
-    """:class:`WalletHistory` per wallet, kept ``refresh_s`` seconds, then rebuilt from the database.
+class HistoryCache(TtlCache[str, WalletHistory]):
+    """:class:`WalletHistory` per wallet, kept ``ttl_s`` seconds, then rebuilt from the database.
 
     A history holds all of a KOL's positions and every query looks only before its own time, so one
     history answers any number of requests; what it can miss is a position opened or closed after
-    it was read, for at most ``refresh_s``. Reading and rebuilding the histories of a request's
+    it was read, for at most ``ttl_s``. Reading and rebuilding the histories of a request's
     wallets was most of the cost of an online row (bench/serve.py). Only missing or expired
     wallets reach the database, in one query; a wallet without positions is remembered too (an
-    empty history), so unknown or new KOLs do not cost a query each time. ``refresh_s <= 0``
+    empty history), so unknown or new KOLs do not cost a query each time. ``ttl_s <= 0``
     reads on every call. Thread-safe (two threads missing the same wallet may both read it)."""
 
     def __init__(
-        self, url: str, horizon_s: int = DEFAULT_HORIZON_S, refresh_s: float = 5.0, max_wallets: int = 20_000
+        self, url: str, horizon_s: int = DEFAULT_HORIZON_S, ttl_s: float = 5.0, max_wallets: int = 20_000
     ) -> None:
+        super().__init__(ttl_s, max_wallets)
         self.url = url
         self.horizon_s = horizon_s
-        self._cache: TtlCache[str, WalletHistory] = TtlCache(refresh_s, max_wallets)
-
-    @property
-    def refresh_s(self) -> float:
-        return self._cache.ttl_s
-
-    @refresh_s.setter
-    def refresh_s(self, value: float) -> None:
-        self._cache.ttl_s = float(value)
-
-    @property
-    def hits(self) -> int:
-        return self._cache.hits
-
-    @property
-    def misses(self) -> int:
-        return self._cache.misses
 
     def __call__(self, wallets: Sequence[str]) -> dict[str, WalletHistory]:
-        return self._cache.get_or_compute(
-            wallets, lambda missing: read_histories(self.url, missing, self.horizon_s)
-        )
-
-    def clear(self) -> None:
-        self._cache.clear()
+        return self.get_or_compute(wallets, lambda missing: read_histories(self.url, missing, self.horizon_s))
 
 
 class ServingFeatures:
@@ -303,11 +282,11 @@ class ServingFeatures:
     @property
     def refresh_s(self) -> float:
         """How long a KOL's history is reused before it is read again (the staleness it adds)."""
-        return self.histories.refresh_s
+        return self.histories.ttl_s
 
     @refresh_s.setter
     def refresh_s(self, value: float) -> None:
-        self.histories.refresh_s = value
+        self.histories.ttl_s = float(value)
 
     def clear(self) -> None:
         """Forget the cached histories (the next request reads them again)."""

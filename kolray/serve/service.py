@@ -131,29 +131,18 @@ class LocalReloader:
 RELOAD_WAIT_S = 60.0
 
 
-class _WalletTimes:
+class _WalletTimes(TtlCache[str, int | None]):
     """First-close time per wallet (``None``: none yet), cached like features (cold-start flags)."""
 
     def __init__(self, ttl_s: float) -> None:
-        self._cache: TtlCache[str, int | None] = TtlCache(ttl_s, 100_000)
-
-    @property
-    def ttl_s(self) -> float:
-        return self._cache.ttl_s
-
-    @ttl_s.setter
-    def ttl_s(self, value: float) -> None:
-        self._cache.ttl_s = float(value)
+        super().__init__(ttl_s, 100_000)
 
     def get(self, engine: Engine, wallets: Sequence[str]) -> dict[str, int | None]:
         def read(missing: list[str]) -> dict[str, int | None]:
             found = queries.first_close_times(engine, missing)
             return {wallet: found.get(wallet) for wallet in missing}
 
-        return self._cache.get_or_compute(wallets, read)
-
-    def clear(self) -> None:
-        self._cache.clear()
+        return self.get_or_compute(wallets, read)
 
 
 def _first_line(error: BaseException) -> str:

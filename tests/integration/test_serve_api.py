@@ -480,8 +480,8 @@ def test_warm_up_builds_the_feature_path_and_leaves_the_caches_empty(api: Api, t
     service, _ = make_service(api.db_url, api.store)
     assert service.warm_up() is True
     assert service._features is not None and service._engine is not None
-    assert len(service.features._token) == 0 and len(service._first_close._cache) == 0
-    assert len(service.features.source.histories._cache) == 0
+    assert len(service.features._token) == 0 and len(service._first_close) == 0
+    assert len(service.features.source.histories) == 0
     # A database that is down: the replica still starts; requests say 503 until it is back.
     (tmp_path / "db").mkdir()
     broken, _ = make_service(f"sqlite:///{tmp_path / 'db'}", str(tmp_path / "store"))
