@@ -285,6 +285,26 @@ def _prefix(values: Iterable[float] | np.ndarray, dtype: Any = np.float64) -> np
     return np.concatenate((np.zeros(1, dtype=dtype), np.cumsum(array, dtype=dtype)))
 
 
+# Several wallets in one sorted array: a time of wallet (segment) s becomes the key
+# (s << SEGMENT_SHIFT) + time + 1, so every wallet's times lie in one run, in wallet order, and one
+# searchsorted finds a query's place in its own wallet's run. Times are clipped to [-1, 2**34]
+# (unix seconds stay below 2**34, the year 2514; -1 stands for "before everything").
+SEGMENT_SHIFT = 35
+_TIME_MAX = 1 << 34
+
+
+def segment_keys(times: np.ndarray, segments: np.ndarray | int) -> np.ndarray:
+    """Sort keys of ``times`` in wallet runs ``segments`` (see :data:`SEGMENT_SHIFT`)."""
+    keys = np.clip(np.asarray(times, dtype=np.int64), -1, _TIME_MAX) + 1
+    if isinstance(segments, int):
+        return keys + (segments << SEGMENT_SHIFT) if segments else keys
+    return keys + (np.asarray(segments, dtype=np.int64) << SEGMENT_SHIFT)
+
+
+def _runs_start(lengths: Sequence[int]) -> np.ndarray:
+    return np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))[:-1]
+
+
 class KolStatsIndex:
     """One wallet's positions arranged for statistics at many as-of times.
 
@@ -292,33 +312,90 @@ class KolStatsIndex:
     matrix for medians), vectorised over arrays of times with :meth:`table`. The values equal
     :func:`kol_stats` (counts exactly; sums up to float rounding of prefix differences), and like
     it they depend only on positions closed before the query time.
+
+    :meth:`stack` puts several wallets' indices side by side: :meth:`tables` then answers queries
+    of all of them in one pass (each query names its wallet by position, ``segments``), with the
+    very values each index gives alone — its prefix sums are concatenated, never summed again.
+    A request for a thousand buys of thirty KOLs costs one pass instead of thirty.
     """
 
     def __init__(self, positions: Iterable[Position], *, wallet: str | None = None) -> None:
         positions = list(positions)
         self.wallet = _single_wallet(positions, wallet)
-        self._entries = np.sort(np.array([p.entry_time for p in positions], dtype=np.int64))
+        self.wallets: tuple[str | None, ...] = (self.wallet,)
+        # Sorted keys (segment 0: time + 1) and, per segment, where its run starts.
+        self._entries = segment_keys(np.sort(np.array([p.entry_time for p in positions], dtype=np.int64)), 0)
         closed = sorted((p for p in positions if p.closed), key=close_order)
-        self._closed_exit = np.array([p.exit_time for p in closed], dtype=np.int64)
+        self._closed_exit = segment_keys(np.array([p.exit_time for p in closed], dtype=np.int64), 0)
         self._c_hold = _prefix([p.hold_s for p in closed])
         self._c_hold_w = _prefix([p.hold_weighted_s for p in closed])
         self._c_untracked = _prefix([FLAG_UNTRACKED_SELL in p.flags for p in closed], np.int64)
         scored = [p for p in closed if p.sol_valued]
         multiples = np.array([p.multiple for p in scored], dtype=np.float64)
         pnl = [p.realised_pnl_lamports for p in scored]
-        self._scored_exit = np.array([p.exit_time for p in scored], dtype=np.int64)
+        self._scored_exit = segment_keys(np.array([p.exit_time for p in scored], dtype=np.int64), 0)
         self._s_wins = _prefix([v > 0 for v in pnl], np.int64)
         self._s_3x = _prefix(multiples >= 3, np.int64)
         self._s_multiple = _prefix(multiples)
         self._s_cost = _prefix([p.cost_lamports for p in scored], np.int64)
         self._s_pnl = _prefix(pnl, np.int64)
         self._s_dh = _prefix([dh_term(p.multiple, p.hold_weighted_s) for p in scored])
+        self._e_start = self._c_start = self._s_start = np.zeros(1, dtype=np.int64)
         # Medians: ranks of the multiples (ties broken by position) and the values in rank order.
         order = np.argsort(multiples, kind="stable")
         self._sorted_multiples = multiples[order]
-        ranks = np.empty(len(order), dtype=np.int64)
-        ranks[order] = np.arange(len(order))
-        self._wavelet = _WaveletMatrix(ranks) if len(ranks) else None
+        self._ranks = np.empty(len(order), dtype=np.int64)
+        self._ranks[order] = np.arange(len(order))
+        self._wavelet = _WaveletMatrix(self._ranks) if len(self._ranks) else None
+
+    @classmethod
+    def stack(cls, indices: Sequence[KolStatsIndex]) -> KolStatsIndex:
+        """The indices of several wallets as one: in :meth:`tables`, segment ``i`` is
+        ``indices[i]``. Costs O(n log n) in all their positions (the medians' wavelet matrix)."""
+        if not indices or any(len(index.wallets) != 1 for index in indices):
+            raise ValueError("KolStatsIndex.stack takes one or more one-wallet indices")
+        if len(indices) == 1:
+            return indices[0]
+        out = cls.__new__(cls)
+        out.wallet = None
+        out.wallets = tuple(index.wallet for index in indices)
+
+        def keys(name: str) -> np.ndarray:
+            return np.concatenate(
+                [getattr(index, name) + (i << SEGMENT_SHIFT) for i, index in enumerate(indices)]
+            )
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(index, name) for index in indices])
+
+        out._entries, out._closed_exit, out._scored_exit = (
+            keys("_entries"),
+            keys("_closed_exit"),
+            keys("_scored_exit"),
+        )
+        out._e_start = _runs_start([len(index._entries) for index in indices])
+        out._c_start = _runs_start([len(index._closed_exit) for index in indices])
+        out._s_start = _runs_start([len(index._scored_exit) for index in indices])
+        for name in (
+            "_c_hold",
+            "_c_hold_w",
+            "_c_untracked",
+            "_s_wins",
+            "_s_3x",
+            "_s_multiple",
+            "_s_cost",
+            "_s_pnl",
+            "_s_dh",
+            "_sorted_multiples",
+        ):
+            setattr(out, name, joined(name))
+        # A run's values occupy its own block of ranks, so the k-th smallest in a range of one
+        # run is that run's k-th smallest, moved by the run's start.
+        out._ranks = np.concatenate(
+            [index._ranks + start for index, start in zip(indices, out._s_start.tolist(), strict=True)]
+        )
+        out._wavelet = _WaveletMatrix(out._ranks) if len(out._ranks) else None
+        return out
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -329,52 +406,71 @@ class KolStatsIndex:
         return self.tables(as_of, (window,))[window]
 
     def tables(
-        self, as_of: Sequence[int] | np.ndarray, windows: Sequence[str] = ("all", "7d", "30d")
+        self,
+        as_of: Sequence[int] | np.ndarray,
+        windows: Sequence[str] = ("all", "7d", "30d"),
+        segments: np.ndarray | None = None,
     ) -> dict[str, dict[str, np.ndarray]]:
         """:meth:`table` for several windows, computed in one vectorised pass (a point-in-time
-        feature row needs every window, and the fixed cost of a pass dominates small queries)."""
+        feature row needs every window, and the fixed cost of a pass dominates small queries).
+        ``segments``: for a :meth:`stack`, the wallet (its position) of each query."""
         t = np.asarray(as_of, dtype=np.int64).reshape(-1)
         n = len(t)
+        if segments is None:
+            if len(self.wallets) != 1:
+                raise ValueError("a stacked KolStatsIndex needs the segment of each query")
+            seg = np.zeros(n, dtype=np.int64)
+        else:
+            seg = np.asarray(segments, dtype=np.int64).reshape(-1)
+            if len(seg) != n:
+                raise ValueError(f"{len(seg)} segments for {n} times")
+            if n and (seg.min() < 0 or seg.max() >= len(self.wallets)):
+                raise ValueError(f"segments must lie in [0, {len(self.wallets)})")
         if not windows:
             return {}
-        lows = []
-        for window in windows:
-            span = window_seconds(window)
-            # No window: every time counts (searchsorted of the smallest int64 is 0).
-            lows.append(np.full(n, np.iinfo(np.int64).min) if span is None else t - span)
-        stacked = self._table(np.tile(t, len(windows)), np.concatenate(lows))
+        stacked = self._table(t, seg, [window_seconds(window) for window in windows])
         return {
             window: {name: values[i * n : (i + 1) * n] for name, values in stacked.items()}
             for i, window in enumerate(windows)
         }
 
-    def _table(self, t: np.ndarray, low: np.ndarray) -> dict[str, np.ndarray]:
-        """The statistics of positions in ``[low, t)`` (by entry or exit time), per query."""
+    def _table(self, t: np.ndarray, seg: np.ndarray, spans: list[int | None]) -> dict[str, np.ndarray]:
+        """The statistics of positions in ``[t - span, t)`` (by entry or exit time; no span:
+        everything before ``t``), for each span in turn, each query in its own segment. Positions
+        found are global; a prefix array has one more slot per run before it, so a run's prefix
+        index is its position plus its segment."""
+        t_keys = segment_keys(t, seg)
+        low_keys = [None if span is None else segment_keys(t - span, seg) for span in spans]
+        k = len(spans)
 
-        def bounds(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            hi = np.searchsorted(times, t, side="left")  # time < as_of
-            lo = np.searchsorted(times, low, side="left")
-            return lo, hi
+        def bounds(keys: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # The end (time < as_of) is the same for every window: searched once. No window starts
+            # at the run's start.
+            hi = np.searchsorted(keys, t_keys, side="left")
+            lo = [starts[seg] if low is None else np.searchsorted(keys, low, side="left") for low in low_keys]
+            return np.concatenate(lo), np.tile(hi, k)
 
         def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
             with np.errstate(divide="ignore", invalid="ignore"):
                 return np.where(den > 0, num / np.maximum(den, 1), np.nan)
 
-        e_lo, e_hi = bounds(self._entries)
-        c_lo, c_hi = bounds(self._closed_exit)
-        s_lo, s_hi = bounds(self._scored_exit)
+        e_lo, e_hi = bounds(self._entries, self._e_start)
+        c_lo, c_hi = bounds(self._closed_exit, self._c_start)
+        s_lo, s_hi = bounds(self._scored_exit, self._s_start)
+        seg = np.tile(seg, k)
         closed = c_hi - c_lo
         n = s_hi - s_lo
-        wins = self._s_wins[s_hi] - self._s_wins[s_lo]
-        n_3x = self._s_3x[s_hi] - self._s_3x[s_lo]
-        cost = self._s_cost[s_hi] - self._s_cost[s_lo]
-        pnl = self._s_pnl[s_hi] - self._s_pnl[s_lo]
+        cp_lo, cp_hi = c_lo + seg, c_hi + seg
+        sp_lo, sp_hi = s_lo + seg, s_hi + seg
+        wins = self._s_wins[sp_hi] - self._s_wins[sp_lo]
+        n_3x = self._s_3x[sp_hi] - self._s_3x[sp_lo]
+        cost = self._s_cost[sp_hi] - self._s_cost[sp_lo]
+        pnl = self._s_pnl[sp_hi] - self._s_pnl[sp_lo]
         # Recent form: the last RECENT_N scored positions before as_of, whatever the window.
-        r_hi = np.searchsorted(self._scored_exit, t, side="left")
-        r_lo = np.maximum(r_hi - RECENT_N, 0)
-        recent = r_hi - r_lo
-        entries_before = np.searchsorted(self._entries, t, side="left")
-        closed_before = np.searchsorted(self._closed_exit, t, side="left")
+        s_start = self._s_start[seg]
+        r_lo = np.maximum(s_hi - RECENT_N, s_start)
+        recent = s_hi - r_lo
+        rp_lo = r_lo + seg
         return {
             "trades": e_hi - e_lo,
             "closed": closed,
@@ -383,22 +479,22 @@ class KolStatsIndex:
             "n_3x": n_3x,
             "win_rate": ratio(wins, n),
             "rate_3x": ratio(n_3x, n),
-            "mean_multiple": ratio(self._s_multiple[s_hi] - self._s_multiple[s_lo], n),
+            "mean_multiple": ratio(self._s_multiple[sp_hi] - self._s_multiple[sp_lo], n),
             "median_multiple": self._medians(s_lo, s_hi),
-            "mean_hold_s": ratio(self._c_hold[c_hi] - self._c_hold[c_lo], closed),
-            "mean_hold_weighted_s": ratio(self._c_hold_w[c_hi] - self._c_hold_w[c_lo], closed),
+            "mean_hold_s": ratio(self._c_hold[cp_hi] - self._c_hold[cp_lo], closed),
+            "mean_hold_weighted_s": ratio(self._c_hold_w[cp_hi] - self._c_hold_w[cp_lo], closed),
             "total_cost_sol": cost / LAMPORTS_PER_SOL,
             "total_pnl_sol": pnl / LAMPORTS_PER_SOL,
             "roi": ratio(pnl, cost),
             "consistency": self._wilson(wins, n),
-            "dh_score": ratio(self._s_dh[s_hi] - self._s_dh[s_lo], n),
-            "untracked_sell_positions": self._c_untracked[c_hi] - self._c_untracked[c_lo],
+            "dh_score": ratio(self._s_dh[sp_hi] - self._s_dh[sp_lo], n),
+            "untracked_sell_positions": self._c_untracked[cp_hi] - self._c_untracked[cp_lo],
             "recent_n": recent,
-            "recent_win_rate": ratio(self._s_wins[r_hi] - self._s_wins[r_lo], recent),
-            "recent_rate_3x": ratio(self._s_3x[r_hi] - self._s_3x[r_lo], recent),
-            "recent_mean_multiple": ratio(self._s_multiple[r_hi] - self._s_multiple[r_lo], recent),
-            "last_entry_time": self._last(self._entries, entries_before),
-            "last_exit_time": self._last(self._closed_exit, closed_before),
+            "recent_win_rate": ratio(self._s_wins[sp_hi] - self._s_wins[rp_lo], recent),
+            "recent_rate_3x": ratio(self._s_3x[sp_hi] - self._s_3x[rp_lo], recent),
+            "recent_mean_multiple": ratio(self._s_multiple[sp_hi] - self._s_multiple[rp_lo], recent),
+            "last_entry_time": self._last(self._entries, e_hi, self._e_start[seg]),
+            "last_exit_time": self._last(self._closed_exit, c_hi, self._c_start[seg]),
         }
 
     def at(self, as_of: int, window: str = "all") -> KolStats:
@@ -439,8 +535,10 @@ class KolStatsIndex:
             return np.where(n > 0, (centre - margin) / (1 + z2 / size), np.nan)
 
     @staticmethod
-    def _last(times: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """The latest of ``times`` (sorted) before each query: float, NaN when there is none."""
-        if not len(times):
-            return np.full(len(count), np.nan)
-        return np.where(count > 0, times[np.maximum(count - 1, 0)].astype(np.float64), np.nan)
+    def _last(keys: np.ndarray, end: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """The latest time of each query's run ``keys[start:end]`` (sorted keys): float, NaN when
+        the run is empty."""
+        if not len(keys):
+            return np.full(len(end), np.nan)
+        latest = (keys[np.maximum(end - 1, 0)] & ((1 << SEGMENT_SHIFT) - 1)) - 1
+        return np.where(end > start, latest.astype(np.float64), np.nan)

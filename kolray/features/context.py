@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from kolray.analyzer import FLAG_NON_SOL_LEG, FLAG_UNTRACKED_SELL, KolStatsIndex, Position
+from kolray.analyzer.stats import segment_keys
 from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
 from kolray.features.definitions import CONSENSUS_WINDOWS, DAY, KOL_TARGET_WINDOWS
 
@@ -319,11 +320,7 @@ class WalletHistory:
 
     def stats(self, times: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
         """The analyzer's statistics as of each time, windows ``all``, ``7d``, ``30d``."""
-        tables = self.index.tables(times, ("all", "7d", "30d"))
-        return {
-            f"stats_{window}": {k: np.asarray(table[k], dtype=np.float64) for k in _STAT_KEYS}
-            for window, table in tables.items()
-        }
+        return _stats(self.index, np.asarray(times, dtype=np.int64), None)
 
     def _count_before(self, times: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.sol_times, times, side="left")
@@ -331,22 +328,7 @@ class WalletHistory:
     def token_context(self, times: np.ndarray, mints: Sequence[str | None]) -> dict[str, Any]:
         """KOL-side context of buys at ``times`` in ``mints`` (None: unknown token)."""
         times = np.asarray(times, dtype=np.int64)
-        stats = self.stats(times)
-        all_ = stats["stats_all"]
-        before = self._count_before(times)
-        reentry = np.array(
-            [
-                np.nan if mint is None else float(self.first_by_mint.get(mint, t) < t)
-                for mint, t in zip(mints, times.tolist(), strict=True)
-            ],
-            dtype=np.float64,
-        )
-        return {
-            **stats,
-            "past_median_amount": self.median_prefix[before],
-            "reentry": reentry,
-            "last_event": np.fmax(all_["last_entry_time"], all_["last_exit_time"]),
-        }
+        return HistoryStack([self]).token_context(np.zeros(len(times), dtype=np.int64), times, mints)
 
     def kol_context(self, times: np.ndarray) -> dict[str, Any]:
         """Context of the KOL as of ``times`` (the KOL dataset's days, or now online)."""
@@ -410,6 +392,95 @@ class WalletHistory:
                 )
             out[f"n_next_{name}"] = count.astype(np.int64)
         return out
+
+
+def _stats(index: KolStatsIndex, times: np.ndarray, segments: np.ndarray | None) -> dict[str, Any]:
+    tables = index.tables(times, ("all", "7d", "30d"), segments)
+    return {
+        f"stats_{window}": {k: np.asarray(table[k], dtype=np.float64) for k in _STAT_KEYS}
+        for window, table in tables.items()
+    }
+
+
+class HistoryStack(Mapping[str, WalletHistory]):
+    """Several KOLs' histories side by side (a mapping wallet → :class:`WalletHistory`) whose
+    :meth:`token_context` answers buys of all of them in one vectorised pass, with the values
+    each history gives alone (its arrays are concatenated, never recomputed: the online row still
+    equals the dataset's bit for bit). One pass instead of one per KOL is most of what a
+    thousand-buy request of thirty KOLs costs. Building one costs O(n log n) in their positions
+    (:meth:`KolStatsIndex.stack`); a serving cache keeps it while its histories stay current."""
+
+    def __init__(self, histories: Sequence[WalletHistory]) -> None:
+        if not histories:
+            raise ValueError("a HistoryStack needs at least one history")
+        self.histories = tuple(histories)
+        self.segment_of = {h.wallet: i for i, h in enumerate(self.histories)}
+        if len(self.segment_of) != len(self.histories):
+            raise ValueError("a HistoryStack holds each wallet once")
+        self.index = KolStatsIndex.stack([h.index for h in self.histories])
+        if len(self.histories) == 1:  # a history's own token_context: no copies
+            self._sol_keys = segment_keys(self.histories[0].sol_times, 0)
+            self._median_prefix = self.histories[0].median_prefix
+        else:
+            self._sol_keys = np.concatenate(
+                [segment_keys(h.sol_times, i) for i, h in enumerate(self.histories)]
+            )
+            self._median_prefix = np.concatenate([h.median_prefix for h in self.histories])
+
+    @classmethod
+    def of(
+        cls, wallets: Iterable[str], histories: Mapping[str, WalletHistory], horizon_s: int
+    ) -> HistoryStack:
+        """The stack of ``wallets`` (each once, in first-seen order); a wallet ``histories`` lacks
+        gets an empty history (a KOL without positions)."""
+        return cls(
+            [
+                histories.get(w) or WalletHistory(w, empty_position_frame(), horizon_s)
+                for w in dict.fromkeys(wallets)
+            ]
+        )
+
+    def __getitem__(self, wallet: str) -> WalletHistory:
+        return self.histories[self.segment_of[wallet]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.segment_of)
+
+    def __len__(self) -> int:
+        return len(self.histories)
+
+    def segments(self, wallets: Sequence[str]) -> np.ndarray | None:
+        """The position of each wallet in the stack, or None if the stack lacks one of them."""
+        try:
+            return np.fromiter((self.segment_of[w] for w in wallets), dtype=np.int64, count=len(wallets))
+        except KeyError:
+            return None
+
+    def token_context(
+        self, segments: np.ndarray, times: np.ndarray, mints: Sequence[str | None]
+    ) -> dict[str, Any]:
+        """KOL-side context of buys at ``times`` in ``mints`` (None: unknown token), each by the
+        KOL at ``segments`` (its position in the stack)."""
+        times = np.asarray(times, dtype=np.int64)
+        segments = np.asarray(segments, dtype=np.int64)
+        stats = _stats(self.index, times, segments)
+        all_ = stats["stats_all"]
+        # A run of prefix medians has one slot more than the run of times before it.
+        before = np.searchsorted(self._sol_keys, segment_keys(times, segments), side="left") + segments
+        firsts = [h.first_by_mint for h in self.histories]
+        reentry = np.array(
+            [
+                np.nan if mint is None else float(firsts[k].get(mint, t) < t)
+                for mint, t, k in zip(mints, times.tolist(), segments.tolist(), strict=True)
+            ],
+            dtype=np.float64,
+        )
+        return {
+            **stats,
+            "past_median_amount": self._median_prefix[before],
+            "reentry": reentry,
+            "last_event": np.fmax(all_["last_entry_time"], all_["last_exit_time"]),
+        }
 
 
 def wallet_histories(frame: pd.DataFrame, horizon_s: int) -> dict[str, WalletHistory]:
@@ -578,35 +649,22 @@ def token_context(
     horizon_s: int,
 ) -> dict[str, Any]:
     """The full context of buys, in query order: KOL side from ``histories`` (a wallet without one
-    has no history: an empty record), token side from ``tokens``."""
+    has no history: an empty record; a :class:`HistoryStack` holding every wallet is used as it
+    is), token side from ``tokens``."""
     times = np.asarray(times, dtype=np.int64)
-    n = len(times)
-    wallet_array = np.asarray(wallets, dtype=object)
-    kol: dict[str, Any] = {}
-    if n == 0:  # the keys and dtypes still come from the one definition
-        kol = WalletHistory("", empty_position_frame(), horizon_s).token_context(times, [])
-    for wallet in dict.fromkeys(wallet_array.tolist()):
-        rows = np.flatnonzero(wallet_array == wallet)
-        history = histories.get(wallet) or WalletHistory(wallet, empty_position_frame(), horizon_s)
-        part = history.token_context(times[rows], [mints[i] for i in rows])
-        _scatter(kol, part, rows, n)
+    wallets = list(wallets)
+    stack = histories if isinstance(histories, HistoryStack) else None
+    segments = stack.segments(wallets) if stack is not None else None
+    if stack is None or segments is None:
+        # No wallets: the keys and dtypes still come from the one definition.
+        stack = HistoryStack.of(wallets or [""], histories, horizon_s)
+        segments = stack.segments(wallets)
+        assert segments is not None
     return {
-        **kol,
-        **tokens.context(mints, list(wallet_array), times),
+        **stack.token_context(segments, times, mints),
+        **tokens.context(mints, wallets, times),
         "entry_time": times,
         "amount_sol": np.asarray(amounts_sol, dtype=np.float64),
         "dex": list(dex),
         "mcap_sol": np.asarray(mcap_sol, dtype=np.float64),
     }
-
-
-def _scatter(target: dict[str, Any], part: Mapping[str, Any], rows: np.ndarray, n: int) -> None:
-    """Write a wallet's context arrays into the rows of the full query (nested stats dicts too)."""
-    for key, value in part.items():
-        if isinstance(value, Mapping):
-            _scatter(target.setdefault(key, {}), value, rows, n)
-            continue
-        array = np.asarray(value)
-        if key not in target:
-            target[key] = np.full(n, np.nan) if array.dtype.kind == "f" else np.zeros(n, dtype=array.dtype)
-        target[key][rows] = array

@@ -19,18 +19,18 @@ cannot carry is looked up:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
 from kolray.cache import TtlCache
 from kolray.features.context import (
+    HistoryStack,
     MintEntries,
     WalletHistory,
     empty_position_frame,
@@ -53,16 +53,9 @@ class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     wallet: str = Field(min_length=1)
-    amount_sol: float = Field(gt=0)
+    amount_sol: float = Field(gt=0, allow_inf_nan=False)
     entry_time: int = Field(ge=0, lt=2**34)
     mint: str | None = None
-
-    @field_validator("amount_sol")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("amount_sol must be finite")
-        return value
 
 
 # One validation call for a whole request (pydantic-core loops over the items), reading mappings
@@ -155,6 +148,7 @@ def _venue_and_mcap(url: str, requests: Sequence[TokenRequest]) -> tuple[list[st
     return dex, mcap
 
 
+# Where histories come from: a mapping (or a HistoryStack, which token_context uses as it is).
 HistoriesOf = Callable[[Sequence[str]], Mapping[str, WalletHistory]]
 
 
@@ -191,16 +185,17 @@ def token_features_online(
             pd.DataFrame({c: pd.Series(dtype=np.float32) for c in TOKEN_FEATURES}), columns, TOKEN_FEATURES
         )
     histories_of = histories if histories is not None else _read_histories(database_url, horizon_s)
+    wallets = [r.wallet for r in requests]
     mints = sorted({r.mint for r in requests if r.mint is not None})
     dex, mcap = _venue_and_mcap(database_url, requests)
     ctx = token_context(
-        wallets=[r.wallet for r in requests],
+        wallets=wallets,
         mints=[r.mint for r in requests],
         times=np.array([r.entry_time for r in requests], dtype=np.int64),
         amounts_sol=np.array([r.amount_sol for r in requests], dtype=np.float64),
         dex=dex,
         mcap_sol=mcap,
-        histories=histories_of([r.wallet for r in requests]),
+        histories=histories_of(wallets),
         tokens=_mint_entries(database_url, mints),
         horizon_s=horizon_s,
     )
@@ -254,7 +249,13 @@ class HistoryCache(TtlCache[str, WalletHistory]):
     wallets was most of the cost of an online row (bench/serve.py). Only missing or expired
     wallets reach the database, in one query; a wallet without positions is remembered too (an
     empty history), so unknown or new KOLs do not cost a query each time. ``ttl_s <= 0``
-    reads on every call. Thread-safe (two threads missing the same wallet may both read it)."""
+    reads on every call. Thread-safe (two threads missing the same wallet may both read it).
+
+    A call answers a :class:`HistoryStack` of the wallets asked for; the last few stacks are kept
+    while every history in them is the cached one, so a stream of batches over the same KOLs
+    stacks them once per refresh instead of once per request."""
+
+    STACKS_KEPT = 8
 
     def __init__(
         self, url: str, horizon_s: int = DEFAULT_HORIZON_S, ttl_s: float = 5.0, max_wallets: int = 20_000
@@ -262,9 +263,28 @@ class HistoryCache(TtlCache[str, WalletHistory]):
         super().__init__(ttl_s, max_wallets)
         self.url = url
         self.horizon_s = horizon_s
+        # Keyed by the identities of the histories; a stack holds its histories, so an identity
+        # cannot be reused by another object while its stack is kept.
+        self._stacks: dict[tuple[int, ...], HistoryStack] = {}
 
-    def __call__(self, wallets: Sequence[str]) -> dict[str, WalletHistory]:
-        return self.get_or_compute(wallets, lambda missing: read_histories(self.url, missing, self.horizon_s))
+    def __call__(self, wallets: Sequence[str]) -> HistoryStack:
+        wanted = sorted(set(wallets))
+        if not wanted:
+            return HistoryStack.of([""], {}, self.horizon_s)
+        found = self.get_or_compute(wanted, lambda missing: read_histories(self.url, missing, self.horizon_s))
+        histories = [found[w] for w in wanted]
+        key = tuple(id(h) for h in histories)
+        stack = self._stacks.get(key)
+        if stack is None:
+            stack = HistoryStack(histories)
+            self._stacks[key] = stack
+            while len(self._stacks) > self.STACKS_KEPT:
+                self._stacks.pop(next(iter(self._stacks)), None)
+        return stack
+
+    def clear(self) -> None:
+        super().clear()
+        self._stacks.clear()
 
 
 class ServingFeatures:

@@ -132,6 +132,9 @@ def test_serving_features_reuse_each_kols_history_for_refresh_s_then_read_it_aga
         served.kol_features(wallets, late), kol_features_online(db_url, wallets, late)
     )
     assert served.histories.misses == len(wallets) + 1  # the unknown KOL is remembered too
+    # While the histories are the cached ones, a request over the same KOLs reuses their stack.
+    stack = served.histories(wallets)
+    assert served.histories(list(reversed(wallets)) + wallets[:1]) is stack
 
     # The analyzer rewrites a KOL's positions: a fresh read sees it, the cache only after refresh_s.
     with db.begin() as conn:
@@ -141,3 +144,4 @@ def test_serving_features_reuse_each_kols_history_for_refresh_s_then_read_it_aga
     pd.testing.assert_frame_equal(served.token_features(items), first)
     served.refresh_s = 0.0
     pd.testing.assert_frame_equal(served.token_features(items), fresh)
+    assert served.histories(wallets) is not stack  # read again: stacked again

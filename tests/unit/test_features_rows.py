@@ -12,7 +12,13 @@ import pytest
 
 from kolray.analyzer import build_positions, kol_stats
 from kolray.chain.types import Swap
-from kolray.features.context import MintEntries, position_frame, prefix_medians
+from kolray.features.context import (
+    HistoryStack,
+    MintEntries,
+    position_frame,
+    prefix_medians,
+    wallet_histories,
+)
 from kolray.features.definitions import DAY, HOUR, TOKEN_FEATURES, hour_of, weekday_of
 from kolray.features.rows import kol_day_range, kol_rows, token_rows
 
@@ -123,6 +129,36 @@ def test_kol_record_at_each_entry_equals_the_analyzer_statistics_as_of_that_time
                 assert np.isnan(got), name
             else:
                 assert got == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+def test_a_history_stack_gives_each_kol_exactly_what_its_own_history_gives():
+    rng = random.Random(7)
+    swaps = []
+    for i in range(90):
+        wallet = "ABC"[i % 3]
+        t = T0 + rng.randrange(40 * DAY)
+        swaps += round_trip(
+            wallet, f"m{i % 17}", t, rng.randrange(60, 3 * DAY), rng.uniform(0.1, 2), rng.uniform(0, 8)
+        )
+    histories = wallet_histories(position_frame(build_positions(swaps), swaps), H)
+    stack = HistoryStack.of(["C", "A", "B", "C"], histories, H)
+    assert list(stack) == ["C", "A", "B"] and stack["A"] is histories["A"] and len(stack) == 3
+    # Buys of the three KOLs interleaved, at times around their own trades, some in known tokens.
+    wallets = [rng.choice("ABC") for _ in range(200)]
+    times = np.array([T0 + rng.randrange(-DAY, 45 * DAY) for _ in wallets], dtype=np.int64)
+    mints = [rng.choice([None, "m1", "m5", "m16", "new"]) for _ in wallets]
+    together = stack.token_context(stack.segments(wallets), times, mints)
+    for wallet in "ABC":
+        rows = [i for i, w in enumerate(wallets) if w == wallet]
+        alone = histories[wallet].token_context(times[rows], [mints[i] for i in rows])
+        for key, value in alone.items():
+            parts = value.items() if isinstance(value, dict) else [(None, value)]
+            for name, array in parts:
+                got = together[key] if name is None else together[key][name]
+                np.testing.assert_array_equal(got[rows], array, err_msg=f"{wallet} {key} {name}")
+    assert stack.segments(["A", "Z"]) is None  # a wallet the stack lacks
+    with pytest.raises(ValueError, match="each wallet once"):
+        HistoryStack([histories["A"], histories["A"]])
 
 
 def test_a_first_buy_has_no_record_and_a_position_closing_at_the_entry_second_is_not_yet_known():
