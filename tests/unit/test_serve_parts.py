@@ -183,6 +183,9 @@ def test_cache_fetches_only_misses_in_one_call_and_expires() -> None:
     assert block.columns == ("amount", "t") and block.matrix[:, 0].tolist() == [1, 2]
     block = cache.token_block([b, c, a])
     assert source.token_calls == [2, 1] and block.matrix[:, 0].tolist() == [2, 3, 1]
+    block = cache.token_block([c, a])  # every row cached: no call
+    assert source.token_calls == [2, 1] and block.matrix[:, 0].tolist() == [3, 1]
+    assert block.matrix.dtype == np.float32
     time.sleep(0.25)
     cache.token_block([a])
     assert source.token_calls == [2, 1, 1]
