@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Iterable
@@ -26,11 +27,18 @@ class KolFileError(ValueError):
 
 def validate_wallet(wallet: str) -> str:
     """Return ``wallet`` if it is a canonical base58 32-byte public key, else raise :class:`InvalidWallet`."""
-    from solders.pubkey import Pubkey
-
     text = wallet.strip() if isinstance(wallet, str) else ""
     if not text:
         raise InvalidWallet("wallet address is empty")
+    return _canonical_wallet(text)
+
+
+# A request names the same few KOLs again and again (a 1000-item batch, thirty wallets): each is
+# decoded once. Only valid keys are remembered (a refusal raises, and lru_cache keeps no result).
+@functools.lru_cache(maxsize=65_536)
+def _canonical_wallet(text: str) -> str:
+    from solders.pubkey import Pubkey
+
     try:
         key = Pubkey.from_string(text)
     except ValueError as error:

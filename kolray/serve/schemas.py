@@ -11,7 +11,6 @@ seconds (docs/internals.md "Units and time").
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -85,12 +84,6 @@ def _wallet(value: str) -> str:
     return validate_wallet(value)
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
 Wallet = Annotated[
     str,
     Field(
@@ -122,10 +115,10 @@ class TokenItem(ApiModel):
             strict=True,
             gt=0,
             le=MAX_AMOUNT_SOL,
+            allow_inf_nan=False,
             description=f"SOL spent on the buy: a finite number > 0 and ≤ {MAX_AMOUNT_SOL:g}.",
             examples=[1.5],
         ),
-        AfterValidator(_finite),
     ]
     entry_time: Annotated[
         int,

