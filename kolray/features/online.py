@@ -20,7 +20,7 @@ cannot carry is looked up:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -61,10 +61,46 @@ class TokenRequest(BaseModel):
 # One validation call for a whole request (pydantic-core loops over the items), reading mappings
 # and objects with the fields as attributes (Serve's TokenQuery) alike.
 _REQUESTS = TypeAdapter(list[TokenRequest])
+_FIELDS = tuple(TokenRequest.model_fields)
+_TIME_END = 2**34
 
 
-def _requests(items: Sequence[Any]) -> list[TokenRequest]:
-    return _REQUESTS.validate_python(list(items), from_attributes=True)
+class Buys(NamedTuple):
+    """Valid request items as columns, in order."""
+
+    wallets: list[str]
+    amounts_sol: np.ndarray  # float64
+    times: np.ndarray  # int64, unix seconds
+    mints: list[str | None]
+
+
+def _buys(items: Sequence[Any]) -> Buys:
+    """The items, validated, as columns. Named tuples with :class:`TokenRequest`'s fields (Serve's
+    ``TokenQuery``: items the API has validated already) are checked a column at a time, in a
+    third of the time the model takes (0.4 ms per 1000 items); anything else, and any batch that check does not pass as it is, goes
+    through :class:`TokenRequest`, whose error names the item and the field. The check accepts
+    only exact types, so whatever it passes, the model passes with the same values (tested)."""
+    items = list(items)
+    if items and all(getattr(type(item), "_fields", None) == _FIELDS for item in items):
+        wallets, amounts, times, mints = (list(column) for column in zip(*items, strict=True))
+        if (
+            all(type(w) is str and w for w in wallets)
+            and all(type(a) is float for a in amounts)
+            and all(type(t) is int for t in times)
+            and all(m is None or type(m) is str for m in mints)
+            and min(times) >= 0
+            and max(times) < _TIME_END
+        ):
+            amount_array = np.array(amounts, dtype=np.float64)
+            if np.isfinite(amount_array).all() and (amount_array > 0).all():
+                return Buys(wallets, amount_array, np.array(times, dtype=np.int64), mints)
+    requests = _REQUESTS.validate_python(items, from_attributes=True)
+    return Buys(
+        [r.wallet for r in requests],
+        np.array([r.amount_sol for r in requests], dtype=np.float64),
+        np.array([r.entry_time for r in requests], dtype=np.int64),
+        [r.mint for r in requests],
+    )
 
 
 def _select(frame: pd.DataFrame, columns: Sequence[str] | None, known: list[str]) -> pd.DataFrame:
@@ -104,11 +140,11 @@ def _mint_entries(url: str, mints: Sequence[str]) -> MintEntries:
     )
 
 
-def _venue_and_mcap(url: str, requests: Sequence[TokenRequest]) -> tuple[list[str | None], np.ndarray]:
-    """Per request: (dex, market cap) of its own swap, else of the token's latest swap before it."""
-    mints = sorted({r.mint for r in requests if r.mint is not None})
-    dex: list[str | None] = [None] * len(requests)
-    mcap = np.full(len(requests), np.nan)
+def _venue_and_mcap(url: str, buys: Buys) -> tuple[list[str | None], np.ndarray]:
+    """Per buy: (dex, market cap) of its own swap, else of the token's latest swap before it."""
+    mints = sorted({m for m in buys.mints if m is not None})
+    dex: list[str | None] = [None] * len(buys.wallets)
+    mcap = np.full(len(buys.wallets), np.nan)
     if not mints:
         return dex, mcap
     with read_engine(url).connect() as conn:
@@ -126,14 +162,11 @@ def _venue_and_mcap(url: str, requests: Sequence[TokenRequest]) -> tuple[list[st
     swaps["slot_key"] = swaps["slot"].fillna(-1).astype(np.int64)
     swaps = swaps.sort_values(["block_time", "slot_key", "signature"], kind="stable")
     by_mint = {m: g for m, g in swaps.groupby("mint", sort=False)}
-    for i, request in enumerate(requests):
-        group = by_mint.get(request.mint) if request.mint is not None else None
+    for i, (wallet, t, mint) in enumerate(zip(buys.wallets, buys.times.tolist(), buys.mints, strict=True)):
+        group = by_mint.get(mint) if mint is not None else None
         if group is None:
             continue
-        t = request.entry_time
-        own = group[
-            (group["wallet"] == request.wallet) & (group["side"] == "buy") & (group["block_time"] == t)
-        ]
+        own = group[(group["wallet"] == wallet) & (group["side"] == "buy") & (group["block_time"] == t)]
         if len(own):
             dex[i] = own["dex"].iloc[0]
             value = own["mcap"].iloc[0]
@@ -179,24 +212,22 @@ def token_features_online(
     objects with ``wallet, amount_sol, entry_time, mint``; invalid ones raise ``ValueError``.
     ``histories``: where the KOLs' histories come from (default: read now from the database;
     :class:`ServingFeatures` passes its :class:`HistoryCache`)."""
-    requests = _requests(items)
-    if not requests:
+    buys = _buys(items)
+    if not buys.wallets:
         return _select(
             pd.DataFrame({c: pd.Series(dtype=np.float32) for c in TOKEN_FEATURES}), columns, TOKEN_FEATURES
         )
     histories_of = histories if histories is not None else _read_histories(database_url, horizon_s)
-    wallets = [r.wallet for r in requests]
-    mints = sorted({r.mint for r in requests if r.mint is not None})
-    dex, mcap = _venue_and_mcap(database_url, requests)
+    dex, mcap = _venue_and_mcap(database_url, buys)
     ctx = token_context(
-        wallets=wallets,
-        mints=[r.mint for r in requests],
-        times=np.array([r.entry_time for r in requests], dtype=np.int64),
-        amounts_sol=np.array([r.amount_sol for r in requests], dtype=np.float64),
+        wallets=buys.wallets,
+        mints=buys.mints,
+        times=buys.times,
+        amounts_sol=buys.amounts_sol,
         dex=dex,
         mcap_sol=mcap,
-        histories=histories_of(wallets),
-        tokens=_mint_entries(database_url, mints),
+        histories=histories_of(buys.wallets),
+        tokens=_mint_entries(database_url, sorted({m for m in buys.mints if m is not None})),
         horizon_s=horizon_s,
     )
     # The values are float32 columns: one 2-D block builds the frame in a third of the time
