@@ -16,8 +16,12 @@ Serve's hops, batching, the model. Load: an aiohttp client in this process; sing
 at concurrency 1, 16 and 64, then 1000-item requests at concurrency 2; every item distinct (the
 feature cache would answer repeats), each level ``--seconds`` after ``--warmup``. Serve runs as
 ``kolray serve`` runs it (``--serve-mode auto``: high-throughput mode when haproxy is installed).
-The last line is one JSON object: p50/p99 latency (ms) and requests/s per level, predictions/s
-batched, Serve/FastAPI ratios, and the goals met, per feature source.
+At c=1 the bench also reads every process's CPU time from /proc, before and after, less its
+idle rate: ``cpu_ms_per_request_c1`` says how many CPU ms each part (client, the FastAPI server;
+Serve's ingress, model replicas, HAProxy, the rest of Ray) spent per request, i.e. what the
+sequential c=1 latency is made of. The last line is one JSON object: p50/p99 latency (ms) and
+requests/s per level, predictions/s batched, the CPU breakdown, Serve/FastAPI ratios, and the goals
+met, per feature source.
 
     .venv/bin/python bench/serve.py [--seconds 5] [--warmup 1] [--features database|none|both]
 """
@@ -185,14 +189,95 @@ async def load(url: str, stream: Stream, concurrency: int, seconds: float, warmu
     }
 
 
+# Where a request's CPU goes: each process's CPU time (user + system) from /proc, before and after
+# the c=1 level, less what it burns idle (Serve's replicas run background loops), divided by the
+# requests answered. At c=1 the chain is sequential, so this is what the latency is made of.
+
+SERVE_ROLES = (
+    ("ServeReplica:kolray:KolrayApi", "ingress"),
+    ("ServeReplica:kolray:TokenModel", "token_model"),
+    ("ServeReplica:kolray:KolModel", "kol_model"),
+    ("HAProxyManager", "haproxy_manager"),
+    ("haproxy", "haproxy"),
+    ("ray::", "ray_other"),
+    ("ray/", "ray_other"),
+)
+
+
+def process_cpu_s() -> dict[int, tuple[str, float]]:
+    """Every process's command line and CPU seconds so far (Linux /proc; empty elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        out[int(entry.name)] = (command, (int(fields[11]) + int(fields[12])) / ticks)
+    return out
+
+
+def role_of(pid: int, command: str, server_pid: int | None) -> str:
+    if pid == os.getpid():
+        return "client"
+    if pid == server_pid:
+        return "server"
+    return next((role for marker, role in SERVE_ROLES if marker in command), "other")
+
+
+def cpu_per_request(
+    warm: Any, run: Any, seconds: float, server_pid: int | None, idle_s: float = 2.0
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """``warm()`` then ``run()`` (one load level of ``seconds``, no warm-up of its own), with the
+    CPU ms each role spent per request ``run`` answered. Idle rates are measured first, for
+    ``idle_s``."""
+    first = process_cpu_s()
+    time.sleep(idle_s)
+    idle_end = process_cpu_s()
+    warm()
+    before = process_cpu_s()
+    started = time.perf_counter()
+    result = run()
+    elapsed = time.perf_counter() - started
+    after = process_cpu_s()
+    requests = max(result["requests_per_s"] * seconds, 1.0)
+    per_role: dict[str, float] = {}
+    for pid, (command, cpu) in after.items():
+        if pid not in before:
+            continue
+        idle_rate = (idle_end[pid][1] - first[pid][1]) / idle_s if pid in first and pid in idle_end else 0.0
+        busy = max(cpu - before[pid][1] - idle_rate * elapsed, 0.0)
+        role = role_of(pid, command, server_pid)
+        per_role[role] = per_role.get(role, 0.0) + busy
+    cpu = {role: round(busy * 1000 / requests, 3) for role, busy in sorted(per_role.items())}
+    cpu["total"] = round(sum(cpu.values()), 3)
+    return result, cpu
+
+
 def measure(
-    base: str, single: list[bytes], batched: list[bytes], seconds: float, warmup: float
+    base: str,
+    single: list[bytes],
+    batched: list[bytes],
+    seconds: float,
+    warmup: float,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
-    """Every level, then the batches; each server gets the same payloads in the same order."""
+    """Every level, then the batches; each server gets the same payloads in the same order. The
+    c=1 level also says where each request's CPU went (``cpu_ms_per_request_c1``)."""
     url = base + "/v1/predict/token"
     singles, batches = Stream(single), Stream(batched)
     out: dict[str, Any] = {}
     for c in CONCURRENCY:
+        if c == 1:
+            out["c1"], out["cpu_ms_per_request_c1"] = cpu_per_request(
+                lambda: asyncio.run(load(url, singles, 1, warmup, 0.0)),
+                lambda: asyncio.run(load(url, singles, 1, seconds, 0.0)),
+                seconds,
+                server_pid,
+            )
+            continue
         out[f"c{c}"] = asyncio.run(load(url, singles, c, seconds, warmup))
     result = asyncio.run(load(url, batches, BATCH_CONCURRENCY, seconds, warmup))
     result["predictions_per_s"] = round(result["requests_per_s"] * BATCH_ITEMS)
@@ -289,7 +374,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         server.start()
         try:
             wait_for(f"http://127.0.0.1:{port}")
-            fastapi[mode] = measure(f"http://127.0.0.1:{port}", single, batched, args.seconds, args.warmup)
+            fastapi[mode] = measure(
+                f"http://127.0.0.1:{port}", single, batched, args.seconds, args.warmup, server.pid
+            )
         finally:
             server.terminate()
             server.join(10)
@@ -329,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for mode in modes
             for side in (served[mode], fastapi[mode])
             for v in side.values()
-            if isinstance(v, dict)
+            if isinstance(v, dict) and "errors" in v
         ),
         "setup_s": round(setup_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
