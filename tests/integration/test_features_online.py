@@ -20,6 +20,7 @@ from kolray.features import (
     kol_features_online,
     token_features_online,
 )
+from kolray.features.online import HistoryCache
 from kolray.features.source import read_all_positions, read_snapshot
 from kolray.features.synthetic import MarketParams, populate
 
@@ -145,3 +146,21 @@ def test_serving_features_reuse_each_kols_history_for_refresh_s_then_read_it_aga
     served.refresh_s = 0.0
     pd.testing.assert_frame_equal(served.token_features(items), fresh)
     assert served.histories(wallets) is not stack  # read again: stacked again
+
+
+def test_the_history_cache_hands_out_stacks_safely_from_many_threads(db, db_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = HistoryCache(db_url, ttl_s=3600)
+    wallets = [f"Kol{i:02d}" + "1" * 39 for i in range(12)]
+    rng = np.random.default_rng(4)
+    subsets = [sorted(rng.choice(wallets, size=int(rng.integers(1, 6)), replace=False)) for _ in range(400)]
+
+    def ask(subset: list[str]) -> bool:
+        stack = cache(subset)
+        return sorted(stack) == subset and stack.segments(subset) is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(ask, subsets))
+    assert len(cache._stacks) <= HistoryCache.STACKS_KEPT
+    assert len(cache) == len(wallets)  # one cached history per wallet, whichever thread read it
