@@ -444,8 +444,8 @@ class KolStatsIndex:
         k = len(spans)
 
         def bounds(keys: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            # The end (time < as_of) is the same for every window: searched once. No window starts
-            # at the run's start.
+            # The end (time < as_of) is the same for every window: searched once. Without a
+            # window the range starts where the query's run does: nothing to search.
             hi = np.searchsorted(keys, t_keys, side="left")
             lo = [starts[seg] if low is None else np.searchsorted(keys, low, side="left") for low in low_keys]
             return np.concatenate(lo), np.tile(hi, k)

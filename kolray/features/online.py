@@ -142,9 +142,9 @@ def _mint_entries(url: str, mints: Sequence[str]) -> MintEntries:
     )
 
 
-def _venue_and_mcap(url: str, buys: Buys) -> tuple[list[str | None], np.ndarray]:
-    """Per buy: (dex, market cap) of its own swap, else of the token's latest swap before it."""
-    mints = sorted({m for m in buys.mints if m is not None})
+def _venue_and_mcap(url: str, buys: Buys, mints: list[str]) -> tuple[list[str | None], np.ndarray]:
+    """Per buy: (dex, market cap) of its own swap, else of the token's latest swap before it
+    (``mints``: the buys' known mints, each once)."""
     dex: list[str | None] = [None] * len(buys.wallets)
     mcap = np.full(len(buys.wallets), np.nan)
     if not mints:
@@ -220,7 +220,8 @@ def token_features_online(
             pd.DataFrame({c: pd.Series(dtype=np.float32) for c in TOKEN_FEATURES}), columns, TOKEN_FEATURES
         )
     histories_of = histories if histories is not None else _read_histories(database_url, horizon_s)
-    dex, mcap = _venue_and_mcap(database_url, buys)
+    mints = sorted({m for m in buys.mints if m is not None})
+    dex, mcap = _venue_and_mcap(database_url, buys, mints)
     ctx = token_context(
         wallets=buys.wallets,
         mints=buys.mints,
@@ -229,7 +230,7 @@ def token_features_online(
         dex=dex,
         mcap_sol=mcap,
         histories=histories_of(buys.wallets),
-        tokens=_mint_entries(database_url, sorted({m for m in buys.mints if m is not None})),
+        tokens=_mint_entries(database_url, mints),
         horizon_s=horizon_s,
     )
     # The values are float32 columns: one 2-D block builds the frame in a third of the time
