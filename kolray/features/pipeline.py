@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -209,7 +210,8 @@ def _split_stats(frame: pd.DataFrame, codes: np.ndarray, time_column: str, label
             "rows": int(mask.sum()),
             "time_min": int(part[time_column].min()),
             "time_max": int(part[time_column].max()),
-            "label_sums": {c: float(part[c].astype(np.float64).sum()) for c in labels},
+            # fsum: the shard's sum exactly rounded, whatever order its rows came in.
+            "label_sums": {c: math.fsum(part[c].astype(np.float64).tolist()) for c in labels},
         }
     return out
 
@@ -489,16 +491,24 @@ def _stream_shards(
 
 
 def _split_infos(results: list[dict[str, Any]], labels: list[str]) -> dict[str, datasets.SplitInfo]:
+    """Rows, time range and label balance of each split from the shards' stats.
+
+    Shards finish in whatever order Ray Data hands them back, and a float sum taken in that order
+    changes in its last bits from run to run. The label sums are added with ``math.fsum`` (exactly
+    rounded, so the order cannot matter) over the shards in shard order: the same input gives the
+    same manifest, byte for byte."""
     infos = {}
     for split in SPLIT_NAMES:
-        parts = [r["splits"][split] for r in results if split in r["splits"]]
+        parts = [
+            r["splits"][split] for r in sorted(results, key=lambda r: r["shard"]) if split in r["splits"]
+        ]
         rows = sum(p["rows"] for p in parts)
         infos[split] = datasets.SplitInfo(
             rows=rows,
             time_min=min((p["time_min"] for p in parts), default=None),
             time_max=max((p["time_max"] for p in parts), default=None),
             label_balance={
-                c: (sum(p["label_sums"][c] for p in parts) / rows if rows else 0.0) for c in labels
+                c: (math.fsum(p["label_sums"][c] for p in parts) / rows if rows else 0.0) for c in labels
             },
         )
     return infos
