@@ -187,3 +187,36 @@ def serve(
     if "server" in served:
         stats = served["server"].stats
         console.print(f"stopped after {stats.requests} requests ({stats.calls} calls)")
+
+
+@app.command("calibrate")
+def calibrate(
+    world: Annotated[Path, typer.Argument(help="A directory written by `kolray sim generate`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON (for machines).")] = False,
+    facts: Annotated[
+        Path | None,
+        typer.Option(
+            "--facts",
+            help="Folder with FACTS.md and smugcalls-calls.jsonl (default: $KOLRAY_MARKET_FACTS_DIR, "
+            "else ../shared/market beside the repository).",
+        ),
+    ] = None,
+) -> None:
+    """The world's figures beside the real market's, with tolerances; also written into world.json."""
+    import json
+
+    from kolray.sim.calibrate import MarketFactsError, format_table, write_calibration
+    from kolray.sim.calibrate import calibrate as run
+    from kolray.sim.world import WorldError, load_world
+
+    try:
+        loaded = load_world(world)
+        table = run(loaded, facts_dir=facts)
+    except (FileNotFoundError, WorldError, MarketFactsError) as error:
+        fail(str(error))
+    write_calibration(loaded, table)
+    if as_json:
+        typer.echo(json.dumps(table.model_dump(), indent=1))
+    else:
+        for line in format_table(table):
+            typer.echo(line)
