@@ -57,6 +57,11 @@ class _Active:
     columns_cache: dict[tuple[str, ...], np.ndarray]
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class ModelHolder:
     def __init__(self, model: str, loader: Loader = registry_loader, storage_uri: str | None = None) -> None:
         self.model = model
@@ -86,13 +91,39 @@ class ModelHolder:
             try:
                 loaded = self.loader(self.model, version, self.storage_uri)
             except Exception as error:  # NoChampion, VersionNotFound, TamperedArtifact, storage errors
-                self._error = str(error).splitlines()[0] if str(error) else type(error).__name__
+                self._error = _first_line(error)
+                if self._active is None and version is not None:
+                    self._fall_back(version)
+                    return
                 log.warning("%s model: keeping %s: %s", self.model, current or "nothing", self._error)
                 return
             self._active = _Active(loaded, {})  # one reference: requests see old or new, never a mix
             self._error = None
             if loaded.version != current:
                 log.info("%s model: serving %s (was %s)", self.model, loaded.version, current or "nothing")
+
+    def _fall_back(self, version: str) -> None:
+        """A replica that holds nothing (it just started: a crash, a lost node, a scale-up) and
+        cannot load its configured version serves the champion rather than nothing, and says so in
+        :meth:`state`. A running replica keeps its current version instead (see :meth:`configure`)."""
+        reason = self._error
+        try:
+            loaded = self.loader(self.model, None, self.storage_uri)
+        except Exception as error:
+            self._error = f"could not load the configured version {version} ({reason}), nor the champion: {_first_line(error)}"
+            log.warning("%s model: serving nothing: %s", self.model, self._error)
+            return
+        self._active = _Active(loaded, {})
+        self._error = (
+            f"could not load the configured version {version} ({reason}); serving the champion "
+            f"{loaded.version} instead"
+        )
+        log.warning("%s model: %s", self.model, self._error)
+
+    @property
+    def requested(self) -> str | None:
+        """The version the deployment's config asks for (None: the champion)."""
+        return self._wanted
 
     @property
     def version(self) -> str | None:

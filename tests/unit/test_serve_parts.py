@@ -144,6 +144,33 @@ def test_holder_switches_versions_and_keeps_serving_on_a_bad_one() -> None:
     assert "string" in holder.state()["error"]
 
 
+def test_a_new_holder_that_cannot_load_its_configured_version_serves_the_champion() -> None:
+    """A replica that starts (crash, lost node, scale-up) with a version it cannot load serves the
+    champion rather than nothing, and its state says which version it was asked for and why not."""
+    champion = FakeLoaded("v1", ["a"])
+    holder = ModelHolder("token", loader=make_loader({None: champion, "v1": champion}))
+    holder.configure({"version": "v7"})
+    block = FeatureBlock(("a",), np.ones((1, 1), np.float32))
+    assert holder.score(block).version == "v1"
+    state = holder.state()
+    assert state["version"] == "v1" and state["loaded"] and state["requested"] == "v7"
+    assert "v7" in state["error"] and "champion v1" in state["error"]
+    # Once the version loads, the next reconfigure switches to it and the error is gone.
+    v7 = FakeLoaded("v7", ["a"])
+    holder.loader = make_loader({None: champion, "v7": v7})
+    holder.configure({"version": "v7"})
+    assert holder.score(block).version == "v7" and holder.state()["error"] is None
+
+
+def test_a_new_holder_with_neither_its_version_nor_a_champion_says_both() -> None:
+    holder = ModelHolder("kol", loader=make_loader({}))
+    holder.configure({"version": "v7"})
+    state = holder.state()
+    assert not state["loaded"] and "v7" in state["error"] and "champion" in state["error"]
+    with pytest.raises(NoModel, match="v7"):
+        holder.score(FeatureBlock(("a",), np.ones((1, 1), np.float32)))
+
+
 def test_holder_names_missing_feature_columns() -> None:
     holder = ModelHolder("kol", loader=make_loader({None: FakeLoaded("v1", ["a", "z"])}))
     holder.configure(None)
