@@ -11,9 +11,10 @@ Layout::
 
 Integrity: ``registry.json`` holds the sha256 of each version's ``meta.json``, which holds the
 sha256 of every artifact. Loading checks both, so an edited file is refused
-(:class:`TamperedArtifact`). Only ``.safetensors``, ``.json`` and ``.txt`` files are read, and
-content that looks like a pickle or a ``torch.save`` archive is refused (:class:`UnsafeArtifact`):
-nothing from storage is ever unpickled.
+(:class:`TamperedArtifact`). Only ``.safetensors``, ``.json`` and ``.txt`` files are read. A
+``.safetensors`` file must be valid safetensors as a whole (header, dtypes, shapes and offsets
+consistent with its size); any other file that looks like a pickle or a ``torch.save`` archive is
+refused (:class:`UnsafeArtifact`): nothing from storage is ever unpickled.
 
 Stages: ``candidate`` (registered), ``champion`` (what Serve loads; one per model), ``archived``
 (a former champion). :func:`promote` is the manual switch; :func:`promote_if_better` the automatic
@@ -216,12 +217,114 @@ def _check_kind(model: str) -> ModelKind:
 
 def looks_pickled(data: bytes) -> bool:
     """Pickle protocol 2+ starts with 0x80 <protocol>; ``torch.save`` writes a zip holding a pickle;
-    protocol 0/1 pickles end with the STOP opcode '.' after text opcodes."""
+    protocol 0/1 pickles end with the STOP opcode '.' after text opcodes.
+
+    A heuristic for files that are not valid safetensors: a safetensors file begins with its
+    header's length, which reads as 0x80 0x02..0x05 for headers of 640, 896, 1152 or 1408 bytes."""
     if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
         return True
     if data[:4] == b"PK\x03\x04":
         return True
     return data[:1] in (b"(", b"c", b"]", b"}") and data.rstrip()[-1:] == b"."
+
+
+# Bits per element of each safetensors dtype (the format's own list; sub-byte floats included).
+_SAFETENSORS_DTYPE_BITS = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the reference implementation's limit
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key in the header")
+    return dict(pairs)
+
+
+def safetensors_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a valid safetensors file, or None when it is.
+
+    The checks of the reference implementation: an 8-byte little-endian header length N, then N
+    bytes of UTF-8 JSON (an object) mapping tensor names to ``dtype``/``shape``/``data_offsets``
+    (plus an optional string-to-string ``__metadata__``), with the tensors' byte ranges matching
+    their dtype and shape, contiguous from 0, and ending exactly at the end of the file.
+    """
+    import json
+
+    if len(data) < 8:
+        return f"{len(data)} bytes, shorter than the 8-byte header length"
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > _SAFETENSORS_MAX_HEADER:
+        return f"header length {header_len} exceeds the format's limit"
+    if 8 + header_len > len(data):
+        return f"header length {header_len} runs past the end of the {len(data)}-byte file"
+    raw = data[8 : 8 + header_len]
+    if not raw.startswith(b"{"):
+        return "header does not start with a JSON object"
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError) as error:
+        return f"header is not valid JSON: {error}"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        return "header __metadata__ is not a map of strings"
+    spans: list[tuple[int, int, str]] = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            return f"header entry {name!r} does not have exactly dtype, shape and data_offsets"
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        bits = _SAFETENSORS_DTYPE_BITS.get(dtype) if isinstance(dtype, str) else None
+        if bits is None:
+            return f"tensor {name!r}: unknown dtype {dtype!r}"
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            return f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers"
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(o) is int and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            return f"tensor {name!r}: data_offsets {offsets!r} are not [begin, end]"
+        n_bits = int(np.prod(shape, dtype=object)) * bits
+        if n_bits % 8 or offsets[1] - offsets[0] != n_bits // 8:
+            return (
+                f"tensor {name!r}: data_offsets {offsets} span {offsets[1] - offsets[0]} bytes, "
+                f"but {dtype} {shape} needs {n_bits / 8:g}"
+            )
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            return f"tensor {name!r}: data_offsets start at {begin}, expected {end} (gap or overlap)"
+        end = stop
+    data_size = len(data) - 8 - header_len
+    if end != data_size:
+        return f"tensors cover {end} bytes, but the file holds {data_size} bytes of data"
+    return None
 
 
 def _read_verified(uri: str, name: str, entry: FileEntry | None, expected_sha: str | None = None) -> bytes:
@@ -230,13 +333,23 @@ def _read_verified(uri: str, name: str, entry: FileEntry | None, expected_sha: s
     if not storage.exists(uri):
         raise TamperedArtifact(f"{uri}: file listed in the metadata is missing")
     data = storage.read_bytes(uri)
-    if looks_pickled(data):
+    # Safetensors is validated as a whole before any heuristic: its length prefix can read as a
+    # pickle signature (see looks_pickled), and a valid file is never unpickled anyway.
+    problem = safetensors_problem(data) if name.endswith(".safetensors") else None
+    if name.endswith(".safetensors") and problem is not None and looks_pickled(data):
+        raise UnsafeArtifact(
+            f"{uri}: not valid safetensors ({problem}) and the content looks like a pickle/torch.save "
+            "archive; refusing to load it"
+        )
+    if not name.endswith(".safetensors") and looks_pickled(data):
         raise UnsafeArtifact(f"{uri}: content is a pickle/torch.save archive; refusing to load it")
     want = expected_sha or (entry.sha256 if entry else None)
     if want is None or sha256(data) != want:
         raise TamperedArtifact(
             f"{uri}: sha256 does not match the registry metadata (modified after registration?)"
         )
+    if problem is not None:  # stored like this at registration, or rewritten with new hashes
+        raise UnsafeArtifact(f"{uri}: not valid safetensors: {problem}; refusing to load it")
     return data
 
 
