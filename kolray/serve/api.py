@@ -60,6 +60,9 @@ BODY: dict[int | str, dict[str, Any]] = {
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "KOLRAY_API_KEY is set and X-API-Key is missing or wrong."}
 }
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "An archived version asked for without allow_archived."}
+}
 VersionPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z][0-9A-Za-z_.-]*$")]
 
 
@@ -199,12 +202,16 @@ def build_api(service: KolrayService) -> APIRouter:
         response_model=ReloadResponse,
         tags=["admin"],
         dependencies=[Depends(require_api_key)],
-        responses={**BODY, **UNAUTHORIZED, **NOT_FOUND, **ERRORS},
+        responses={**BODY, **UNAUTHORIZED, **NOT_FOUND, **CONFLICT, **ERRORS},
     )
     async def reload(body: ReloadRequest | None = None) -> ReloadResponse:
         """Make every model replica serve the given versions (default: each model's champion),
         without restarting them: the versions travel as the deployments' ``user_config``.
-        ``kolray promote`` calls this after switching the champion."""
+        ``kolray promote`` calls this after switching the champion.
+
+        An archived version (a former champion) needs ``allow_archived: true`` (409 without).
+        A version the replicas cannot load is a 503 that leaves everything as it was, config
+        included; asking again retries it."""
         return await service.reload(body or ReloadRequest())
 
     return router

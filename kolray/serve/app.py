@@ -39,6 +39,10 @@ log = logging.getLogger("kolray.serve")
 APP_NAME = "kolray"
 API_DEPLOYMENT = "KolrayApi"
 MODEL_DEPLOYMENTS = {"token": "TokenModel", "kol": "KolModel"}
+ADMIN_OPEN_WARNING = (
+    "KOLRAY_API_KEY is not set: the admin routes (POST /v1/admin/reload) are open to anyone who "
+    "can reach the HTTP port"
+)
 # Rows per forward pass: one request may carry up to 1000 items, so a batch always fits one.
 MAX_BATCH_ROWS = 4096
 # How long a batch waits for more requests after its first. 0: take what has queued. Under load
@@ -133,6 +137,8 @@ class Api:
         )
         self.registry_poll_s = 10.0
         self._watcher: asyncio.Task[None] | None = None
+        if self.service.api_key is None:
+            log.warning(ADMIN_OPEN_WARNING)
         # Before traffic, inside __init__: Serve freezes the start-up heap out of the garbage
         # collector after it (RAY_SERVE_FREEZE_GC_ON_STARTUP), the feature stack included.
         self.service.warm_up()
@@ -151,8 +157,11 @@ class Api:
     async def _watch_registry(self) -> None:
         """Follow champion changes made without telling Serve (e.g. the continuous trainer's
         ``promote_if_better``): when a model's champion differs from the last one seen, apply it.
-        ``kolray promote`` also calls ``/v1/admin/reload`` so that its change is immediate."""
+        ``kolray promote`` also calls ``/v1/admin/reload`` so that its change is immediate. The
+        change goes through the same path as that route: a champion the replicas cannot load
+        leaves the deployed config as it was, and is tried again next period."""
         from kolray import registry
+        from kolray.serve.schemas import ReloadRequest
 
         seen: dict[str, str | None] = {}
         while True:
@@ -164,7 +173,7 @@ class Api:
                 changed = {m: v for m, v in current.items() if m in seen and v != seen[m] and v is not None}
                 if changed:
                     log.info("registry: new champion(s) %s; applying to the model replicas", changed)
-                    await self.reloader(changed)
+                    await self.service.reload(ReloadRequest.model_validate(changed))
                 seen = current
             except Exception as error:  # storage hiccup, controller busy: try again next period
                 log.warning("registry watch: %s", error)

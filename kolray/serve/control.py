@@ -92,9 +92,12 @@ def deployed_versions(app_name: str | None = None) -> dict[str, str | None]:
     }
 
 
-def apply_versions(versions: dict[str, str | None], app_name: str | None = None) -> bool:
+def apply_versions(versions: dict[str, str | None], app_name: str | None = None, force: bool = False) -> bool:
     """Set the model deployments' ``user_config`` versions by re-applying the deployed config.
-    Returns whether anything changed. Blocking: call it from a thread in async code."""
+    Returns whether anything changed. ``force``: change the config even where it names these
+    versions already (its ``attempt`` counter goes up), so that Serve calls ``reconfigure`` again
+    and a replica that could not load the version retries. Blocking: call it from a thread in
+    async code."""
     from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
     from kolray.serve.app import MODEL_DEPLOYMENTS
@@ -112,7 +115,10 @@ def apply_versions(versions: dict[str, str | None], app_name: str | None = None)
             deployments.append(entry)
         config = dict(entry.get("user_config") or {})
         if "user_config" in entry and config.get("version") == version:
-            continue
+            if not force:
+                continue
+            # Serve reconfigures replicas only when user_config changes.
+            config["attempt"] = int(config.get("attempt") or 0) + 1
         config["version"] = version
         entry["user_config"] = config
         changed = True
@@ -150,15 +156,18 @@ class ServeReloader:
     def __init__(self, app_name: str | None = None) -> None:
         self.app_name = app_name
 
-    async def __call__(self, versions: dict[str, str | None]) -> None:
+    async def __call__(self, versions: dict[str, str | None], force: bool = False) -> None:
         try:
-            changed = await asyncio.to_thread(apply_versions, versions, self.app_name)
+            changed = await asyncio.to_thread(apply_versions, versions, self.app_name, force)
             if changed:
                 await asyncio.to_thread(wait_for_update, self.app_name or _current_app_name())
         except ServeControlError:
             raise
         except Exception as error:
             raise ServeControlError(f"could not update the Serve application: {error}") from None
+
+    async def deployed(self) -> dict[str, str | None]:
+        return await asyncio.to_thread(deployed_versions, self.app_name)
 
 
 def wait_for_update(app_name: str, timeout_s: float = 60.0) -> None:

@@ -312,6 +312,11 @@ class Health(BaseModel):
 class ReloadRequest(ApiModel):
     token: str | None = Field(default=None, description="Version to serve; default: the champion.")
     kol: str | None = Field(default=None, description="Version to serve; default: the champion.")
+    allow_archived: bool = Field(
+        default=False,
+        description="Serve a version in stage `archived` (a former champion); without it such a "
+        "reload is refused with 409.",
+    )
 
 
 class ReloadResponse(BaseModel):

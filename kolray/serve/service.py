@@ -19,7 +19,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -89,6 +89,10 @@ class BadRequest(ServiceError):
     status = 422
 
 
+class Conflict(ServiceError):
+    status = 409
+
+
 class Scorer(Protocol):
     """A model as the service sees it: in-process or behind a Serve handle."""
 
@@ -110,8 +114,19 @@ class LocalScorer:
         return self.holder.state()
 
 
-# Makes the model replicas serve {"token": V|None, "kol": V|None} (None: the champion).
-Reloader = Callable[[dict[str, str | None]], Awaitable[None]]
+class Reloader(Protocol):
+    """Makes the model replicas serve ``{"token": V|None, "kol": V|None}`` (None: the champion)."""
+
+    how: str
+
+    async def __call__(self, versions: dict[str, str | None], force: bool = False) -> None:
+        """Apply the versions; ``force``: make the replicas load them again even where the
+        configuration already names them (a replica that could not load one retries)."""
+        ...
+
+    async def deployed(self) -> dict[str, str | None]:
+        """The versions the configuration names now: what a replica that starts will load."""
+        ...
 
 
 class LocalReloader:
@@ -122,9 +137,12 @@ class LocalReloader:
     def __init__(self, holders: dict[str, ModelHolder]) -> None:
         self.holders = holders
 
-    async def __call__(self, versions: dict[str, str | None]) -> None:
+    async def __call__(self, versions: dict[str, str | None], force: bool = False) -> None:
         for model, version in versions.items():
             await asyncio.to_thread(self.holders[model].configure, {"version": version})
+
+    async def deployed(self) -> dict[str, str | None]:
+        return {model: holder.requested for model, holder in self.holders.items()}
 
 
 RELOAD_WAIT_S = 60.0
@@ -591,10 +609,17 @@ class KolrayService:
     # Admin
 
     async def reload(self, request: ReloadRequest) -> ReloadResponse:
-        """Point the model replicas at the requested versions (default: each model's champion)."""
+        """Point the model replicas at the requested versions (default: each model's champion).
+
+        All or nothing: when a replica cannot load a requested version, the deployment's config is
+        put back as it was before answering 503, so that a replica started later (crash, lost
+        node, scale-up) loads what served before, not the refused version. Asking again for a
+        version the config already names, but which the replicas do not serve, makes them try
+        to load it again (e.g. once its files are repaired)."""
         from kolray import registry
 
-        if self.reloader is None:
+        reloader = self.reloader
+        if reloader is None:
             raise Unavailable("this process cannot reload models (no reloader configured)")
 
         def resolve() -> dict[str, str | None]:
@@ -607,25 +632,58 @@ class KolrayService:
                     raise Unavailable(_first_line(error)) from None
                 if asked is not None:
                     try:
-                        index.entry(asked)
+                        entry = index.entry(asked)
                     except registry.VersionNotFound as error:
                         raise NotFound(_first_line(error)) from None
+                    # A former champion was retired for a reason: serving it again is a decision,
+                    # not something an open or mistaken call should do.
+                    if entry.stage == "archived" and not request.allow_archived:
+                        raise Conflict(
+                            f"{name} {asked} is archived (a former champion): send allow_archived=true "
+                            f"to serve it anyway, or make it the champion with `kolray promote {name} "
+                            f"{asked} --allow-archived`"
+                        )
                 wanted[name] = asked or index.champion
             return wanted
 
         wanted = await asyncio.to_thread(resolve)
         previous = await self.serving_versions()
         try:
-            await self.reloader(wanted)
+            deployed = await reloader.deployed()
         except Exception as error:
-            raise Unavailable(_first_line(error)) from None
-        await self._wait_for(wanted)
+            raise Unavailable(f"cannot read the deployed model versions: {_first_line(error)}") from None
+        # Already configured but not served (a replica failed to load it, or fell back to the
+        # champion): without force nothing would change and the old error would come back.
+        force = any(deployed.get(m) == wanted[m] != previous.get(m) for m in MODELS)
+        try:
+            await reloader(wanted, force=force)
+            await self._wait_for(wanted)
+        except Exception as error:
+            reason = error.message if isinstance(error, ServiceError) else _first_line(error)
+            raise Unavailable(f"{reason}; {await self._restore(deployed, wanted)}") from None
         return ReloadResponse(
             previous=previous,  # type: ignore[arg-type]
             applied=wanted,  # type: ignore[arg-type]
             changed=any(previous.get(m) != wanted[m] for m in MODELS),
             how=getattr(self.reloader, "how", "in-process reload"),
         )
+
+    async def _restore(self, deployed: dict[str, str | None], wanted: dict[str, str | None]) -> str:
+        """After a failed reload: the config back to ``deployed``. Says what now holds."""
+        assert self.reloader is not None
+        kept = ", ".join(f"{m} {deployed.get(m) or 'the champion'}" for m in MODELS)
+        if all(deployed.get(m) == wanted[m] for m in MODELS):
+            return f"the deployment's config still names {kept}"
+        try:
+            await self.reloader({m: deployed.get(m) for m in MODELS})
+        except Exception as error:
+            log.error("reload failed and the previous model versions could not be restored: %s", error)
+            return (
+                f"restoring the previous config ({kept}) failed too: {_first_line(error)}; "
+                "POST /v1/admin/reload again"
+            )
+        log.warning("reload to %s failed: the deployment's config is back to %s", wanted, kept)
+        return f"nothing changed: the deployment's config is back to {kept}"
 
     async def _wait_for(self, wanted: dict[str, str | None], timeout_s: float = RELOAD_WAIT_S) -> None:
         """Until the replicas answer with the wanted versions: several answers in a row, since

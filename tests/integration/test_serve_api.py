@@ -430,6 +430,58 @@ def test_reload_switches_and_rolls_back(api: Api) -> None:
     assert_422(api.client.post("/v1/admin/reload", json={"token": 5}), "token")
 
 
+def damage(store: str, model: str, version: str) -> tuple[Path, bytes]:
+    """Overwrite a registered version's weights (the registry refuses them: sha256); returns what
+    to put back. The in-process cache of loaded versions is cleared so that loads read storage."""
+    weights = Path(store) / "models" / model / version / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(b"\0" * len(original))
+    registry.clear_cache()
+    return weights, original
+
+
+def test_a_refused_reload_leaves_the_config_as_it_was(api: Api) -> None:
+    """A version the replicas cannot load: 503 saying why, the old version keeps serving, and the
+    configuration (what a restarted replica loads) still names the old one; once repaired, the
+    same reload works."""
+    a, b = api.models.token
+    weights, original = damage(api.store, "token", b)
+    try:
+        refused = api.client.post("/v1/admin/reload", json={"token": b})
+        assert refused.status_code == 503, refused.text
+        detail = refused.json()["detail"]
+        assert b in detail and "back to" in detail and a in detail
+        assert api.client.get("/healthz").json()["models"]["token"]["version"] == a
+        assert api.holders["token"].requested == a
+        # A replica that starts now (crash, scale-up) loads what the configuration names.
+        restarted = ModelHolder("token", storage_uri=api.store)
+        restarted.configure({"version": api.holders["token"].requested})
+        assert restarted.version == a and restarted.state()["error"] is None
+        weights.write_bytes(original)
+        again = api.client.post("/v1/admin/reload", json={"token": b})
+        assert again.status_code == 200 and again.json()["applied"]["token"] == b, again.text
+    finally:
+        weights.write_bytes(original)
+        api.client.post("/v1/admin/reload", json={})
+    assert api.client.get("/healthz").json()["models"]["token"]["version"] == a
+
+
+def test_an_archived_version_needs_allow_archived(api: Api) -> None:
+    a, b = api.models.token
+    registry.promote("token", b, reason="test", storage_uri=api.store)
+    registry.promote("token", a, reason="test", storage_uri=api.store)  # b is archived now
+    try:
+        refused = api.client.post("/v1/admin/reload", json={"token": b})
+        assert refused.status_code == 409, refused.text
+        assert "archived" in refused.json()["detail"] and "allow_archived" in refused.json()["detail"]
+        assert api.client.get("/healthz").json()["models"]["token"]["version"] == a
+        allowed = api.client.post("/v1/admin/reload", json={"token": b, "allow_archived": True})
+        assert allowed.status_code == 200 and allowed.json()["applied"]["token"] == b, allowed.text
+    finally:
+        api.client.post("/v1/admin/reload", json={})
+    assert api.client.get("/healthz").json()["models"]["token"]["version"] == a
+
+
 def test_admin_routes_need_the_api_key_when_set(api: Api) -> None:
     service, _ = make_service(api.db_url, api.store, api_key="s3cret-key")
     with TestClient(build_app(service, ui=False)) as client:
