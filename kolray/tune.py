@@ -25,7 +25,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -254,6 +256,34 @@ def _run_storage(storage_uri: str) -> tuple[str, Any]:
     return uri, None
 
 
+# Signals Tune takes over for a search run from the main thread (SIGUSR1 where it exists).
+_TUNE_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
+
+
+def _fit_with_own_signal_handlers(tuner: Any) -> Any:
+    """``tuner.fit()``, with the process's signal handlers back afterwards, and Ctrl-C raised.
+
+    Tune installs its own SIGINT handler (Ctrl-C ends the search gracefully) and puts the previous
+    one back only when it fires: after a search that was not interrupted, Ctrl-C would only print
+    Tune's "Stop signal received" for the rest of the process (``kolray demo`` could not be
+    stopped). Tune's handler restoring the previous one is also how an interrupted search is told
+    apart: Tune returns it like a finished one, and the stage must stop, not register it."""
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit()  # signal handlers can only be set from the main thread: Tune sets none
+    saved = {signum: signal.getsignal(signum) for signum in _TUNE_SIGNALS}
+    tune_catches_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") in ("", "0")
+    try:
+        grid = tuner.fit()
+        interrupted = tune_catches_sigint and signal.getsignal(signal.SIGINT) is saved[signal.SIGINT]
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(signum, handler)
+    if interrupted:
+        raise KeyboardInterrupt("Ray Tune search interrupted")
+    return grid
+
+
 @dataclass
 class SearchOutcome:
     model: str
@@ -364,7 +394,7 @@ def run_search(
             verbose=0,
         ),
     )
-    grid = tuner.fit()
+    grid = _fit_with_own_signal_handlers(tuner)
 
     trials: list[dict[str, Any]] = []
     for result in grid:

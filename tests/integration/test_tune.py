@@ -4,6 +4,8 @@ on a local storage directory and on S3, through the function API and the CLI."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ def test_token_search_registers_the_best_trial_locally(ray_session, data_dir: Pa
     root = str(data_dir / "store")
     synthetic.write_token_dataset(root, n_rows=3000, seed=7)
     messages: list[str] = []
+    handler = signal.getsignal(signal.SIGINT)
     outcome = train_and_register(
         "token",
         options=SMALL,
@@ -35,6 +38,8 @@ def test_token_search_registers_the_best_trial_locally(ray_session, data_dir: Pa
         local_report_dir=tmp_path / "reports",
         progress=messages.append,
     )
+    # Tune's own Ctrl-C handler lasts only as long as the search: Ctrl-C works again afterwards.
+    assert signal.getsignal(signal.SIGINT) is handler
     search = outcome.search
     # Search: three sampled trials, at most two at a time on the 2-CPU test cluster, all on CPU.
     assert len(search.trials) == 3 and all(t["error"] is None for t in search.trials)
@@ -72,6 +77,28 @@ def test_token_search_registers_the_best_trial_locally(ray_session, data_dir: Pa
 
     tune_run = next(r for r in last_runs(upgrade(get_settings().database_url)) if r.kind == "tune")
     assert (tune_run.status, tune_run.summary["version"]) == ("ok", outcome.version)
+
+
+def test_ctrl_c_during_a_search_stops_the_stage_and_registers_nothing(
+    ray_session, data_dir: Path, tmp_path: Path
+) -> None:
+    root = str(data_dir / "store")
+    synthetic.write_token_dataset(root, n_rows=3000, seed=7)
+    handler = signal.getsignal(signal.SIGINT)
+
+    def ctrl_c_after_the_first_trial(message: str) -> None:
+        if "done: best" in message:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    one_at_a_time = SMALL.model_copy(update={"trials": 2, "max_concurrent": 1})
+    with pytest.raises(KeyboardInterrupt):
+        train_and_register(
+            "token", options=one_at_a_time, storage_uri=root, progress=ctrl_c_after_the_first_trial
+        )
+    # Tune ended the search gracefully, then the stage stopped instead of registering what the
+    # search had so far as if it were complete; Ctrl-C is the process's own again.
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert registry.list_versions("token", root) == []
 
 
 def test_cli_tune_evaluate_promote_on_s3(ray_session, s3_storage: str, tmp_path: Path) -> None:
