@@ -494,14 +494,12 @@ def _split_infos(results: list[dict[str, Any]], labels: list[str]) -> dict[str, 
     """Rows, time range and label balance of each split from the shards' stats.
 
     Shards finish in whatever order Ray Data hands them back, and a float sum taken in that order
-    changes in its last bits from run to run. The label sums are added with ``math.fsum`` (exactly
-    rounded, so the order cannot matter) over the shards in shard order: the same input gives the
-    same manifest, byte for byte."""
+    changes in its last bits from run to run. The label sums are added with ``math.fsum``: exactly
+    rounded, so the order cannot matter, and the same input gives the same manifest, byte for byte.
+    Everything else here is an integer count, a min or a max."""
     infos = {}
     for split in SPLIT_NAMES:
-        parts = [
-            r["splits"][split] for r in sorted(results, key=lambda r: r["shard"]) if split in r["splits"]
-        ]
+        parts = [r["splits"][split] for r in results if split in r["splits"]]
         rows = sum(p["rows"] for p in parts)
         infos[split] = datasets.SplitInfo(
             rows=rows,
@@ -700,10 +698,11 @@ def _build(url: str, options: BuildOptions, progress: Progress) -> BuildResult:
                     },
                     progress,
                 )
+                in_shard_order = sorted(results, key=lambda r: r["shard"])
                 for name, plan in plans.items():
                     _finish(
                         name,  # type: ignore[arg-type]
-                        [r[name] for r in results],
+                        [r[name] for r in in_shard_order],
                         version=version,
                         storage_uri=storage_uri,
                         source=source,
