@@ -1,8 +1,11 @@
-"""The whole pipeline in one call: twin world → tracked swaps → positions → features → models.
+"""The whole pipeline in one call: twin world → tracked swaps → positions → features → models
+(→ backtest).
 
 Used by ``kolray demo`` (then serves the result), ``jobs/pipeline.py`` (``ray job submit``) and the
 tests. Each stage is the same plain function its own command calls; this module only chains them
-and reports progress.
+and reports progress. A model without a dataset, or with one it cannot be trained on (a split
+without positives, an empty split: small worlds), is skipped with the reason and the rest goes
+on; so is a backtest that cannot run.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kolray.backtest import BacktestError, BacktestOptions
+from kolray.backtest import backtest_stage as run_backtest_stage
+from kolray.train import TrainError
+from kolray.tune import ModelKind, TuneOptions, train_and_register
 
 Say = Callable[[str], None]
 
@@ -30,7 +38,10 @@ class PipelineOptions(BaseModel):
     max_epochs: int = Field(default=25, ge=1, description="Epochs per trial at most.")
     tracker_actors: int = Field(default=2, ge=1)
     twin_rps: float = Field(default=2000.0, gt=0, description="Rate the tracker may use against the twin.")
-    models: list[str] = Field(default_factory=lambda: ["token", "kol"])
+    models: list[ModelKind] = Field(default_factory=lambda: ["token", "kol"])
+    backtest: bool = Field(
+        default=False, description="Backtest the token dataset's test period after tuning (the demo does)."
+    )
 
 
 class StageResult(BaseModel):
@@ -42,7 +53,10 @@ class StageResult(BaseModel):
 class PipelineResult(BaseModel):
     stages: list[StageResult] = Field(default_factory=list)
     dataset_version: str | None = None
-    skipped: dict[str, str] = Field(default_factory=dict, description="Datasets not built, and why.")
+    skipped: dict[str, str] = Field(
+        default_factory=dict,
+        description="Model (no dataset, or one it cannot be trained on) or backtest left out, and why.",
+    )
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     def stage(self, name: str) -> StageResult:
@@ -92,7 +106,6 @@ def run_pipeline(options: PipelineOptions, say: Say = print) -> PipelineResult:
     from kolray.sim.world import load_world
     from kolray.tracker.poller import PollPolicy
     from kolray.tracker.supervisor import TrackerOptions, sync_once
-    from kolray.tune import TuneOptions, train_and_register
 
     settings = get_settings()
     engine = upgrade(settings.database_url)
@@ -151,15 +164,13 @@ def run_pipeline(options: PipelineOptions, say: Say = print) -> PipelineResult:
         if model in built.skipped:
             say(f"tune:{model}: skipped, no dataset ({built.skipped[model]})")
             continue
-        with _timed(result, f"tune:{model}", say) as detail:
-            outcome = train_and_register(
-                model,
-                dataset_version=built.version,
-                options=TuneOptions(trials=options.trials, max_epochs=options.max_epochs, n_boot=200),
-                progress=lambda message, _m=model: say(f"tune:{_m}: {message}"),
-            )
-            result.models[model] = {**outcome.summary(), "reports": outcome.report_locations}
-            detail.update(version=outcome.version, promoted=result.models[model]["promoted"])
+        tune_stage(model, built.version, options, result, say)
+    if options.backtest:
+        if "token" in built.skipped:
+            result.skipped["backtest"] = "no token dataset"
+            say("backtest: skipped, no token dataset")
+        else:
+            backtest_stage(built.version, result, say)
     from kolray.db.runs import record_run
 
     record_run(
@@ -174,6 +185,51 @@ def run_pipeline(options: PipelineOptions, say: Say = print) -> PipelineResult:
         engine,
     )
     return result
+
+
+def tune_stage(
+    model: ModelKind, dataset_version: str, options: PipelineOptions, result: PipelineResult, say: Say
+) -> None:
+    """``tune:<model>``: :func:`kolray.tune.train_and_register` on the dataset. A dataset the model
+    cannot be trained on (:class:`~kolray.train.TrainError`: no positive label in a split, an empty
+    split; a short world's) skips the model with the reason, as a missing dataset does: the
+    pipeline goes on with what it has, and Serve answers for the model with a 503 that says so."""
+    try:
+        with _timed(result, f"tune:{model}", say) as detail:
+            outcome = train_and_register(
+                model,
+                dataset_version=dataset_version,
+                options=TuneOptions(trials=options.trials, max_epochs=options.max_epochs, n_boot=200),
+                progress=lambda message: say(f"tune:{model}: {message}"),
+            )
+            result.models[model] = {**outcome.summary(), "reports": outcome.report_locations}
+            detail.update(version=outcome.version, promoted=result.models[model]["promoted"])
+    except TrainError as error:
+        result.skipped[model] = str(error)
+        say(f"tune:{model}: skipped, {error}")
+
+
+def backtest_stage(dataset_version: str | None, result: PipelineResult, say: Say) -> None:
+    """``backtest``: :func:`kolray.backtest.backtest_stage` (what ``kolray backtest`` runs, with its
+    defaults) on the token dataset's test period; the report is stored where the API and the UI's
+    Backtest tab read it. A backtest that cannot run (no signals in the period...) is skipped with
+    the reason."""
+    try:
+        with _timed(result, "backtest", say) as detail:
+            stage = run_backtest_stage(
+                BacktestOptions(dataset_version=dataset_version),
+                progress=lambda message: say(f"backtest: {message}"),
+            )
+            report = stage.run.report
+            detail.update(
+                id=report.id,
+                signals=report.signals,
+                strategies={s.name: round(s.metrics.total_pnl_sol, 2) for s in report.strategies},
+                line=", ".join(f"{s.name} {s.metrics.total_pnl_sol:+.2f} SOL" for s in report.strategies),
+            )
+    except BacktestError as error:
+        result.skipped["backtest"] = str(error)
+        say(f"backtest: skipped, {error}")
 
 
 def _world_progress(say: Say) -> Callable[[str, int, int], None]:

@@ -8,7 +8,8 @@ the KOL sells (mirrored), by take-profit / stop-loss / max-hold, or at the end o
   :class:`PriceTape`, :func:`simulate_copy`, :func:`replay`, :class:`Metrics`).
 - :mod:`kolray.backtest.strategies`: ``copy_all``, ``top_kols``, ``model``, ``oracle``.
 - :mod:`kolray.backtest.data`: signals and prices from a dataset and the database.
-- :mod:`kolray.backtest.run`: :func:`run_backtest`, and the no-lookahead guard.
+- :mod:`kolray.backtest.run`: :func:`run_backtest`, the no-lookahead guard, and
+  :func:`backtest_stage` (run, keep the report, log the run: ``kolray backtest`` and the demo).
 - :mod:`kolray.backtest.report`: the report, its table and equity plot, storage.
 """
 
@@ -40,9 +41,12 @@ from kolray.backtest.report import (
 from kolray.backtest.run import (
     BacktestOptions,
     BacktestRun,
+    BacktestStage,
     LookaheadError,
+    backtest_stage,
     check_model,
     run_backtest,
+    run_summary,
     trained_through,
 )
 from kolray.backtest.strategies import DEFAULT_STRATEGIES, StrategySpec
@@ -53,6 +57,7 @@ __all__ = [
     "BacktestOptions",
     "BacktestReport",
     "BacktestRun",
+    "BacktestStage",
     "Execution",
     "KolSell",
     "LookaheadError",
@@ -65,6 +70,7 @@ __all__ = [
     "StrategyResult",
     "StrategySpec",
     "Trade",
+    "backtest_stage",
     "check_model",
     "equity_png",
     "list_reports",
@@ -74,6 +80,7 @@ __all__ = [
     "metrics",
     "replay",
     "run_backtest",
+    "run_summary",
     "save_report",
     "simulate_copy",
     "table_rows",

@@ -79,6 +79,15 @@ class BacktestRun:
     trades: dict[str, list[dict[str, Any]]]
 
 
+@dataclass
+class BacktestStage:
+    """What :func:`backtest_stage` did: the run, where its report went, whether the run was logged."""
+
+    run: BacktestRun
+    location: str | None
+    recorded: bool
+
+
 def trained_through(model_dataset: str, storage_uri: str | None) -> tuple[int | None, str]:
     """When everything a model trained on dataset ``model_dataset`` used was known: the start of
     that dataset's test split (purging keeps every train/validation label resolved before it), or,
@@ -353,3 +362,41 @@ def _decide(
         )
     description = f"copy when the twin's oracle P(3x) (latent traits at entry) ≥ {threshold:.3g}: the ceiling"
     return at_least(oracle, threshold), oracle, float(threshold), description, note, None
+
+
+def backtest_stage(
+    options: BacktestOptions | None = None,
+    *,
+    database_url: str | None = None,
+    storage_uri: str | None = None,
+    progress: Progress | None = None,
+    save: bool = True,
+) -> BacktestStage:
+    """The whole ``kolray backtest`` stage (the command and the demo pipeline call it): the run, its
+    report kept under ``<storage>/reports/backtest/`` (``save``) where the API and the UI's Backtest
+    tab find it, and the run logged for ``kolray status``. Raises what :func:`run_backtest` raises."""
+    from kolray.backtest.report import save_report
+    from kolray.db.runs import record_run
+
+    if storage_uri is None:
+        from kolray.config import get_settings
+
+        storage_uri = get_settings().storage_uri
+    run = run_backtest(options, database_url=database_url, storage_uri=storage_uri, progress=progress)
+    location = save_report(run.report, run.png, run.trades, storage_uri) if save else None
+    recorded = record_run("backtest", "ok", run_summary(run.report), database_url)
+    return BacktestStage(run=run, location=location, recorded=recorded)
+
+
+def run_summary(report: BacktestReport) -> dict[str, Any]:
+    """The backtest's line in the run log."""
+    return {
+        "id": report.id,
+        "dataset_version": report.dataset_version,
+        "signals": report.signals,
+        "walk_forward": None if report.model is None else report.model.walk_forward,
+        "strategies": {
+            r.name: {"trades": r.metrics.trades, "total_pnl_sol": round(r.metrics.total_pnl_sol, 6)}
+            for r in report.strategies
+        },
+    }

@@ -93,14 +93,7 @@ def backtest(
     trained on data from the replayed period (walk-forward check)."""
     from pydantic import ValidationError
 
-    from kolray.backtest import (
-        BacktestError,
-        BacktestOptions,
-        Execution,
-        StrategySpec,
-        run_backtest,
-        save_report,
-    )
+    from kolray.backtest import BacktestError, BacktestOptions, Execution, StrategySpec, backtest_stage
     from kolray.secrets import redact_text
 
     config = settings()
@@ -148,15 +141,18 @@ def backtest(
     database()  # migrated, or a one-line failure
     progress = (lambda message: None) if json_ else (lambda message: console.print(f"[dim]{message}[/]"))
     try:
-        run = run_backtest(
-            options, database_url=config.database_url, storage_uri=config.storage_uri, progress=progress
+        stage = backtest_stage(
+            options,
+            database_url=config.database_url,
+            storage_uri=config.storage_uri,
+            progress=progress,
+            save=save,
         )
     except BacktestError as error:
         fail(redact_text(str(error)), 1)
-    report = run.report
-    location = None
-    if save:
-        location = save_report(report, run.png, run.trades, config.storage_uri)
+    run, report, location = stage.run, stage.run.report, stage.location
+    if not stage.recorded:
+        console.print("[yellow]warning:[/] run not recorded in the database (see the log)")
     if out_dir is not None:
         from kolray.backtest.report import trades_csv
 
@@ -164,7 +160,6 @@ def backtest(
         (out_dir / "report.json").write_text(report.model_dump_json(indent=1))
         (out_dir / "equity.png").write_bytes(run.png)
         (out_dir / "trades.csv").write_bytes(trades_csv(run.trades))
-    _record(report)
 
     if json_:
         payload = report.model_dump(mode="json")
@@ -210,22 +205,3 @@ def _print(report: BacktestReport) -> None:
         lines.append(f"- {name}: not run: {why}")
     lines.extend(f"note: {note}" for note in report.notes)
     typer.echo("\n".join(lines))
-
-
-def _record(report: BacktestReport) -> None:
-    from kolray.commands.tune import record_run
-
-    record_run(
-        "backtest",
-        "ok",
-        {
-            "id": report.id,
-            "dataset_version": report.dataset_version,
-            "signals": report.signals,
-            "walk_forward": None if report.model is None else report.model.walk_forward,
-            "strategies": {
-                r.name: {"trades": r.metrics.trades, "total_pnl_sol": round(r.metrics.total_pnl_sol, 6)}
-                for r in report.strategies
-            },
-        },
-    )
