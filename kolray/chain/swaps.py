@@ -25,6 +25,12 @@ One general rule, not a parser per DEX: what a wallet traded is what its balance
    ways**: something in (a token, or SOL with ``t > 0``) and something out. One-way movements are
    transfers, Jupiter DCA opens (tokens out, DCA rent out) and closes (tokens and rent back), LP
    deposits (both sides out) and withdrawals (both sides in), airdrops.
+   **Route leftovers** are no legs either: a route through SOL or a stablecoin (USDC → SOL → token,
+   A → USDC → B) can leave the wallet a few lamports or units of the intermediate. A quote leg (the
+   SOL leg ``t``, or a stablecoin) that is at most 1% (``ROUTE_DUST_SHARE``) of the largest change
+   of that asset on any one account not the wallet's is dropped, when the other legs still flow
+   both ways without it; a dropped SOL leg belongs to no swap (the identities below then leave out
+   those few lamports).
 5. **Pairing the legs into swaps.** Each *subject* token leg becomes one ``Swap``: ``side='buy'``
    when it came in, ``'sell'`` when it went out. Stablecoins (USDC, USDT, PYUSD, USD1) are quotes,
    not subjects, when a non-stable token moved too; if only stables moved (SOL → USDC), they are the
@@ -66,7 +72,11 @@ read; in ``json``/binary encodings a v0 transaction's account indexes run over `
 
 Anything else that does not fit (a balance that is not a number, an index out of range, a list
 where an object belongs) raises :class:`MalformedTransaction` with what was found; the fixture
-README's malformed case (account keys cut short) is caught by the key/balance count check.
+README's malformed case (account keys cut short) is caught by the key/balance count check. So does
+a ``meta`` without ``preTokenBalances`` or ``postTokenBalances`` (absent or ``null``: what nodes
+answer for transactions from before token balances were recorded, late 2020, and what some clients
+leave out): the token legs are unknown, and ``[]`` would claim "no trade". Every mainnet fixture
+carries both lists; a transaction that moved no token has both, empty.
 
 Known limits: token balances without ``owner`` (RPC output before 2022) cannot be attributed and
 count as not the wallet's; a stake-pool deposit (SOL → LST minted to the wallet) counts as an LP
@@ -596,7 +606,14 @@ def _split(total: int, weights: list[int]) -> list[int]:
 def _token_entries(meta: dict[str, Any], name: str) -> list[dict[str, Any]]:
     entries = meta.get(name)
     if entries is None:
-        return []
+        # Not "no token moved" (that is an empty list): the node kept no token balances for this
+        # transaction (before they were recorded, late 2020) or a client dropped them. The legs
+        # cannot be read, and one list without the other would read every balance as a full buy or
+        # sell; saying [] would claim "no trade" when nothing is known.
+        raise MalformedTransaction(
+            f"meta.{name} is {'null' if name in meta else 'missing'}: the wallet's token legs cannot "
+            "be read without meta.preTokenBalances and meta.postTokenBalances"
+        )
     if not isinstance(entries, list):
         raise MalformedTransaction(f"meta.{name} is not a list")
     return entries
@@ -724,10 +741,12 @@ def _extract(tx: dict[str, Any], meta: dict[str, Any], wallet: str) -> list[Swap
     trade_sol = sol_delta + rent + tips
 
     # Counter-flow: something must come in and something go out.
-    has_in = trade_sol > 0 or any(d > 0 for d in legs.values())
-    has_out = trade_sol < 0 or any(d < 0 for d in legs.values())
-    if not (has_in and has_out):
+    if not _two_way(legs, trade_sol):
         return []
+    legs, trade_sol = _without_route_dust(
+        legs, trade_sol, wallet, wallet_index, owned_pre, owned_post, pre_tokens, post_tokens,
+        pre_lamports, post_lamports,
+    )  # fmt: skip
 
     subjects = [m for m in legs if m not in _STABLES] or list(legs)
     if trade_sol and not any(legs[m] * trade_sol < 0 for m in subjects):
@@ -745,6 +764,80 @@ def _extract(tx: dict[str, Any], meta: dict[str, Any], wallet: str) -> list[Swap
         tx, view.signature, wallet, legs, subjects, decimals, trade_sol, fee, rent, rent_by_mint, tips,
         wallet_events, venue, venue_program,
     )  # fmt: skip
+
+
+def _two_way(legs: dict[str, int], trade_sol: int) -> bool:
+    """Something came in and something went out (tokens, or the SOL leg)."""
+    has_in = trade_sol > 0 or any(d > 0 for d in legs.values())
+    has_out = trade_sol < 0 or any(d < 0 for d in legs.values())
+    return has_in and has_out
+
+
+# A quote leg at most this share of the largest amount of its asset that one other account moved
+# in the same transaction is a route's leftover (rounding, slippage), not a trade of its own. Real
+# counter-legs are the same size as the pool's side of them (100%); leftovers are orders of
+# magnitude below the hop that carried them.
+ROUTE_DUST_SHARE = 0.01
+
+
+def _without_route_dust(
+    legs: dict[str, int],
+    trade_sol: int,
+    wallet: str,
+    wallet_index: int,
+    owned_pre: list[tuple[int, str, int, int]],
+    owned_post: list[tuple[int, str, int, int]],
+    pre_tokens: list[dict[str, Any]],
+    post_tokens: list[dict[str, Any]],
+    pre_lamports: list[int],
+    post_lamports: list[int],
+) -> tuple[dict[str, int], int]:
+    """``legs`` and the SOL leg without the dust a route left of an intermediate quote asset.
+
+    A route through SOL or a stablecoin (USDC → SOL → token; A → USDC → B) can leave the wallet a
+    few lamports or units of that intermediate. Read as a leg it becomes a trade that never
+    happened (a "sale" of the USDC for 37 lamports) or a wrong quote (A sold for 3 units of USDC).
+    A quote leg (the SOL leg, or a stablecoin) is dropped when it is dust next to what passed
+    through the transaction (:data:`ROUTE_DUST_SHARE` of the largest change of that asset on any
+    account not the wallet's) and the other legs still trade both ways without it. Only then: a
+    leg that alone pays for a token is the trade, however small."""
+    candidates: list[str | None] = [m for m in legs if m in _STABLES]  # None: the SOL leg
+    if trade_sol:
+        candidates.append(None)
+    if not candidates or all(m in _STABLES for m in legs):
+        return legs, trade_sol  # nothing but quote legs: they are the trade (SOL → USDC)
+    wallet_accounts = {wallet_index} | {i for i, *_ in owned_pre} | {i for i, *_ in owned_post}
+    for quote in candidates:
+        rest = {m: d for m, d in legs.items() if m != quote}
+        rest_sol = 0 if quote is None else trade_sol
+        if not _two_way(rest, rest_sol) or not any(m not in _STABLES for m in rest):
+            continue
+        if quote is None:
+            moved = max(
+                (abs(b - a) for i, (a, b) in enumerate(zip(pre_lamports, post_lamports, strict=True))
+                 if i not in wallet_accounts),
+                default=0,
+            )  # fmt: skip
+            size = abs(trade_sol)
+        else:
+            moved = _largest_other_change(quote, wallet, pre_tokens, post_tokens)
+            size = abs(legs[quote])
+        if size <= ROUTE_DUST_SHARE * moved:
+            legs, trade_sol = rest, rest_sol
+    return legs, trade_sol
+
+
+def _largest_other_change(
+    mint: str, wallet: str, pre: list[dict[str, Any]], post: list[dict[str, Any]]
+) -> int:
+    """The largest balance change of ``mint`` on one token account the wallet does not own."""
+    change: dict[Any, int] = {}
+    for sign, entries in ((-1, pre), (1, post)):
+        for entry in entries:
+            if entry["mint"] == mint and entry.get("owner") != wallet:
+                index = entry["accountIndex"]
+                change[index] = change.get(index, 0) + sign * int(entry["uiTokenAmount"]["amount"])
+    return max(map(abs, change.values()), default=0)
 
 
 def _tips(

@@ -764,6 +764,29 @@ def _broken(change: Any) -> dict[str, Any]:
     return rendered
 
 
+@pytest.mark.parametrize("absent", ["missing", "null"])
+@pytest.mark.parametrize(
+    "lists", [("preTokenBalances", "postTokenBalances"), ("preTokenBalances",), ("postTokenBalances",)]
+)
+def test_a_meta_without_its_token_balance_lists_is_malformed_not_an_empty_answer(
+    lists: tuple[str, ...], absent: str
+) -> None:
+    """Without both lists the token legs cannot be read (RPC output from before token balances were
+    recorded, or a client that dropped them): ``[]`` would say "no trade" when nothing is known, and
+    one list alone would read every balance as bought or sold in full."""
+    rendered = copy.deepcopy(token_2022_buy().json())
+    for name in lists:
+        if absent == "missing":
+            del rendered["meta"][name]
+        else:
+            rendered["meta"][name] = None
+    with pytest.raises(MalformedTransaction, match="|".join(lists)):
+        extract_swaps(rendered, WALLET)
+    # Empty lists are a real answer: the transaction moved no token.
+    rendered["meta"]["preTokenBalances"] = rendered["meta"]["postTokenBalances"] = []
+    assert extract_swaps(rendered, WALLET) == []
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -808,6 +831,194 @@ def test_not_a_result_at_all_is_malformed() -> None:
 def test_a_bad_wallet_is_a_value_error(wallet: Any) -> None:
     with pytest.raises(ValueError, match="wallet must be a base58 address"):
         extract_swaps(token_2022_buy().json(), wallet)
+
+
+# Route leftovers: dust of an intermediate asset is no trade
+
+VAULT_USDC_2, VAULT_WSOL_2 = addr(35), addr(36)  # a second pool's vaults: the route's next hop
+
+
+def usdc_for_token_through_sol(*, left: int = 37) -> Tx:
+    """USDC → SOL → token in one route (pool 1: USDC for SOL, pool 2: SOL for the token). The wallet
+    ends with ``left`` lamports of the intermediate SOL: a few lamports of rounding dust, or (large
+    ``left``) SOL it really kept."""
+    paid, through, bought = 100_000_000, 700_000_000, 42_000_000_000
+    return Tx(
+        keys=[
+            WALLET,
+            ATA_USDC,
+            ATA,
+            TEMP_WSOL,
+            VAULT_USDC,
+            VAULT_WSOL,
+            VAULT_WSOL_2,
+            VAULT,
+            POOL,
+            TOKEN,
+            JUPITER,
+        ],
+        lamports={
+            WALLET: (1_000_000_000, 1_000_000_000 - FEE + left),
+            TEMP_WSOL: (0, 0),  # the route's wSOL account, opened and closed here
+            VAULT_WSOL: (RENT + 9 * 10**9, RENT + 9 * 10**9 - through),
+            VAULT_WSOL_2: (RENT + 5 * 10**9, RENT + 5 * 10**9 + through - left),
+        },
+        pre=[
+            Bal(ATA_USDC, USDC, WALLET, 250_000_000),
+            Bal(VAULT_USDC, USDC, POOL, 10**12),
+            Bal(VAULT_WSOL, WSOL_MINT, POOL, 9 * 10**9, decimals=9),
+            Bal(VAULT_WSOL_2, WSOL_MINT, OTHER, 5 * 10**9, decimals=9),
+            Bal(VAULT, MINT, OTHER, 10**15),
+        ],
+        post=[
+            Bal(ATA_USDC, USDC, WALLET, 250_000_000 - paid),
+            Bal(ATA, MINT, WALLET, bought),
+            Bal(VAULT_USDC, USDC, POOL, 10**12 + paid),
+            Bal(VAULT_WSOL, WSOL_MINT, POOL, 9 * 10**9 - through, decimals=9),
+            Bal(VAULT_WSOL_2, WSOL_MINT, OTHER, 5 * 10**9 + through - left, decimals=9),
+            Bal(VAULT, MINT, OTHER, 10**15 - bought),
+        ],
+        instructions=[
+            Ix(
+                JUPITER,
+                [WALLET, ATA_USDC, TEMP_WSOL, ATA, POOL, OTHER],
+                inner=[
+                    token_ix(ATA_USDC, VAULT_USDC),
+                    token_ix(VAULT_WSOL, TEMP_WSOL),
+                    token_ix(TEMP_WSOL, VAULT_WSOL_2),
+                    token_ix(VAULT, ATA),
+                ],
+            ),
+            token_ix(TEMP_WSOL, WALLET, WALLET),  # CloseAccount: the leftover wSOL comes back as SOL
+        ],
+    )
+
+
+def test_sol_dust_left_by_a_usdc_route_is_not_a_sale_of_usdc() -> None:
+    (swap,) = extract_all(usdc_for_token_through_sol(left=37))
+    assert (swap.side, swap.mint, swap.token_amount) == ("buy", MINT, 42_000_000_000)
+    assert (swap.quote_mint, swap.quote_amount, swap.sol_amount) == (USDC, 100_000_000, 0)
+    assert swap.price_sol is None  # not 37 lamports' worth
+
+
+def test_sol_kept_from_a_usdc_route_is_still_a_sale_of_usdc_for_it() -> None:
+    # Half the SOL the first hop bought stays with the wallet: USDC was really sold for SOL too.
+    sale, buy = extract_all(usdc_for_token_through_sol(left=350_000_000))
+    assert (sale.side, sale.mint, sale.sol_amount) == ("sell", USDC, 350_000_000)
+    assert (buy.side, buy.mint, buy.quote_mint) == ("buy", MINT, USDC)
+
+
+def token_for_usdc_through_sol(*, left: int = 11) -> Tx:
+    """The other way round: token → SOL → USDC, leaving ``left`` lamports of SOL with the wallet."""
+    sold, through, got = 42_000_000_000, 700_000_000, 99_000_000
+    return Tx(
+        keys=[
+            WALLET,
+            ATA,
+            ATA_USDC,
+            TEMP_WSOL,
+            VAULT,
+            VAULT_WSOL,
+            VAULT_WSOL_2,
+            VAULT_USDC,
+            POOL,
+            TOKEN,
+            JUPITER,
+        ],
+        lamports={
+            WALLET: (1_000_000_000, 1_000_000_000 - FEE + left),
+            TEMP_WSOL: (0, 0),
+            VAULT_WSOL: (RENT + 9 * 10**9, RENT + 9 * 10**9 - through),
+            VAULT_WSOL_2: (RENT + 5 * 10**9, RENT + 5 * 10**9 + through - left),
+        },
+        pre=[
+            Bal(ATA, MINT, WALLET, sold),
+            Bal(ATA_USDC, USDC, WALLET, 1_000_000),
+            Bal(VAULT, MINT, POOL, 10**15),
+            Bal(VAULT_WSOL, WSOL_MINT, POOL, 9 * 10**9, decimals=9),
+            Bal(VAULT_WSOL_2, WSOL_MINT, OTHER, 5 * 10**9, decimals=9),
+            Bal(VAULT_USDC, USDC, OTHER, 10**12),
+        ],
+        post=[
+            Bal(ATA, MINT, WALLET, 0),
+            Bal(ATA_USDC, USDC, WALLET, 1_000_000 + got),
+            Bal(VAULT, MINT, POOL, 10**15 + sold),
+            Bal(VAULT_WSOL, WSOL_MINT, POOL, 9 * 10**9 - through, decimals=9),
+            Bal(VAULT_WSOL_2, WSOL_MINT, OTHER, 5 * 10**9 + through - left, decimals=9),
+            Bal(VAULT_USDC, USDC, OTHER, 10**12 - got),
+        ],
+        instructions=[
+            Ix(
+                JUPITER,
+                [WALLET, ATA, TEMP_WSOL, ATA_USDC, POOL, OTHER],
+                inner=[
+                    token_ix(ATA, VAULT),
+                    token_ix(VAULT_WSOL, TEMP_WSOL),
+                    token_ix(TEMP_WSOL, VAULT_WSOL_2),
+                    token_ix(VAULT_USDC, ATA_USDC),
+                ],
+            ),
+            token_ix(TEMP_WSOL, WALLET, WALLET),
+        ],
+    )
+
+
+def test_sol_dust_left_by_a_sale_for_usdc_is_not_part_of_its_price() -> None:
+    (swap,) = extract_all(token_for_usdc_through_sol())
+    assert (swap.side, swap.mint, swap.token_amount) == ("sell", MINT, 42_000_000_000)
+    assert (swap.quote_mint, swap.quote_amount, swap.sol_amount, swap.price_sol) == (
+        USDC,
+        99_000_000,
+        0,
+        None,
+    )
+
+
+def token_for_token_through_usdc(*, left: int = 3) -> Tx:
+    """A → USDC → B (neither A nor B a stablecoin), leaving ``left`` units of USDC with the wallet."""
+    sold, through, bought = 5_000_000, 80_000_000, 9_000_000_000
+    return Tx(
+        keys=[WALLET, ATA, ATA_B, ATA_USDC, VAULT, VAULT_USDC, VAULT_USDC_2, VAULT_B, POOL, TOKEN, JUPITER],
+        lamports={WALLET: (10**9, 10**9 - FEE - 2 * RENT), ATA_B: (0, RENT), ATA_USDC: (0, RENT)},
+        pre=[
+            Bal(ATA, MINT, WALLET, sold, decimals=9),
+            Bal(VAULT, MINT, POOL, 10**12, decimals=9),
+            Bal(VAULT_USDC, USDC, POOL, 10**12),
+            Bal(VAULT_USDC_2, USDC, OTHER, 10**12),
+            Bal(VAULT_B, MINT_B, OTHER, 10**15),
+        ],
+        post=[
+            Bal(ATA, MINT, WALLET, 0, decimals=9),
+            Bal(ATA_B, MINT_B, WALLET, bought),
+            Bal(ATA_USDC, USDC, WALLET, left),
+            Bal(VAULT, MINT, POOL, 10**12 + sold, decimals=9),
+            Bal(VAULT_USDC, USDC, POOL, 10**12 - through),
+            Bal(VAULT_USDC_2, USDC, OTHER, 10**12 + through - left),
+            Bal(VAULT_B, MINT_B, OTHER, 10**15 - bought),
+        ],
+        instructions=[
+            create_account(WALLET, ATA_B, RENT),
+            create_account(WALLET, ATA_USDC, RENT),
+            Ix(
+                JUPITER,
+                [WALLET, ATA, ATA_USDC, ATA_B, POOL, OTHER],
+                inner=[
+                    token_ix(ATA, VAULT),
+                    token_ix(VAULT_USDC, ATA_USDC),
+                    token_ix(ATA_USDC, VAULT_USDC_2),
+                    token_ix(VAULT_B, ATA_B),
+                ],
+            ),
+        ],
+    )
+
+
+def test_usdc_dust_left_by_a_token_to_token_route_is_neither_a_swap_nor_a_quote() -> None:
+    sell, buy = extract_all(token_for_token_through_usdc())
+    assert (sell.side, sell.mint, sell.quote_mint, sell.quote_amount) == ("sell", MINT, MINT_B, 9_000_000_000)
+    assert (buy.side, buy.mint, buy.quote_mint, buy.quote_amount) == ("buy", MINT_B, MINT, 5_000_000)
+    # The dust's token account is rent the wallet paid in this trade: it stays on the swaps.
+    assert sell.rent + buy.rent == 2 * RENT and sell.fee + buy.fee == FEE
 
 
 # Properties over generated transactions
