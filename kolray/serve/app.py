@@ -31,6 +31,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from kolray.serve.control import ADMIN_OPEN_WARNING
 from kolray.serve.lookup import DEFAULT_SOURCE, FeatureBlock
 from kolray.serve.models import ModelHolder, Scores
 
@@ -39,10 +40,6 @@ log = logging.getLogger("kolray.serve")
 APP_NAME = "kolray"
 API_DEPLOYMENT = "KolrayApi"
 MODEL_DEPLOYMENTS = {"token": "TokenModel", "kol": "KolModel"}
-ADMIN_OPEN_WARNING = (
-    "KOLRAY_API_KEY is not set: the admin routes (POST /v1/admin/reload) are open to anyone who "
-    "can reach the HTTP port"
-)
 # Rows per forward pass: one request may carry up to 1000 items, so a batch always fits one.
 MAX_BATCH_ROWS = 4096
 # How long a batch waits for more requests after its first. 0: take what has queued. Under load

