@@ -13,7 +13,7 @@ STAMP := $(VENV)/.kolray-installed
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: install test demo lint format bench clean
+.PHONY: install system-packages test demo lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kolray needs Python >= 3.11, found " + sys.version.split()[0])'
@@ -25,10 +25,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# haproxy (Serve's fast HTTP path) and Chromium (the UI's browser tests) come from the system's
+# packages: installed where this user may (root or sudo, apt-get), else a line says what it costs.
+system-packages:
+	@scripts/system-packages serve browser
+
 test: $(STAMP)
+	@scripts/system-packages serve browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
+	@scripts/system-packages serve
 	$(BIN)/kolray demo $(DEMO_ARGS)
 
 lint: $(STAMP)
