@@ -25,17 +25,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# haproxy (Serve's fast HTTP path) and Chromium (the UI's browser tests) come from the system's
-# packages: installed where this user may (root or sudo, apt-get), else a line says what it costs.
+# Chromium (the UI's browser tests) comes from the system's packages: installed where this user may
+# (root or sudo, apt-get), else a line says what it costs.
 system-packages:
-	@scripts/system-packages serve browser
+	@scripts/system-packages browser
 
 test: $(STAMP)
-	@scripts/system-packages serve browser
+	@scripts/system-packages browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	@scripts/system-packages serve
 	$(BIN)/kolray demo $(DEMO_ARGS)
 
 lint: $(STAMP)
