@@ -6,7 +6,9 @@ the defaults below. Invalid values stop the process at start-up with a message n
 (see :func:`load_settings`).
 
 RPC URLs of paid providers carry API keys in their path or query, so they are held as
-``SecretStr`` and only ever shown through :func:`kolray.secrets.redact_url`.
+``SecretStr`` and only ever shown through :func:`kolray.secrets.redact_url`; webhook URLs (the
+token is the path, also on loopback) through :func:`kolray.secrets.redact_secret_url`. A malformed
+URL is reported by its position in the setting, never echoed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -25,6 +28,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+
+from kolray.secrets import redact_secret_url, redact_url
 
 ENV_PREFIX = "KOLRAY_"
 DEFAULT_RPC_URL = "http://127.0.0.1:8899"
@@ -183,14 +188,19 @@ class Settings(BaseSettings):
     @field_validator("rpc_urls", "webhook_urls")
     @classmethod
     def _check_urls(cls, urls: list[SecretStr]) -> list[SecretStr]:
-        from urllib.parse import urlsplit
-
-        from kolray.secrets import redact_url
-
-        for url in urls:
-            parts = urlsplit(url.get_secret_value())
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"not an http(s) URL: {redact_url(url.get_secret_value())}")
+        for position, url in enumerate(urls, 1):
+            try:
+                parts = urlsplit(url.get_secret_value())
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            except ValueError:
+                valid = False
+            if not valid:
+                # Never the value itself: a malformed URL (``https//host/<token>``) has no part
+                # that is safe to show but its scheme and host, when those parse.
+                raise ValueError(
+                    f"entry {position} of {len(urls)} is not an http(s) URL: "
+                    f"{redact_secret_url(url.get_secret_value())}"
+                )
         return urls
 
     @field_validator("storage_uri")
@@ -264,13 +274,13 @@ class Settings(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting with secrets redacted: safe to print or log."""
-        from kolray.secrets import redact_url
-
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name in ("rpc_urls", "webhook_urls"):
+            if name == "rpc_urls":
                 value = [redact_url(v.get_secret_value()) for v in value]
+            elif name == "webhook_urls":  # secret also on loopback: the path is the token
+                value = [redact_secret_url(v.get_secret_value()) for v in value]
             elif isinstance(value, SecretStr):
                 value = "***" if value.get_secret_value() else ""
             elif name == "database_url":

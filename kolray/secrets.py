@@ -3,6 +3,10 @@
 RPC providers put the key in the query (``?api-key=…``, Helius), in the path (``/v2/<key>``,
 Alchemy; ``/<token>/``, QuickNode, Triton) or in the user-info part of the URL. A redacted URL keeps
 scheme, host and port, which is what a person needs to tell endpoints apart, and hides the rest.
+
+Webhook URLs are secret as a whole (Discord, Telegram and relays put the token in the path), also
+on loopback: :func:`redact_secret_url` shows them, and a URL given to :func:`register_secret` is
+shown that way wherever :func:`redact_text` finds it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,26 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{user}{host}{port}/{_MASK if has_secret_part else ''}"
 
 
+def redact_secret_url(url: str) -> str:
+    """A URL whose path and query are the secret, wherever it points (a webhook, a registered RPC
+    URL): ``http://127.0.0.1:9/hook/<token>`` → ``http://127.0.0.1:9/***``. Text that does not
+    parse as ``scheme://host`` shows nothing, since any part of it could be the token."""
+    try:
+        parts = urlsplit(url.strip())
+        port_number = parts.port
+    except ValueError:
+        return _MASK
+    if not parts.scheme or not parts.hostname:
+        return _MASK
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = f":{port_number}" if port_number else ""
+    user = ""
+    if parts.username:
+        user = f"{parts.username}:{_MASK}@" if parts.password else f"{_MASK}@"
+    has_secret_part = bool(parts.path.strip("/") or parts.query or parts.fragment)
+    return f"{parts.scheme}://{user}{host}{port}/{_MASK if has_secret_part else ''}"
+
+
 def register_secret(value: str | None) -> None:
     """Remember a secret (a full URL or a key) so :func:`redact_text` masks it wherever it appears."""
     if not value or len(value) < 6:
@@ -76,7 +100,7 @@ def redact_text(text: str) -> str:
         known = sorted(_known, key=len, reverse=True)
     for secret in known:
         if secret in text:
-            text = text.replace(secret, redact_url(secret) if "://" in secret else _MASK)
+            text = text.replace(secret, redact_secret_url(secret) if "://" in secret else _MASK)
     for pattern in _PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + _MASK, text)
     return _URL.sub(lambda m: redact_url(m.group(0)), text)

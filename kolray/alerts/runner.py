@@ -118,7 +118,7 @@ class AlertRunner:
             "alerts: rules %s, %d webhook(s): %s",
             ", ".join(self.rules.rules),
             len(self.webhooks),
-            ", ".join(f"{w.kind} {w.redacted}" for w in self.webhooks) or "none",
+            ", ".join(f"{w.id} {w.redacted}" for w in self.webhooks) or "none",
         )
         return self
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from kolray.alerts.rules import AlertPayload
 from kolray.db.models import AlertRow
+from kolray.secrets import redact_secret_url
 
 
 def _iso(t: float | None) -> str | None:
@@ -82,7 +83,8 @@ def alert_out(row: Any) -> AlertOut:
         deliveries={
             target: DeliveryOut(
                 kind=entry.get("kind", "generic"),
-                url=entry.get("url", ""),
+                # Redacted when stored; again here for rows stored before loopback URLs were.
+                url=redact_secret_url(entry["url"]) if entry.get("url") else "",
                 state=entry.get("state", "pending"),
                 attempts=int(entry.get("attempts", 0)),
                 last_error=entry.get("last_error"),

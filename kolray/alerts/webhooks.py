@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine
 
 from kolray.alerts.rules import AlertPayload
 from kolray.db.models import AlertRow
-from kolray.secrets import redact_text, redact_url, register_secret
+from kolray.secrets import redact_secret_url, redact_text, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class AlertConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Webhook:
-    """One configured target. ``url`` is secret: show ``redacted``."""
+    """One configured target. ``url`` is secret, on loopback too (a relay's token is its path):
+    show ``redacted`` (scheme, host, port) and ``id`` (a hash) to tell targets apart."""
 
     url: str
     kind: Kind
@@ -67,11 +68,14 @@ class Webhook:
         register_secret(url)
         parts = urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AlertConfigError(f"webhook {redact_url(url)}: not an http(s) URL")
+            raise AlertConfigError(f"webhook {redact_secret_url(url)}: not an http(s) URL")
         forced = parts.fragment.lower()
         if forced and forced not in KINDS:
-            raise AlertConfigError(f"webhook {redact_url(url)}: #{forced} is not one of #{', #'.join(KINDS)}")
+            raise AlertConfigError(
+                f"webhook {redact_secret_url(url)}: #{forced} is not one of #{', #'.join(KINDS)}"
+            )
         bare = urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
+        register_secret(bare)  # what is posted to, and so what an error text quotes: no fragment
         host = parts.hostname.lower()
         kind: Kind
         if forced:
@@ -91,10 +95,12 @@ class Webhook:
             chat_id = (parse_qs(parts.query).get("chat_id") or [None])[0]
             if not chat_id:
                 raise AlertConfigError(
-                    f"webhook {redact_url(url)}: a Telegram URL needs the chat: .../sendMessage?chat_id=<id>"
+                    f"webhook {redact_secret_url(url)}: a Telegram URL needs the chat: .../sendMessage?chat_id=<id>"
                 )
         digest = hashlib.sha256(bare.encode()).hexdigest()[:12]
-        return cls(url=bare, kind=kind, id=f"{kind}-{digest}", redacted=redact_url(bare), chat_id=chat_id)
+        return cls(
+            url=bare, kind=kind, id=f"{kind}-{digest}", redacted=redact_secret_url(bare), chat_id=chat_id
+        )
 
 
 def webhooks_from_urls(urls: Iterable[str]) -> list[Webhook]:
@@ -334,6 +340,7 @@ class Deliverer:
             state = DeliveryState.model_validate(
                 current.get(webhook.id) or {"kind": webhook.kind, "url": webhook.redacted}
             )
+            state.url = webhook.redacted  # entries stored by older versions held loopback paths
             state.attempts += 1
             state.last_status = attempt.status
             if attempt.ok:
@@ -363,7 +370,11 @@ class Deliverer:
             await self._store(alert_id, webhook, attempt)
         except Exception as error:  # a bug: logged, and the attempt is made again next round
             log.warning(
-                "alert %s: delivery to %s failed: %s", alert_id, webhook.redacted, redact_text(str(error))
+                "alert %s: delivery to %s %s failed: %s",
+                alert_id,
+                webhook.id,
+                webhook.redacted,
+                redact_text(str(error)),
             )
         finally:
             self.in_flight.discard((alert_id, webhook.id))
@@ -381,8 +392,9 @@ class Deliverer:
         elif state.state == "failed":
             self.failed += 1
             log.warning(
-                "alert %s: giving up on %s after %d attempts (%s)",
+                "alert %s: giving up on %s %s after %d attempts (%s)",
                 alert_id,
+                webhook.id,
                 webhook.redacted,
                 state.attempts,
                 state.last_error,

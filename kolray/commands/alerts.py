@@ -61,9 +61,7 @@ def run(
 
     runner = _runner(from_start, interval)
     rules = ", ".join(runner.rules.rules)
-    hooks = (
-        ", ".join(f"{w.kind} {w.redacted}" for w in runner.webhooks) or "no webhooks (KOLRAY_WEBHOOK_URLS)"
-    )
+    hooks = ", ".join(f"{w.id} {w.redacted}" for w in runner.webhooks) or "no webhooks (KOLRAY_WEBHOOK_URLS)"
     console.print(f"alerts: rules {rules}; {hooks}")
     if once:
         try:
@@ -178,7 +176,8 @@ def test_webhooks() -> None:
                 *(post(client, hook, render(hook, 0, sample, "kolray-test"), "kolray-test") for hook in hooks)
             )
         return [
-            (f"{hook.kind} {hook.redacted}", "ok" if r.ok else (r.error or "failed"))
+            # The id (kind and a hash of the URL) tells apart targets whose redacted URLs match.
+            (f"{hook.id} {hook.redacted}", "ok" if r.ok else (r.error or "failed"))
             for hook, r in zip(hooks, results, strict=True)
         ]
 

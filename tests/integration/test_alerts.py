@@ -301,6 +301,7 @@ class Receiver:
 
     hits: list[Hit] = field(default_factory=list)
     script: dict[str, list[tuple[int, dict[str, str], float]]] = field(default_factory=dict)
+    echo: set[str] = field(default_factory=set)  # paths whose answer quotes the URL called
 
     def start(self) -> Receiver:
         receiver = self
@@ -315,13 +316,16 @@ class Receiver:
                     answers.pop(0) if answers else (204 if "discord" in path else 200, {}, 0.0)
                 )
                 time.sleep(delay)
+                answer = b"{}"
+                if path in receiver.echo:
+                    answer = json.dumps({"error": f"no hook at {receiver.url(self.path)}"}).encode()
                 try:
                     self.send_response(status)
                     for name, value in headers.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Length", "2")
+                    self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
-                    self.wfile.write(b"{}")
+                    self.wfile.write(answer)
                 except OSError:  # the client gave up (a timeout test)
                     pass
 
@@ -466,6 +470,8 @@ def test_dead_and_slow_webhooks_block_neither_the_others_nor_tracking(
     from kolray.tracker.supervisor import SyncSummary, TrackerOptions
 
     receiver.script["/slow"] = [(200, {}, 5.0)] * 10  # slower than the 1 s timeout
+    dead = dead_url()
+    dead_id = Webhook.parse(dead).id
     url = url_of(world)
     batches = [[], new_swaps(), [], [], []]
     cycle_times: list[float] = []
@@ -492,7 +498,7 @@ def test_dead_and_slow_webhooks_block_neither_the_others_nor_tracking(
     settings = load_settings(
         database_url=url,
         storage_uri=str(tmp_path / "store"),
-        webhook_urls=[receiver.url("/good"), dead_url(), receiver.url("/slow")],
+        webhook_urls=[receiver.url("/good"), dead, receiver.url("/slow")],
         alert_rules="dh,consensus",
         alert_max_age_s=DAY,
         webhook_timeout_s=1.0,
@@ -523,7 +529,9 @@ def test_dead_and_slow_webhooks_block_neither_the_others_nor_tracking(
             time.sleep(0.05)
         good = [h.at for h in receiver.on("/good")]
         # Wait for the dead target to be given up (3 attempts) before the runner stops.
-        while time.monotonic() < deadline and any(d.get("state") == "pending" for d in _dead_states(world)):
+        while time.monotonic() < deadline and any(
+            d.get("state") == "pending" for d in _states(world, dead_id)
+        ):
             time.sleep(0.05)
     assert cycles == 5
     # The tracking loop kept its pace (5 cycles at 0.25 s) although deliveries hang or fail: had
@@ -532,16 +540,14 @@ def test_dead_and_slow_webhooks_block_neither_the_others_nor_tracking(
     assert max(hook_calls) < 0.05, hook_calls
     # ... and the good webhook got both alerts soon after the cycle that brought the swaps.
     assert len(good) == 2 and max(good) - cycle_times[1] < 2.0, (good, cycle_times)
-    dead = _dead_states(world)
+    dead = _states(world, dead_id)
     assert [d["state"] for d in dead] == ["failed", "failed"] and all(d["attempts"] == 3 for d in dead)
     assert all("Connect" in (d["last_error"] or "") for d in dead)
 
 
-def _dead_states(engine) -> list[dict[str, Any]]:
-    out = []
-    for delivery in deliveries(engine).values():
-        out.extend(v for v in delivery.values() if v["url"].endswith("/dead"))
-    return out
+def _states(engine, target: str) -> list[dict[str, Any]]:
+    """One target's delivery states (stored URLs are redacted: targets are found by id)."""
+    return [delivery[target] for delivery in deliveries(engine).values() if target in delivery]
 
 
 def test_one_runner_per_database(world, tmp_path: Path) -> None:
@@ -628,7 +634,8 @@ def test_cli_run_once_list_and_test_webhooks(
     listed = json.loads(capsys.readouterr().out)
     assert [a["rule"] for a in listed] == ["consensus", "dh"]
     (delivery,) = listed[0]["deliveries"].values()
-    assert delivery["state"] == "delivered" and delivery["url"] == receiver.url("/cli")
+    # The webhook URL is a secret on loopback too: stored and listed as scheme, host and port.
+    assert delivery["state"] == "delivered" and delivery["url"] == receiver.url("/***")
     assert main(["alerts", "list", "--rule", "moon"]) == 2
 
     assert main(["alerts", "test-webhooks"]) == 0
@@ -636,7 +643,49 @@ def test_cli_run_once_list_and_test_webhooks(
     monkeypatch.setenv("KOLRAY_WEBHOOK_URLS", dead_url())
     get_settings.cache_clear()
     assert main(["alerts", "test-webhooks"]) == 1
-    assert "dead: ConnectError" in capsys.readouterr().out
+    assert "/***: ConnectError" in capsys.readouterr().out
+
+
+def test_webhook_tokens_never_reach_output_logs_or_stored_state(
+    cli_env, receiver: Receiver, capsys, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Two loopback webhooks whose tokens are their paths (one answers 500 with the URL it was
+    called at, one is dead): every line printed, logged or stored names them redacted, and their
+    ids tell them apart."""
+    from kolray.config import get_settings
+
+    token, short = "hook-token-0123456789abcdef", "Tk9"
+    receiver.script[f"/{token}"] = [(500, {}, 0.0)] * 20
+    receiver.echo.add(f"/{token}")
+    urls = [receiver.url(f"/{token}"), dead_url() + f"/{short}"]
+    monkeypatch.setenv("KOLRAY_WEBHOOK_URLS", ",".join(urls))
+    monkeypatch.setenv("KOLRAY_WEBHOOK_MAX_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    hooks = [Webhook.parse(url) for url in urls]
+
+    with caplog.at_level("INFO"):
+        assert main(["alerts", "test-webhooks"]) == 1
+        tested = capsys.readouterr()
+        assert main(["alerts", "run", "--once", "--from-start"]) == 0
+        ran = capsys.readouterr()
+        assert main(["alerts", "list", "--json"]) == 0
+        listed = capsys.readouterr()
+    with cli_env.connect() as conn:
+        stored = json.dumps([d for (d,) in conn.execute(select(AlertRow.deliveries))])
+
+    everything = "\n".join(
+        [tested.out, tested.err, ran.out, ran.err, listed.out, listed.err, caplog.text, stored]
+    )
+    assert token not in everything and f"/{short}" not in everything
+    lines = tested.out.splitlines()
+    assert lines == [
+        f'{hooks[0].id} {receiver.url("/***")}: HTTP 500: {{"error": "no hook at {receiver.url("/***")}"}}',
+        f"{hooks[1].id} {hooks[1].redacted}: ConnectError: All connection attempts failed",
+    ]
+    assert hooks[0].id != hooks[1].id and hooks[1].redacted.endswith("/***")
+    failed = [d for alert in json.loads(listed.out) for d in alert["deliveries"].values()]
+    assert len(failed) == 4 and {d["state"] for d in failed} == {"failed"}
+    assert {d["url"] for d in failed} == {hooks[0].redacted, hooks[1].redacted}
 
 
 # HTTP: the routes and the event stream over a real socket

@@ -15,6 +15,7 @@ from kolray.alerts import (
     fired,
     render,
 )
+from kolray.alerts.webhooks import initial_deliveries
 from kolray.config import load_settings
 from kolray.secrets import redact_text
 
@@ -121,6 +122,27 @@ def test_webhook_urls_stay_secret() -> None:
     hook = Webhook.parse("https://discord.com/api/webhooks/123/SuperSecretToken")
     assert "SuperSecretToken" not in hook.redacted and "SuperSecretToken" not in hook.id
     assert "SuperSecretToken" not in redact_text(f"POST {hook.url} failed")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook/Ab12x",  # loopback, a token too short to be registered on its own
+        "http://127.0.0.1:9/hook/a-long-token-0123456789",
+        "http://localhost:9999/relay?chat_id=5&key=Ab12x#telegram",
+    ],
+)
+def test_loopback_webhook_urls_stay_secret(url: str) -> None:
+    """A local relay's URL carries its token like any other: never shown, stored or logged whole."""
+    secret = "Ab12x" if "Ab12x" in url else "a-long-token-0123456789"
+    hook = Webhook.parse(url)
+    assert hook.redacted == f"{url.split('/')[0]}//{url.split('/')[2]}/***"
+    assert secret not in str(initial_deliveries([hook])) and secret not in hook.id
+    assert secret not in redact_text(f"POST {hook.url} failed: {hook.url}")
+    for bad in (url.split("#")[0] + "#slack", url.replace("http", "ftp", 1)):
+        with pytest.raises(AlertConfigError) as error:
+            Webhook.parse(bad)
+        assert secret not in str(error.value)
 
 
 def test_bad_webhook_urls_are_refused() -> None:

@@ -97,6 +97,38 @@ def test_bad_url_error_does_not_echo_the_key(data_dir: Path, monkeypatch: pytest
     assert "SECRET123456" not in str(error.value)
 
 
+@pytest.mark.parametrize("variable", ["KOLRAY_RPC_URLS", "KOLRAY_WEBHOOK_URLS"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https//hooks.example.com/services/T0/B0/Tok3nSecretValue",  # the colon forgotten
+        "https:/hooks.example.com/services/T0/B0/Tok3nSecretValue",
+        "hooks.example.com/services/T0/B0/Tok3nSecretValue",
+        "ftp://hooks.example.com/services/T0/B0/Tok3nSecretValue",
+        "ftp://127.0.0.1:9/hook/Tok3nSecretValue",  # loopback: its path would be kept if shown
+        '["https://ok.example/a", "https//hooks.example.com/hook/Tok3nSecretValue"]',
+        "https://ok.example/a, https//hooks.example.com/hook/Tok3nSecretValue",
+    ],
+)
+def test_a_malformed_url_setting_is_named_not_echoed(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """Webhook URLs carry their token in the path, RPC URLs their key: a malformed entry is
+    pointed at by setting and position, and no part of it that could be a secret is shown."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert "Tok3nSecretValue" not in message and "services" not in message and "hook/" not in message
+    assert variable in message and "not an http(s) URL" in message
+    assert f"entry {2 if 'ok.example' in value else 1} of {2 if 'ok.example' in value else 1}" in message
+
+
+def test_public_dict_masks_a_loopback_webhooks_path(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOLRAY_WEBHOOK_URLS", "http://127.0.0.1:9/hook/Tok3n")
+    assert load_settings().public_dict()["webhook_urls"] == ["http://127.0.0.1:9/***"]
+
+
 def test_public_dict_redacts_secrets(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOLRAY_RPC_URLS", "https://mainnet.helius-rpc.com/?api-key=0b1c2d3e-aaaa-bbbb")
     monkeypatch.setenv("KOLRAY_DATABASE_URL", "postgresql+psycopg://kol:hunter2@db.example:5432/kolray")

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from kolray.logs import configure_logging
-from kolray.secrets import redact_text, redact_url, register_secret
+from kolray.secrets import redact_secret_url, redact_text, redact_url, register_secret
 
 
 @pytest.mark.parametrize(
@@ -30,6 +30,32 @@ from kolray.secrets import redact_text, redact_url, register_secret
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:9/hook/Tok3n", "http://127.0.0.1:9/***"),  # loopback too: the path is the secret
+        ("http://localhost:8080/relay?chat_id=5#telegram", "http://localhost:8080/***"),
+        ("https://discord.com/api/webhooks/123/SuperSecretToken", "https://discord.com/***"),
+        ("https://user:pw@hooks.example:8443/x", "https://user:***@hooks.example:8443/***"),
+        ("https://hooks.example", "https://hooks.example/"),
+        ("http://127.0.0.1:9/***", "http://127.0.0.1:9/***"),  # already redacted: unchanged
+        ("https//hooks.example.com/hook/Tok3n", "***"),  # no host to show: nothing is shown
+        ("hooks.example.com/hook/Tok3n", "***"),
+        ("http://[::1", "***"),
+    ],
+)
+def test_redact_secret_url(url: str, shown: str) -> None:
+    assert redact_secret_url(url) == shown
+
+
+def test_a_registered_loopback_url_is_masked_in_text_even_with_a_short_token() -> None:
+    """Unregistered loopback URLs (the chain twin) keep their path for debugging; a registered one
+    is a secret wherever it points, however short its token."""
+    register_secret("http://127.0.0.1:9/hook/Ab12x")
+    assert redact_text("POST http://127.0.0.1:9/hook/Ab12x failed") == "POST http://127.0.0.1:9/*** failed"
+    assert redact_text("twin at http://127.0.0.1:8899/rpc") == "twin at http://127.0.0.1:8899/rpc"
 
 
 def test_redact_text_masks_urls_and_key_value_pairs() -> None:
