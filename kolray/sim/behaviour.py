@@ -5,8 +5,10 @@ A KOL's latent traits show through what the analyzer can see:
 - **skill** sets how strongly the KOL picks high-quality tokens (the pick utility weighs ``q``), so a
   skilled KOL's closed positions have a higher win rate and mean multiple, and their buys are early
   on tokens that other KOLs later pile into;
-- **style** (scalper / swing / diamond hands) sets the exit ladder: take-profit levels, stop-losses,
-  partial sells and time exits — visible as hold durations and exit multiples;
+- **style** (farmer / scalper / swing / diamond hands) sets the exit ladder: take-profit levels,
+  stop-losses, partial sells and time exits — visible as hold durations and exit multiples. A farmer
+  buys, lets its followers in and sells within seconds to a minute (copying one loses); a scalper
+  holds minutes, a swing trader tens of minutes, diamond hands hours;
 - **herding** makes a KOL follow tokens other tracked KOLs bought recently (consensus);
 - **sizing** is heavy-tailed, with *conviction*: a KOL buys more of tokens it likes (high ``q``);
 - **activity**: positions per day, active hours and a weekend factor.
@@ -81,11 +83,19 @@ class Kol:
     traits: dict[str, float] = field(default_factory=dict)
 
 
+def _farmer(rng: np.random.Generator) -> tuple[tuple[Ladder, ...], tuple[float, ...]]:
+    tp = rng.uniform(1.12, 1.45)
+    sl = rng.uniform(0.8, 0.92)
+    main = Ladder((Node(sl, tp, Action("sell", 1.0, None), Action("sell", 1.0, None)),))
+    return (main,), (1.0,)
+
+
 def _scalper(rng: np.random.Generator) -> tuple[tuple[Ladder, ...], tuple[float, ...]]:
-    tp = rng.uniform(1.25, 1.6)
-    sl = rng.uniform(0.72, 0.86)
+    # Wide enough that, at a memecoin's volatility (tens of percent a minute), a scalp lasts minutes.
+    tp = rng.uniform(1.6, 2.2)
+    sl = rng.uniform(0.5, 0.7)
     first = rng.uniform(0.6, 0.85)
-    runner = rng.uniform(1.9, 2.6)
+    runner = rng.uniform(2.4, 2.9)
     main = Ladder(
         (
             Node(sl, tp, Action("sell", 1.0, None), Action("sell", first, 1)),
@@ -161,21 +171,29 @@ def sample_kols(
     for offset, wallet in enumerate(wallets):
         style = STYLES[int(rng.choice(len(STYLES), p=weights))]
         skill = float(np.clip(rng.standard_normal(), -2.5, 2.5))
-        if style == "scalper":
+        # Time exits per hour: a farmer sells within about 20-60 s, a scalper within minutes, a
+        # swing trader within tens of minutes, diamond hands within hours (≥ 0.06 per hour, so a
+        # position outlives the 7-day label horizon with probability < e^-10).
+        if style == "farmer":
+            ladders, lw = _farmer(rng)
+            time_exit = rng.uniform(60.0, 180.0)
+            abandon = rng.beta(1.2, 12)
+            ppd_scale = 8.0
+        elif style == "scalper":
             ladders, lw = _scalper(rng)
-            time_exit = rng.uniform(0.8, 2.5)
+            time_exit = rng.uniform(6.0, 20.0)
             abandon = rng.beta(1.5, 8)
-            ppd_scale = 1.3
+            ppd_scale = 2.0
         elif style == "swing":
             ladders, lw = _swing(rng, dca=rng.random() < 0.25)
-            time_exit = rng.uniform(0.15, 0.45)
+            time_exit = rng.uniform(1.0, 4.0)
             abandon = rng.beta(2, 6)
             ppd_scale = 1.0
         else:
             ladders, lw = _diamond(rng, pyramid=rng.random() < 0.4)
-            time_exit = rng.uniform(0.03, 0.08)
+            time_exit = rng.uniform(0.08, 0.4)
             abandon = rng.beta(3, 4)
-            ppd_scale = 0.8
+            ppd_scale = 0.6
         ppd = (
             params.positions_per_day_median
             * ppd_scale
@@ -191,8 +209,8 @@ def sample_kols(
                 pick_coef=max(params.skill_pick + params.skill_slope * skill, -0.3),
                 herding=float(rng.uniform(0.0, params.herding_max)),
                 momentum_pref=float(rng.uniform(0.0, 1.5)),
-                freshness_h=float(rng.uniform(2.0, 12.0)),
-                positions_per_day=float(np.clip(ppd, 0.3, 40.0)),
+                freshness_h=float(rng.uniform(0.1, 1.0)),
+                positions_per_day=float(np.clip(ppd, 0.3, 150.0)),
                 hour_center=float(rng.uniform(0, 24)),
                 hour_concentration=float(rng.uniform(0.3, 2.0)),
                 weekend_factor=float(rng.uniform(0.5, 1.3)),

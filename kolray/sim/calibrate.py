@@ -326,14 +326,14 @@ def _market_rows(world: World, positions: pd.DataFrame) -> list[CalibrationRow]:
             int(graduated or 0),
         )
     )
-    active = market.get("active_tokens")
+    active = market.get("traded")
     dumped = market.get("dumped")
     dump_share = dumped / active if active else None
     rows.append(
         _row(
             "tokens with real trading that show a dump",
-            "twin: tokens past their first minute whose price halves within 60 s at least once (real: "
-            "≥ 30 swaps, a 4σ drop)",
+            "twin: tokens whose price doubled from launch, a dump: the price halves within 60 s at least "
+            "once, a death's collapse included (real: tokens with ≥ 30 swaps, a 4σ drop)",
             DUMP_SHARE,
             f"{DUMP_SHARE:.1%}",
             dump_share,

@@ -1,22 +1,22 @@
 """Tokens, their price paths, and how trades execute on the bonding curve and the AMM pools.
 
 A token's **log-price** ``x`` is measured from its launch price (``x = 0`` at launch, market cap
-≈ 28 SOL). While the token lives it follows an Ornstein–Uhlenbeck process toward a fair level that
-depends on a two-state **regime**:
+≈ 28 SOL). An active token (one that sees real trading) starts where its first buyers take it
+(launch × e^U(0, launch_level_max)) and follows
 
     dx = kappa (c_r - x) dt + sigma dW      (t in hours)
 
-- calm (``r = 0``): ``c_0 = calm_c0 + calm_c1 q``, where ``q`` is the token's latent quality (so
-  a better token holds a higher market cap);
-- hype (``r = 1..K``): ``c_k = c_0 + s_k H_q`` — a pump of random size ``s_k``, bigger for better
-  tokens.
+until it dies at an exponential time of rate ``lam`` (rug, dev dump, attention gone). With the
+defaults ``kappa = 0``: a Brownian motion killed at rate ``lam`` with ``sigma = sqrt(2 lam) / alpha``,
+whose peak from any level is Pareto, P(peak ≥ m × now) = m^-alpha — the fat tail of the real calls
+(``../shared/market/FACTS.md`` §1), scale-free, so 100x and beyond are possible and most tokens die.
+``lam`` is the token's clock (lognormal across tokens): a median token runs and dumps within
+minutes, a slow one over hours. ``alpha`` falls with the token's latent quality ``q`` (what a skilled
+KOL perceives) and with a part nobody perceives. A regime ``r`` (calm, or hype episodes of several
+sizes pulling toward higher fair levels ``c_r``) is still part of the model for ``kappa > 0``.
 
-Hype episodes start at rate ``nu_q`` (more often for better tokens), draw their size, and end at rate
-``hype_end_rate``; the token dies at an exponential time with rate ``lam_q`` (rug, dev dump,
-attention gone): on the bonding curve everyone sells and the price falls back to about the launch
-price; on an AMM pool it falls by a factor of 20–200 and drifts down from there. Whether and when
-the next hype comes is what makes a 3x uncertain even for someone who knows everything about the
-token today.
+On the bonding curve a death takes the price back to about the launch price (everyone sells); on an
+AMM pool it falls by a factor of 20–200 and drifts down from there.
 
 The path is simulated on a grid of ``path_step_s`` seconds (the regime switches at grid points);
 for every step the extremes of the Brownian bridge between the grid points are drawn too, so
@@ -66,6 +66,9 @@ class TokenDynamics:
     hype_probs: tuple[float, ...]  # which hype regime an episode is
     hype_end_rate: float  # hype → calm
     death_rate: float
+    sigma: float  # per sqrt(hour)
+    kappa: float = 0.0  # pull toward the regime's level, per hour
+    tail_alpha: float = math.inf  # P(peak ≥ m × now) = m^-alpha when kappa = 0 (for the record)
 
     @property
     def regimes(self) -> int:
@@ -81,9 +84,26 @@ class TokenDynamics:
         return q
 
 
-def token_dynamics(params: WorldParams, q: float) -> TokenDynamics:
-    # A calm token lives on the bonding curve: only a hype carries it over the migration level.
+def token_dynamics(params: WorldParams, q: float, z: float = 0.0, w: float = 0.0) -> TokenDynamics:
+    """A token's dynamics from its perceived quality ``q`` and two unperceived draws ``z``, ``w``
+    (standard normal): ``z`` moves its tail index, ``w`` its clock."""
+    alpha = max(
+        params.tail_alpha - params.tail_alpha_q * q + params.tail_alpha_noise * z, params.tail_alpha_min
+    )
+    death = max(params.death_rate0 * math.exp(params.death_rate_sigma * w), params.death_rate_min)
+    sigma = math.sqrt(2 * death) / alpha
     calm = min(max(params.calm_c0 + params.calm_c1 * q, params.calm_floor), MIGRATION_LEVEL - 0.3)
+    if params.hype_rate0 <= 0:
+        return TokenDynamics(
+            levels=(calm,),
+            hype_rate=0.0,
+            hype_probs=(),
+            hype_end_rate=0.0,
+            death_rate=death,
+            sigma=sigma,
+            kappa=params.kappa,
+            tail_alpha=alpha,
+        )
     lift = params.hype_h0 * math.exp(params.hype_h1 * q)
     probs = np.asarray(params.hype_size_probs, dtype=float)
     return TokenDynamics(
@@ -91,7 +111,10 @@ def token_dynamics(params: WorldParams, q: float) -> TokenDynamics:
         hype_rate=params.hype_rate0 * math.exp(params.hype_rate_q * q),
         hype_probs=tuple(float(v) for v in probs / probs.sum()),
         hype_end_rate=params.hype_end_rate,
-        death_rate=params.death_rate0 * math.exp(-params.death_rate_q * q),
+        death_rate=death,
+        sigma=sigma,
+        kappa=params.kappa,
+        tail_alpha=alpha,
     )
 
 
@@ -157,8 +180,9 @@ def simulate_path(
 ) -> TokenPath:
     """Simulate a token's price from launch until its death or ``until``, whichever is first.
 
-    The first buyers (the dev, snipers) take a fresh token to its calm level within its first block,
-    so the path starts there; ``x0``/``regime0`` start it elsewhere (the oracle's Monte Carlo check).
+    The first buyers (the dev, snipers) take a fresh token to launch × e^U(0, launch_level_max)
+    within its first block (its calm level when ``kappa > 0``), so the path starts there;
+    ``x0``/``regime0`` start it elsewhere (the oracle's Monte Carlo check).
     """
     step = params.path_step_s
     dt = step / HOUR
@@ -166,42 +190,49 @@ def simulate_path(
     drop = rng.uniform(params.death_drop_min, params.death_drop_max)
     end = min(death_time, until)
     n = max(math.ceil((end - launch) / step), 1) + 1
-    # Regimes: exponential holding times, switching at grid points; a hype episode's size is drawn
-    # when it starts.
-    regime = np.empty(n - 1, dtype=np.int8)
-    hype_probs = np.asarray(dynamics.hype_probs)
-
-    def draw_hype() -> int:
-        return 1 + int(rng.choice(len(hype_probs), p=hype_probs))
-
-    if regime0 is None:
-        r = draw_hype() if rng.random() < params.launch_hype_prob else 0
-    else:
-        r = int(regime0)
-    i = 0
-    while i < n - 1:
-        rate = dynamics.hype_end_rate if r else dynamics.hype_rate
-        stay = math.ceil(rng.exponential(1.0 / rate) / dt) if rate > 0 else n
-        regime[i : i + stay] = r
-        i += stay
-        r = 0 if r else draw_hype()
-    # Exact OU transition over a step: x[i+1] = d x[i] + (1 - d) c[r_i] + sd z_i, solved chunk by
-    # chunk as a scaled cumulative sum (chunks keep d^-j small enough for full float precision).
-    decay = math.exp(-params.kappa * dt)
-    sd = params.sigma * math.sqrt((1 - decay**2) / (2 * params.kappa) if params.kappa > 0 else dt)
-    levels = np.asarray(dynamics.levels)[regime]
-    u = (1 - decay) * levels + sd * rng.standard_normal(n - 1)
+    kappa, sigma = dynamics.kappa, dynamics.sigma
+    start = rng.uniform(0.0, params.launch_level_max) if kappa == 0 else dynamics.levels[0]
     x = np.empty(n)
-    x[0] = dynamics.levels[0] if x0 is None else x0
-    chunk = 256
-    back = decay ** -np.arange(1, chunk + 1)
-    fwd = decay ** np.arange(1, chunk + 1)
-    for start in range(0, n - 1, chunk):
-        stop = min(start + chunk, n - 1)
-        m = stop - start
-        acc = np.cumsum(u[start:stop] * back[:m])
-        x[start + 1 : stop + 1] = fwd[:m] * (x[start] + acc)
-    var = params.sigma**2 * dt
+    x[0] = start if x0 is None else x0
+    if dynamics.regimes == 1 and kappa == 0:
+        # A Brownian motion: no regimes to draw, the path is a cumulative sum (most tokens live
+        # minutes, so this is most of the twin's paths and per-call overhead is what counts).
+        regime = np.zeros(n - 1, dtype=np.int8)
+        np.cumsum(sigma * math.sqrt(dt) * rng.standard_normal(n - 1), out=x[1:])
+        x[1:] += x[0]
+    else:
+        # Regimes: exponential holding times, switching at grid points; a hype episode's size is
+        # drawn when it starts.
+        regime = np.empty(n - 1, dtype=np.int8)
+        hype_probs = np.asarray(dynamics.hype_probs)
+
+        def draw_hype() -> int:
+            return 1 + int(rng.choice(len(hype_probs), p=hype_probs))
+
+        r = 0 if regime0 is None else int(regime0)
+        i = 0
+        while i < n - 1:
+            rate = dynamics.hype_end_rate if r else dynamics.hype_rate
+            stay = math.ceil(rng.exponential(1.0 / rate) / dt) if rate > 0 else n
+            regime[i : i + stay] = r
+            i += stay
+            if i < n - 1:
+                r = 0 if r else draw_hype()
+        # Exact OU transition over a step: x[i+1] = d x[i] + (1 - d) c[r_i] + sd z_i, solved chunk by
+        # chunk as a scaled cumulative sum (chunks keep d^-j small enough for full float precision).
+        decay = math.exp(-kappa * dt)
+        sd = sigma * math.sqrt((1 - decay**2) / (2 * kappa) if kappa > 0 else dt)
+        levels = np.asarray(dynamics.levels)[regime]
+        u = (1 - decay) * levels + sd * rng.standard_normal(n - 1)
+        chunk = 256
+        back = decay ** -np.arange(1, chunk + 1)
+        fwd = decay ** np.arange(1, chunk + 1)
+        for begin in range(0, n - 1, chunk):
+            stop = min(begin + chunk, n - 1)
+            m = stop - begin
+            acc = np.cumsum(u[begin:stop] * back[:m])
+            x[begin + 1 : stop + 1] = fwd[:m] * (x[begin] + acc)
+    var = sigma**2 * dt
     a, b = x[:-1], x[1:]
     half = (b - a) / 2
     mid = (a + b) / 2

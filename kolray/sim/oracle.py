@@ -46,8 +46,8 @@ from kolray.sim.params import MIGRATION_LEVEL, WorldParams
 from kolray.sim.trading import Holding, apply, three_x_threshold, venue_for
 
 GRID_POINTS = 250
-DEAD_SALE_DELAY_S = 2400.0  # mean delay of the sale after a token's death
-DEAD_SALE_CAP_S = 6 * 3600.0
+DEAD_SALE_DELAY_S = 120.0  # mean delay of the sale after a token's death
+DEAD_SALE_CAP_S = 1800.0
 
 Values = tuple[float, ...]  # one value per regime
 
@@ -193,6 +193,8 @@ def _solve_batch(problems: list[_Problem], params: WorldParams) -> None:
     levels = np.array([p.dynamics.levels for p in problems])  # (m, R)
     rates = np.array([p.dynamics.generator() for p in problems])  # (m, R, R)
     kd = np.array([p.dynamics.death_rate for p in problems])
+    kappa = np.array([p.dynamics.kappa for p in problems])[:, None]
+    sig = np.array([p.dynamics.sigma for p in problems])
     ke = np.array([p.kill_exit for p in problems])
     dw = np.array([p.death_weight for p in problems])
     df = np.array([p.death_from for p in problems])
@@ -204,7 +206,7 @@ def _solve_batch(problems: list[_Problem], params: WorldParams) -> None:
     vlo = np.array([p.lo_ref for p in problems], dtype=float)  # (m, R)
     vhi = np.array([p.hi_ref for p in problems], dtype=float)
     h = (hi - lo) / (n - 1)
-    a = params.sigma**2 / 2
+    a = sig**2 / 2
     inv_h2 = (a / h**2)[:, None]
     kill = kd + ke
     # Block Thomas algorithm over the interior points 1..n-2; the unknowns at a point are the R
@@ -219,7 +221,7 @@ def _solve_batch(problems: list[_Problem], params: WorldParams) -> None:
     prev_d = vlo.copy()
     for i in range(1, n - 1):
         x = lo + i * h
-        drift = params.kappa * (levels - x[:, None])  # (m, R)
+        drift = kappa * (levels - x[:, None])  # (m, R)
         low = inv_h2 - drift / (2 * h[:, None])
         upp = inv_h2 + drift / (2 * h[:, None])
         # The time-exit source is a step at x*: average it over the cell around x (keeps the
@@ -276,6 +278,61 @@ def dead_sale_cdf(params: WorldParams, margin: np.ndarray) -> np.ndarray:
         return np.where(margin == np.inf, 1.0, np.where(margin == -np.inf, 0.0, value))
 
 
+def _solve_all(problems: list[_Problem], params: WorldParams, batch: int) -> None:
+    by_height: dict[int, list[_Problem]] = {}
+    for p in problems:
+        by_height.setdefault(p.height, []).append(p)
+    for height in sorted(by_height):
+        group = by_height[height]
+        for p in group:
+            if isinstance(p.lo_ref, int):
+                p.lo_ref = problems[p.lo_ref].value
+            if isinstance(p.hi_ref, int):
+                p.hi_ref = problems[p.hi_ref].value
+        group.sort(key=lambda p: p.dynamics.regimes)
+        for i in range(0, len(group), batch):
+            chunk = group[i : i + batch]
+            for regimes in sorted({p.dynamics.regimes for p in chunk}):
+                _solve_batch([p for p in chunk if p.dynamics.regimes == regimes], params)
+
+
+PEAK_FLOOR = 12.0  # log-levels below the entry where the peak problem's lower boundary sits
+
+
+def oracle_p_peak(
+    states: list[EntryState], params: WorldParams, multiple: float = 3.0, batch: int = 4000
+) -> np.ndarray:
+    """P(the token trades at ≥ ``multiple`` × the entry price before it dies), for each entry state.
+
+    What a follower could have taken: the price path alone decides it (no ladder). The probability
+    solves the same backward equation with the token's death as the only killing, value 1 at the
+    target and 0 far below the entry (``PEAK_FLOOR`` log-levels down, where no path goes before
+    dying). After a death the price only falls, so a peak after death is impossible. The horizon is
+    7 days; a token dies at ≥ ``death_rate_min`` per hour, so the infinite-horizon value is the 7-day
+    one to within e^-50.
+    """
+    problems = []
+    for state in states:
+        r = state.dynamics.regimes
+        problems.append(
+            _Problem(
+                lo=state.level - PEAK_FLOOR,
+                hi=state.level + math.log(multiple),
+                start=state.level,
+                dynamics=state.dynamics,
+                kill_exit=0.0,
+                death_weight=0.0,
+                death_from=math.inf,
+                dead_on_curve=False,
+                exit_from=math.inf,
+                lo_ref=(0.0,) * r,
+                hi_ref=(1.0,) * r,
+            )
+        )
+    _solve_all(problems, params, batch)
+    return np.array([p.value[s.regime] for p, s in zip(problems, states, strict=True)])
+
+
 def oracle_p3x(states: list[EntryState], params: WorldParams, batch: int = 4000) -> np.ndarray:
     """P(3x within the horizon) for each entry state, as described in the module docstring."""
     problems: list[_Problem] = []
@@ -301,21 +358,7 @@ def oracle_p3x(states: list[EntryState], params: WorldParams, batch: int = 4000)
     for p in problems:  # children are appended before their parents
         hs = [problems[r].height + 1 for r in (p.lo_ref, p.hi_ref) if isinstance(r, int)]
         p.height = max(hs, default=0)
-    by_height: dict[int, list[_Problem]] = {}
-    for p in problems:
-        by_height.setdefault(p.height, []).append(p)
-    for height in sorted(by_height):
-        group = by_height[height]
-        for p in group:
-            if isinstance(p.lo_ref, int):
-                p.lo_ref = problems[p.lo_ref].value
-            if isinstance(p.hi_ref, int):
-                p.hi_ref = problems[p.hi_ref].value
-        group.sort(key=lambda p: p.dynamics.regimes)
-        for i in range(0, len(group), batch):
-            chunk = group[i : i + batch]
-            for regimes in sorted({p.dynamics.regimes for p in chunk}):
-                _solve_batch([p for p in chunk if p.dynamics.regimes == regimes], params)
+    _solve_all(problems, params, batch)
     out = np.empty(len(states))
     for k, (state, per_state) in enumerate(zip(states, roots, strict=True)):
         total = sum(w for w, _ in per_state)

@@ -1,8 +1,9 @@
 """Knobs of the chain twin, and the on-chain constants it renders.
 
 Everything that shapes a world lives in :class:`WorldParams` (written to ``world.json``), so a world
-can be regenerated from its own directory. The defaults are calibrated against the figures in
-issue 4 (see ``tests/integration/test_sim_calibration.py`` for what they produce).
+can be regenerated from its own directory. The defaults are calibrated against the real market
+(``kolray sim calibrate``, ``../shared/market/FACTS.md``; ``tests/integration/test_sim_calibration.py``
+holds a world to that table).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ LABEL_HORIZON_S = 7 * DAY  # docs/internals.md: label_3x within H = 7 days of en
 DUST_FRACTION = 0.001  # docs/internals.md: a position closes when ≤ 0.1% of its bought tokens remain
 THREE_X = 3.0
 
-STYLES = ("scalper", "swing", "diamond")
+STYLES = ("farmer", "scalper", "swing", "diamond")
 VENUES = ("pumpfun", "pumpswap", "raydium_amm_v4")
 
 
@@ -136,19 +137,33 @@ class WorldParams:
     # KOLs are simulated in communities of at most this many; each community trades its own token
     # universe. Memory is bounded by one community, whatever the number of KOLs.
     community_size: int = 250
-    # Tokens launched per KOL per day (the universe the KOLs choose from).
-    tokens_per_kol_day: float = 1.2
+    # Launches per KOL per day (every launch, as pump.fun counts them). Only ``active_share`` of them
+    # see real trading (FACTS.md §2: 0.63% of launches graduate; calibrated by `kolray sim calibrate`);
+    # the rest die in their first minute at the launch price, untraded, and are
+    # only counted (they never reach a KOL's screen and leave nothing on chain).
+    tokens_per_kol_day: float = 75.0
+    active_share: float = 0.16
     # Tokens already trading when the world starts are launched this long before it.
-    warmup_days: float = 2.0
+    warmup_days: float = 0.5
+    # SOL/USD rate the world assumes (to hold its SOL market caps against the real USD ones).
+    sol_usd: float = 124.0
 
-    # Price process of a live token. The log-price x (relative to launch) follows
-    #   dx = kappa (c_r - x) dt + sigma dW            (t in hours)
-    # with a regime r: calm (fair level c_0 = max(calm_c0 + calm_c1 q, calm_floor)) or one of the hype regimes
-    # k = 1..K (c_k = c_0 + hype_sizes[k-1] * hype_h0 * exp(hype_h1 q)). Hype episodes start at rate
-    # nu_q = hype_rate0 exp(hype_rate_q q), with a size drawn from hype_size_probs, and end at rate
-    # hype_end_rate; the token dies at rate lam_q = death_rate0 exp(-death_rate_q q).
-    sigma: float = 0.22
-    kappa: float = 1.5
+    # Price process of an active token. The log-price x (relative to launch) is a Brownian motion
+    # killed at the token's death rate lam (per hour), with volatility sigma = sqrt(2 lam) / alpha:
+    # the future peak from any level is then Pareto, P(peak ≥ m × now) = m^-alpha (the real calls'
+    # peaks are close to that with alpha ≈ 1.3), and lam sets the clock (a median token lives a few
+    # minutes; a slow one hours). alpha = tail_alpha - tail_alpha_q q + tail_alpha_noise z: q is the
+    # quality skilled KOLs perceive, z a part nobody does. The optional OU pull (kappa > 0) toward
+    # regime levels and the hype regimes of earlier worlds remain in the model (hype_rate0 > 0).
+    tail_alpha: float = 1.40
+    tail_alpha_q: float = 0.22
+    tail_alpha_noise: float = 0.12
+    tail_alpha_min: float = 0.55
+    death_rate0: float = 15.0  # per hour: the median token's clock
+    death_rate_sigma: float = 1.1  # lognormal spread of the clock across tokens
+    death_rate_min: float = 0.3  # every token dies well within the 7-day label horizon
+    launch_level_max: float = 0.6  # the first buyers take a token to launch × e^U(0, this)
+    kappa: float = 0.0
     calm_c0: float = 1.4
     calm_c1: float = 0.45
     calm_floor: float = 0.8
@@ -156,24 +171,23 @@ class WorldParams:
     hype_h1: float = 0.15
     hype_sizes: tuple[float, ...] = (0.5, 1.0, 1.3)
     hype_size_probs: tuple[float, ...] = (0.45, 0.4, 0.15)
-    hype_rate0: float = 0.07
+    hype_rate0: float = 0.0
     hype_rate_q: float = 0.2
     hype_end_rate: float = 1.0
-    launch_hype_prob: float = 0.3
-    death_rate0: float = 0.3
-    death_rate_q: float = 0.25
     death_drop_min: float = math.log(20.0)  # at death on an AMM the price drops 20-200x
     death_drop_max: float = math.log(200.0)
     dead_drift: float = -0.05  # per hour after death on an AMM
     curve_dead_max: float = 0.15  # at death on the curve the price falls back to launch × e^U(0, this)
-    path_step_s: float = 15.0
+    path_step_s: float = 5.0
     raydium_share: float = 0.25  # migrations that go to Raydium AMM v4 rather than PumpSwap
 
     # KOL population
-    style_weights: tuple[float, float, float] = (0.25, 0.45, 0.30)
+    # Farmers buy, let their followers in and sell within a minute; scalpers take minutes, swing
+    # traders tens of minutes, diamond hands hours.
+    style_weights: tuple[float, ...] = (0.1, 0.3, 0.35, 0.25)
     positions_per_day_median: float = 4.0
-    positions_per_day_sigma: float = 0.7
-    size_median_sol: float = 0.6
+    positions_per_day_sigma: float = 0.9
+    size_median_sol: float = 1.2
     size_sigma: float = 0.8
     skill_pick: float = 1.1  # pick utility: (skill_pick + skill_slope * skill) * q
     skill_slope: float = 0.9
@@ -181,7 +195,7 @@ class WorldParams:
     # A KOL sizes up on tokens it rates: size × exp(conviction × q), conviction ~ U(min, max).
     conviction_min: float = 0.0
     conviction_max: float = 0.35
-    max_token_age_h: float = 36.0
+    max_token_age_h: float = 12.0
 
     # Noise on the chain
     failed_tx_rate: float = 0.04
@@ -200,10 +214,12 @@ class WorldParams:
             problems.append(f"seed must be a non-negative 63-bit integer (got {self.seed})")
         if self.community_size < 1:
             problems.append("community_size must be ≥ 1")
-        if self.sigma <= 0 or self.kappa < 0 or self.path_step_s <= 0:
-            problems.append("sigma and path_step_s must be > 0, kappa ≥ 0")
+        if self.kappa < 0 or self.path_step_s <= 0 or self.tail_alpha_min <= 0 or self.death_rate_min <= 0:
+            problems.append("path_step_s, tail_alpha_min and death_rate_min must be > 0, kappa ≥ 0")
+        if not 0 < self.active_share <= 1 or self.sol_usd <= 0:
+            problems.append("active_share must be in (0, 1] and sol_usd > 0")
         if len(self.style_weights) != len(STYLES) or min(self.style_weights) < 0:
-            problems.append("style_weights needs three non-negative weights")
+            problems.append(f"style_weights needs {len(STYLES)} non-negative weights ({', '.join(STYLES)})")
         if len(self.hype_sizes) != len(self.hype_size_probs) or not self.hype_sizes:
             problems.append("hype_sizes and hype_size_probs need the same (non-zero) length")
         if problems:

@@ -23,10 +23,12 @@ from kolray.sim.behaviour import Action, Kol, Ladder, buy_times, sample_kols
 from kolray.sim.market import Fill, TokenDynamics, TokenPath, buy, sell, simulate_path, token_dynamics
 from kolray.sim.oracle import DEAD_SALE_CAP_S, DEAD_SALE_DELAY_S, EntryState
 from kolray.sim.params import DUST_FRACTION, HOUR, LAMPORTS_PER_SOL, MIGRATION_LEVEL, WorldParams
+
+VIRTUAL_SOL_80_LEVEL = 2 * math.log(80 / 30)  # the curve's price ∝ virtual SOL²: 30 SOL at launch
 from kolray.sim.trading import Holding, apply, venue_for
 
-RECENT_WINDOW_S = 6 * 3600  # "recent" KOL buys of a token, for herding
-MOMENTUM_S = 1800
+RECENT_WINDOW_S = 1800  # "recent" KOL buys of a token, for herding
+MOMENTUM_S = 120
 
 
 @dataclass(slots=True)
@@ -128,6 +130,8 @@ class CommunityResult:
     sends: list[TokenSend]
     transfers: list[SolTransfer]
     positions: list[PositionPlan]
+    market: dict[str, int] = field(default_factory=dict)
+    graduation_s: list[float] = field(default_factory=list)
 
 
 def _rng(params: WorldParams, community: int, purpose: int, *more: int) -> np.random.Generator:
@@ -154,6 +158,11 @@ class Community:
         self.rng = _rng(params, index, 2)
         self.held: list[dict[int, float]] = [{} for _ in self.kols]  # token → time the position ends
         self.excluded: list[set[int]] = [set() for _ in self.kols]
+        self.market: dict[str, int] = dict.fromkeys(
+            ("launches", "active_tokens", "graduated", "above_80", "above_80_graduated", "traded", "dumped"),
+            0,
+        )
+        self.graduation_s: list[float] = []
 
     # Tokens
 
@@ -162,23 +171,33 @@ class Community:
         rng = _rng(p, self.index, 3)
         first = self.start - p.warmup_days * 86_400
         rate = p.tokens_per_kol_day * len(self.kols) / 86_400
-        n = rng.poisson(rate * (self.end - first))
+        # Every launch, then the active ones: the rest die untraded in their first minute (counted).
+        launches = rng.poisson(rate * (self.end - self.start))
+        n = rng.binomial(rng.poisson(rate * (self.end - first)), p.active_share)
+        self.market["launches"] = int(launches)
         times = np.sort(rng.uniform(first, self.end, n))
         q = rng.standard_normal(n)
+        z = rng.standard_normal(n)
+        w = rng.standard_normal(n)
         amm = np.where(rng.random(n) < p.raydium_share, "raydium_amm_v4", "pumpswap")
         for i in range(n):
             token_index = len(self.tokens)
             self.tokens.append(
                 Token(
                     index=token_index,
-                    mint=keys.mint_address(p.seed, self.index, token_index),
+                    mint="",  # derived once the token trades (a key derivation costs ~0.4 ms)
                     launch=float(times[i]),
                     q=float(q[i]),
-                    dynamics=token_dynamics(p, float(q[i])),
+                    dynamics=token_dynamics(p, float(q[i]), float(z[i]), float(w[i])),
                     amm=str(amm[i]),
                 )
             )
         return [(t.launch, t.index) for t in self.tokens]
+
+    def _mint(self, token: Token) -> str:
+        if not token.mint:
+            token.mint = keys.mint_address(self.params.seed, self.index, token.index)
+        return token.mint
 
     def _materialise(self, token: Token) -> None:
         """Simulate the token's path (its own random stream: independent of simulation order)."""
@@ -190,6 +209,35 @@ class Community:
         if path.migration_index >= 0:
             token.migration_time = path.launch + (path.migration_index + 0.5) * path.step
         token.peak_level = float(path.hi.max()) if len(path.hi) else 0.0
+        if self.start <= token.launch < self.end:
+            self._count(token, path)
+
+    def _count(self, token: Token, path: TokenPath) -> None:
+        """The market's figures over active tokens launched in the world (``world.json``)."""
+        m = self.market
+        m["active_tokens"] += 1
+        if token.migration_time is not None and token.migration_time < self.end:
+            m["graduated"] += 1
+            self.graduation_s.append(token.migration_time - token.launch)
+        if token.peak_level > VIRTUAL_SOL_80_LEVEL:
+            m["above_80"] += 1
+            m["above_80_graduated"] += token.migration_time is not None and token.migration_time < self.end
+        # Real trading: the price doubled from launch at some point (a token that never did drew
+        # next to no buyers). A dump: the price halves within 60 s at least once, the death's
+        # collapse included.
+        if token.peak_level < math.log(2):
+            return
+        m["traded"] += 1
+        x, lows = path.x, path.lo
+        dumped = False
+        if path.death_time < self.end:
+            dead = path.curve_dead_level if not path.migrated_at(path.death_time) else -math.inf
+            dumped = float(x[-1]) - dead >= math.log(2)
+        lag = 1
+        while not dumped and lag <= max(int(60 / path.step), 1) and lag < len(x):
+            dumped = bool((x[: len(lows) - lag + 1] - lows[lag - 1 :]).max() >= math.log(2))
+            lag += 1
+        m["dumped"] += dumped
 
     # The main loop
 
@@ -212,8 +260,17 @@ class Community:
                 dead = alive.pop(index)
                 dead.path = None  # positions already planned their trades; free the memory
             self._decide(t, k, alive)
-        # Tokens launched after the last decision still exist on chain only through noise.
+        # Tokens launched after the last decision still exist on chain only through noise; their
+        # paths are simulated all the same, so the market's figures cover every launch.
+        for _, index in launches[next_launch:]:
+            token = self.tokens[index]
+            self._materialise(token)
+            token.path = None
         self._noise()
+        used = {e.token for events in (self.trades, self.failed, self.sends) for e in events}
+        used |= {a.token for a in self.airdrops if a.token >= 0}
+        for index in sorted(used):
+            self._mint(self.tokens[index])
         return CommunityResult(
             self.index,
             self.kols,
@@ -224,6 +281,8 @@ class Community:
             self.sends,
             self.transfers,
             self.positions,
+            self.market,
+            self.graduation_s,
         )
 
     def _decide(self, t: float, k: int, alive: dict[int, Token]) -> None:
@@ -378,6 +437,11 @@ class Community:
         bought = holding.tokens
         last = t_after
         last_index = len(x) - 1
+        variance_per_s = token.dynamics.sigma**2 / HOUR
+        # After an action inside a step, the rest of that step: (from, its max, its min). A token
+        # moves tens of percent a minute, so the next node's barriers can be touched within the
+        # same step: the rest is the Brownian bridge from the action's level to the step's end.
+        rest: tuple[float, float, float] | None = None
         while True:
             step_start = path.launch + j * path.step
             step_end = step_start + path.step
@@ -387,8 +451,9 @@ class Community:
                 return "open_at_end", math.inf, False
             lo = entry_level + math.log(node.lo)
             hi = entry_level + math.log(node.hi)
-            hit_hi = path.hi[j] >= hi
-            hit_lo = path.lo[j] <= lo
+            since, top, bottom = rest if rest is not None else (step_start, path.hi[j], path.lo[j])
+            hit_hi = top >= hi
+            hit_lo = bottom <= lo
             if hit_hi and hit_lo:
                 hit_hi = rng.random() < 0.5
                 hit_lo = not hit_hi
@@ -398,7 +463,7 @@ class Community:
                 migrated = path.migration_index >= 0 and (
                     j > path.migration_index or (j == path.migration_index and level >= MIGRATION_LEVEL)
                 )
-                when = max(step_start + rng.random() * path.step, last + 1.0)
+                when = max(since + rng.random() * (step_end - since), last + 1.0)
                 if when >= self.end:
                     return "open_at_end", math.inf, False
                 venue = venue_for(migrated, token.amm)
@@ -423,7 +488,19 @@ class Community:
                 if closing:
                     return "closed", last, holding.three_x
                 node = ladder.nodes[action.next]
-                j += 1
+                left = step_end - when
+                if left > 0:
+                    var = variance_per_s * left
+                    half, mid = (x[j + 1] - level) / 2, (x[j + 1] + level) / 2
+                    u1, u2 = 1.0 - rng.random(), 1.0 - rng.random()
+                    rest = (
+                        when,
+                        mid + math.sqrt(half * half - var * math.log(u1) / 2),
+                        mid - math.sqrt(half * half - var * math.log(u2) / 2),
+                    )
+                else:
+                    rest = None
+                    j += 1
                 continue
             if exit_at < step_end:
                 when = max(step_end, last + 1.0)
@@ -447,6 +524,7 @@ class Community:
                     True,
                 )
                 return "closed", last, holding.three_x
+            rest = None
             j += 1
 
     def _after_death(
@@ -609,7 +687,7 @@ class Community:
             Airdrop(
                 t,
                 kol.index,
-                token.mint,
+                self._mint(token),
                 amount,
                 keys.dev_wallet(self.params.seed, self.index, token.index),
                 None,

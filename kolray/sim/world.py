@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from kolray import __version__
 from kolray.sim.behaviour import Ladder
 from kolray.sim.chain import Renderer
-from kolray.sim.oracle import oracle_p3x
+from kolray.sim.oracle import oracle_p3x, oracle_p_peak
 from kolray.sim.params import (
     DAY,
     LABEL_HORIZON_S,
@@ -111,6 +111,8 @@ POSITIONS_SCHEMA = pa.schema(
         ("outcome", pa.string()),
         ("max_multiple_7d", pa.float64()),
         ("tracked_kols_before", pa.int32()),
+        ("peak_3x", pa.bool_()),
+        ("oracle_p_peak3x", pa.float64()),
     ]
 )
 KOLS_SCHEMA = pa.schema(
@@ -135,6 +137,8 @@ TOKENS_SCHEMA = pa.schema(
         ("hype_rate_per_h", pa.float64()),
         ("hype_end_rate_per_h", pa.float64()),
         ("death_rate_per_h", pa.float64()),
+        ("sigma_per_sqrt_h", pa.float64()),
+        ("tail_alpha", pa.float64()),
         ("death_time", pa.float64()),
         ("migration_time", pa.float64()),
         ("amm", pa.string()),
@@ -267,6 +271,7 @@ def generate_world(
         "max_7d": [],
         "oracle": [],
         "label": [],
+        "graduation_s": [],
     }
     n_parts = math.ceil(params.kols / params.community_size)
     parts = [f"part-{part:05d}" for part in range(n_parts)]
@@ -349,6 +354,7 @@ def _community_job(
         "max_7d": [],
         "oracle": [],
         "label": [],
+        "graduation_s": [],
     }
     tables = _write_part(
         params,
@@ -412,7 +418,7 @@ def _write_part(
                 entry_signature[trade.position] = swap.signature
         if done % 2000 == 0:
             progress(done, max(total, done))
-    supplies = {t.mint: (TOKEN_SUPPLY_RAW, TOKEN_DECIMALS) for t in result.tokens}
+    supplies = {t.mint: (TOKEN_SUPPLY_RAW, TOKEN_DECIMALS) for t in result.tokens if t.mint}
     for airdrop in result.airdrops:
         if airdrop.token < 0:
             supplies.setdefault(airdrop.mint, (10**18, TOKEN_DECIMALS))
@@ -426,10 +432,11 @@ def _write_part(
     by_signature = {p["entry_signature"]: p for p in positions}
     plans = [plan for plan in result.positions if plan.id in entry_signature]
     oracle = oracle_p3x([plan.entry for plan in plans], params) if plans else np.empty(0)
+    oracle_peak = oracle_p_peak([plan.entry for plan in plans], params) if plans else np.empty(0)
     kols = {k.index: k for k in result.kols}
     tokens = result.tokens
     mismatches = 0
-    for plan, p3x in zip(plans, oracle, strict=True):
+    for plan, p3x, peak3x in zip(plans, oracle, oracle_peak, strict=True):
         position = by_signature.get(entry_signature[plan.id])
         if position is None:
             raise AssertionError(f"no ground-truth position opens at {entry_signature[plan.id]}")
@@ -443,6 +450,9 @@ def _write_part(
             outcome=plan.outcome,
             max_multiple_7d=math.exp(plan.max_level_7d),
             tracked_kols_before=plan.kols_before,
+            # What a follower could have taken: the price traded at ≥ 3x the entry within 7 days.
+            peak_3x=plan.max_level_7d >= math.log(3.0),
+            oracle_p_peak3x=float(peak3x),
         )
         planned = plan.outcome == "closed" and plan.planned_three_x
         if position["status"] == "closed" and planned != (position["multiple"] >= 3.0):
@@ -452,6 +462,9 @@ def _write_part(
             f"community {result.index}: {len(positions)} positions from swaps vs {len(plans)} planned, "
             f"{mismatches} with a different 3x outcome"
         )
+    for key, value in result.market.items():
+        counts[f"market_{key}"] = counts.get(f"market_{key}", 0) + value
+    calibration["graduation_s"].extend(result.graduation_s)
     counts["positions"] = counts.get("positions", 0) + len(positions)
     counts["untracked_sells"] = counts.get("untracked_sells", 0) + sum(untracked.values())
     counts["trades"] = counts.get("trades", 0) + len(swaps)
@@ -561,6 +574,8 @@ def _tokens_table(result: CommunityResult, positions: pd.DataFrame) -> pd.DataFr
                 "hype_rate_per_h": d.hype_rate,
                 "hype_end_rate_per_h": d.hype_end_rate,
                 "death_rate_per_h": d.death_rate,
+                "sigma_per_sqrt_h": d.sigma,
+                "tail_alpha": d.tail_alpha,
                 "death_time": t.death_time if math.isfinite(t.death_time) else None,
                 "migration_time": t.migration_time,
                 "amm": t.amm,
@@ -633,5 +648,14 @@ def _summary(
         "label_rate_usable": float(label.mean()) if len(label) else None,
         "oracle_mean_usable": float(oracle.mean()) if len(oracle) else None,
         "label_horizon_s": LABEL_HORIZON_S,
+        "sol_usd": params.sol_usd,
+        # Every launch of the world, the active ones (simulated), graduations and dumps: what
+        # `kolray sim calibrate` holds against FACTS.md §2.
+        "market": {
+            **{k[7:]: v for k, v in sorted(counts.items()) if k.startswith("market_")},
+            "graduation_minutes_median": float(np.median(cal["graduation_s"]) / 60)
+            if cal["graduation_s"]
+            else None,
+        },
         "generation_s": round(seconds, 1),
     }

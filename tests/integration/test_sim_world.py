@@ -82,7 +82,7 @@ def test_positions_are_the_shared_rules_applied_to_the_trades(world) -> None:
 def test_every_entry_has_an_oracle_and_latents(world) -> None:
     positions = world.positions()
     assert positions.oracle_p3x.between(0, 1).all()
-    assert positions.kol_style.isin(["scalper", "swing", "diamond"]).all()
+    assert positions.kol_style.isin(["farmer", "scalper", "swing", "diamond"]).all()
     assert positions.outcome.isin(["closed", "abandoned", "open_at_end"]).all()
     # Abandoned bags and positions still running at the end stay open.
     assert (positions[positions.outcome != "closed"].status == "open").all()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kolray.sim.market import buy, price_of, reserves_at, sell, simulate_path, token_dynamics
-from kolray.sim.oracle import DEAD_SALE_CAP_S, DEAD_SALE_DELAY_S, dead_sale_cdf, oracle_p3x
+from kolray.sim.oracle import DEAD_SALE_CAP_S, DEAD_SALE_DELAY_S, dead_sale_cdf, oracle_p3x, oracle_p_peak
 from kolray.sim.params import (
     LAMPORTS_PER_SOL,
     MIGRATION_LEVEL,
@@ -144,7 +144,48 @@ def test_price_path_bridge_extremes_and_migration() -> None:
     path = simulate_path(PARAMS, rng, 1_000.0, dynamics, 1_000.0 + 3 * 86_400)
     assert np.all(path.hi >= np.maximum(path.x[:-1], path.x[1:]) - 1e-12)
     assert np.all(path.lo <= np.minimum(path.x[:-1], path.x[1:]) + 1e-12)
-    assert path.x[0] == dynamics.levels[0]
+    assert 0.0 <= path.x[0] <= PARAMS.launch_level_max  # where the first buyers take a fresh token
     assert path.last_time >= min(path.death_time, 1_000.0 + 3 * 86_400)
     crossed = np.nonzero(path.hi >= MIGRATION_LEVEL)[0]
     assert path.migration_index == (int(crossed[0]) if len(crossed) else -1)
+
+
+def test_peak_oracle_is_the_pareto_tail_and_matches_sampled_paths(community) -> None:
+    """``oracle_p_peak3x``: P(the token trades at ≥ 3x the entry before it dies). For the twin's
+    killed Brownian motion that is 3^-alpha exactly, whatever the entry level; sampled paths agree."""
+    _, result = community
+    plans = result.positions[:: max(len(result.positions) // 40, 1)]
+    peak = oracle_p_peak([p.entry for p in plans], PARAMS)
+    alphas = np.array([p.entry.dynamics.tail_alpha for p in plans])
+    assert np.allclose(peak, 3.0**-alphas, atol=2e-3)
+    assert peak.std() > 0.02  # tokens differ: a signal to learn, not a constant
+    rng = np.random.default_rng(7)
+    entry = plans[int(np.argmax(peak))].entry
+    n = 3000
+    hits = sum(
+        simulate_path(PARAMS, rng, 0.0, entry.dynamics, 30 * 86_400.0, x0=entry.level).hi.max() - entry.level
+        >= math.log(3)
+        for _ in range(n)
+    )
+    p = float(oracle_p_peak([entry], PARAMS)[0])
+    assert abs(hits / n - p) <= 4 * math.sqrt(p * (1 - p) / n)
+
+
+def test_peaks_are_fat_tailed_and_most_tokens_die_fast() -> None:
+    """Peaks after entry are Pareto-like: each 10x is about alpha decades rarer; 100x happens; a
+    median token's life is minutes."""
+    rng = np.random.default_rng(3)
+    dynamics = token_dynamics(PARAMS, 0.0)
+    n = 4000
+    lives = []
+    peaks = []
+    for _ in range(n):
+        path = simulate_path(PARAMS, rng, 0.0, dynamics, 30 * 86_400.0, x0=1.0)
+        lives.append(path.death_time)
+        peaks.append(math.exp(path.hi.max() - 1.0))
+    peaks = np.array(peaks)
+    alpha = dynamics.tail_alpha
+    for m in (2.0, 3.0, 10.0):
+        assert (peaks >= m).mean() == pytest.approx(m**-alpha, rel=0.15)
+    assert (peaks >= 100).mean() > 0
+    assert 60 < float(np.median(lives)) < 1800
