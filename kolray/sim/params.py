@@ -242,6 +242,8 @@ class WorldParams:
         for name in ("style_weights", "hype_sizes", "hype_size_probs"):
             if name in values:
                 values[name] = tuple(values[name])
+        if len(values.get("style_weights", STYLES)) == len(STYLES) - 1:
+            values["style_weights"] = (0.0, *values["style_weights"])  # a world from before farmers
         return cls(**values)
 
 

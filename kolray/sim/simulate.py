@@ -23,9 +23,9 @@ from kolray.sim.behaviour import Action, Kol, Ladder, buy_times, sample_kols
 from kolray.sim.market import Fill, TokenDynamics, TokenPath, buy, sell, simulate_path, token_dynamics
 from kolray.sim.oracle import DEAD_SALE_CAP_S, DEAD_SALE_DELAY_S, EntryState
 from kolray.sim.params import DUST_FRACTION, HOUR, LAMPORTS_PER_SOL, MIGRATION_LEVEL, WorldParams
+from kolray.sim.trading import Holding, apply, venue_for
 
 VIRTUAL_SOL_80_LEVEL = 2 * math.log(80 / 30)  # the curve's price ∝ virtual SOL²: 30 SOL at launch
-from kolray.sim.trading import Holding, apply, venue_for
 
 RECENT_WINDOW_S = 1800  # "recent" KOL buys of a token, for herding
 MOMENTUM_S = 120
