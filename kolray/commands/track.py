@@ -31,6 +31,22 @@ def track(
             min=0.1, help="Seconds between polls (continuous mode). Default: KOLRAY_POLL_INTERVAL_S."
         ),
     ] = None,
+    backfill_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="History read on a wallet's first sight, in days back from now. Default: "
+            "KOLRAY_BACKFILL_DAYS (30).",
+        ),
+    ] = None,
+    backfill_max_signatures: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="At most this many signatures per wallet on first sight. Default: "
+            "KOLRAY_BACKFILL_MAX_SIGNATURES (5000).",
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print summaries as JSON lines.")] = False,
     alerts: Annotated[
         bool,
@@ -44,6 +60,7 @@ def track(
     """Poll the tracked wallets into the database: new signatures since each wallet's cursor,
     transactions in batches, swaps extracted and stored exactly once. Continuous unless --once;
     Ctrl-C or SIGTERM stops after the batches in hand (a second Ctrl-C stops at once)."""
+    from dataclasses import replace
     from urllib.parse import urlsplit
 
     from kolray.secrets import redact_url, register_secret
@@ -58,6 +75,10 @@ def track(
         if parts.scheme not in ("http", "https") or not parts.hostname:
             fail(f"--rpc-url {redact_url(url)}: not an http(s) URL")
     options = TrackerOptions.from_settings(config, rpc_urls=urls, actors=actors, rps=rps)
+    if backfill_days is not None:
+        options.policy = replace(options.policy, backfill_seconds=backfill_days * 86400)
+    if backfill_max_signatures is not None:
+        options.policy = replace(options.policy, backfill_max_signatures=backfill_max_signatures)
     wallets = active_wallets(options.database_url)
     if not wallets:
         fail("no wallets to track: add some with `kolray kols add WALLET` or `kolray kols import FILE`")
@@ -96,6 +117,8 @@ def track(
                 f"cycle {cycle}: {summary.wallets} wallets, {summary.swaps} new swaps, "
                 f"{summary.signatures} signatures, {summary.wallet_errors} errors in {summary.elapsed_s:.1f}s"
             )
+        if summary.wallets_outside_backfill:  # the other notes are the normal quiet of a cycle
+            _print_notes(summary.notes()[:1])
 
     from kolray.alerts import tracking_hook
 
@@ -112,9 +135,17 @@ def track(
     console.print(f"stopped after {cycles} cycles")
 
 
+def _print_notes(notes: list[str]) -> None:
+    from rich.markup import escape
+
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
 def _print_summary(summary, json_: bool) -> None:
     if json_:
         out.print_json(summary.model_dump_json())
+        _print_notes(summary.notes())
         return
     from rich.table import Table
 
@@ -137,5 +168,8 @@ def _print_summary(summary, json_: bool) -> None:
     ):
         table.add_row(label, str(value))
     out.print(table)
+    from rich.markup import escape
+
     for error in summary.errors[:5]:
-        console.print(f"[yellow]warning:[/] {error}")
+        console.print(f"[yellow]warning:[/] {escape(error)}")
+    _print_notes(summary.notes())

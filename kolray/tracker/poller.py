@@ -6,7 +6,8 @@ wallets at once, and tests run them directly.
 The order of work is what makes ingestion exactly-once and gap-free:
 
 1. list every signature newer than the cursor (newest first, as the RPC pages them), or on first
-   sight the wallet's recent history up to the backfill bounds;
+   sight the wallet's recent history up to the backfill bounds (when that is empty, one more call
+   tells an empty wallet from one whose history is all older than the window);
 2. walk them **oldest first** in batches; failed transactions (``err`` in the signature list) are
    counted without being fetched;
 3. a transaction the node returns as ``null`` (not yet available) stops the walk *before* it: the
@@ -70,6 +71,11 @@ class WalletPollResult:
     stopped_early: bool = False  # a graceful stop came before the wallet was up to date
     listed_at: float = 0.0  # when the signature list was taken: the data is fresh as of then
     newest_block_time: int | None = None
+    first_sight: bool = False  # no cursor yet: this poll was the wallet's backfill
+    # First sight found nothing inside the backfill window, but the wallet has older history: the
+    # block time of its newest signature (None: unknown to the node), so the user can be told.
+    outside_backfill: bool = False
+    outside_backfill_newest: int | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -94,7 +100,7 @@ async def poll_wallet(
     ``should_stop`` is checked between batches: a graceful stop lets the batch in hand commit.
     """
     result = WalletPollResult(wallet, listed_at=time.time())
-    first_sight = cursor_signature is None
+    first_sight = result.first_sight = cursor_signature is None
     not_before = int((now or time.time()) - policy.backfill_seconds) if first_sight else None
     listed = await source.signatures(
         wallet,
@@ -103,6 +109,14 @@ async def poll_wallet(
         max_count=policy.backfill_max_signatures if first_sight else None,
     )
     result.signatures = len(listed)
+    if not listed and first_sight:
+        # Nothing in the window: one more call (the newest signature, whatever its age) tells an
+        # empty wallet from one whose history is all older than the window (a twin world, a KOL
+        # quiet for weeks), which the user must hear about: 0 swaps and no word is a trap.
+        newest = await source.signatures(wallet, until=None, not_before=None, max_count=1)
+        if newest:
+            result.outside_backfill = True
+            result.outside_backfill_newest = newest[0].block_time
     if not listed:
         # Record the poll (and create the cursor on first sight) so lag and counters stay honest.
         outcome = await commit(WalletProgress(wallet, cursor_signature, None, backfill_done=True))

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import threading
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from kolray.config import Settings, get_settings
 from kolray.tracker.poller import PollPolicy
@@ -41,6 +43,18 @@ class SyncSummary(BaseModel):
     rpc: dict[str, float] = {}
     elapsed_s: float = 0.0
     max_wallet_lag_s: float = 0.0
+    # Why a pass may store nothing, per wallet: first sight found no signature at all; first sight
+    # found history, all of it older than the backfill window; no new signature since the cursor.
+    wallets_without_history: int = 0
+    wallets_outside_backfill: int = 0
+    outside_backfill_newest: int | None = Field(
+        default=None,
+        description="Of the wallets outside the backfill window, the oldest newest-signature time "
+        "(unix s): how far back the window must reach to include all of them.",
+    )
+    wallets_up_to_date: int = 0
+    backfill_days: float | None = None
+    backfill_max_signatures: int | None = None
     errors: list[str] = []
 
     def add(self, result: dict[str, Any], finished_at: float) -> None:
@@ -58,6 +72,69 @@ class SyncSummary(BaseModel):
             self.errors.extend(result["errors"][:3])
         if result.get("listed_at"):
             self.max_wallet_lag_s = max(self.max_wallet_lag_s, finished_at - result["listed_at"])
+        if result.get("outside_backfill"):
+            self.wallets_outside_backfill += 1
+            newest = result.get("outside_backfill_newest")
+            if newest is not None:
+                known = self.outside_backfill_newest
+                self.outside_backfill_newest = newest if known is None else min(known, newest)
+        elif result.get("listed_at") and not result.get("signatures") and not result.get("errors"):
+            if result.get("first_sight"):
+                self.wallets_without_history += 1
+            else:
+                self.wallets_up_to_date += 1
+
+    def notes(self, now: float | None = None) -> list[str]:
+        """What the user must be told beside the counts: wallets whose whole history lies before the
+        backfill window (with the setting that widens it), and why a pass stored no swap."""
+        notes = []
+        if self.wallets_outside_backfill:
+            notes.append(self._outside_backfill_note(time.time() if now is None else now))
+        if self.swaps == 0 and self.wallets:
+            reasons = []
+            if self.wallets_outside_backfill:
+                reasons.append(
+                    f"{self.wallets_outside_backfill} with history only before the backfill window"
+                )
+            if self.wallets_without_history:
+                reasons.append(
+                    f"{self.wallets_without_history} with no transaction at all on this RPC endpoint "
+                    "(check the address, and that KOLRAY_RPC_URLS / --rpc-url is the right cluster)"
+                )
+            if self.wallets_up_to_date:
+                reasons.append(f"{self.wallets_up_to_date} with no new transaction since the last poll")
+            if self.wallet_errors:
+                reasons.append(f"{self.wallet_errors} with errors")
+            read = self.fetched + self.failed_txs
+            if read:
+                reasons.append(
+                    f"{read} transactions read, none a swap by these wallets ({self.non_trade_txs} not "
+                    f"trades, {self.failed_txs} failed, {self.malformed_txs} unreadable)"
+                )
+            notes.append(
+                f"0 swaps stored: of {self.wallets} wallets, " + "; ".join(reasons or ["nothing new"])
+            )
+        return notes
+
+    def _outside_backfill_note(self, now: float) -> str:
+        count = self.wallets_outside_backfill
+        window = f"the last {self.backfill_days:g} days" if self.backfill_days is not None else "its bounds"
+        if self.backfill_max_signatures == 0:
+            window += ", KOLRAY_BACKFILL_MAX_SIGNATURES 0"
+        newest, days = "", "N"
+        if self.outside_backfill_newest is not None:
+            day = datetime.fromtimestamp(self.outside_backfill_newest, UTC).strftime("%Y-%m-%d")
+            whose = "the last transaction of the quietest" if count > 1 else "its last transaction"
+            newest = f"; {whose} is from {day}"
+            days = str(math.ceil(max(0.0, now - self.outside_backfill_newest) / 86400) + 1)
+        cap = self.backfill_max_signatures
+        return (
+            f"{count} {'wallets have' if count > 1 else 'wallet has'} transactions, but none in the "
+            f"first-sight backfill window ({window}{newest}), so none was read. Widen it and run again: "
+            f"KOLRAY_BACKFILL_DAYS={days} (or backfill_days in the config file, or `kolray track "
+            f"--backfill-days {days}`); KOLRAY_BACKFILL_MAX_SIGNATURES (--backfill-max-signatures"
+            f"{f', now {cap}' if cap is not None else ''}) caps the signatures read per wallet"
+        )
 
 
 @dataclass
@@ -188,7 +265,11 @@ class Tracker:
         from ray.exceptions import RayActorError
 
         started = time.time()
-        summary = SyncSummary(wallets=len(wallets))
+        summary = SyncSummary(
+            wallets=len(wallets),
+            backfill_days=self.options.policy.backfill_seconds / 86400,
+            backfill_max_signatures=self.options.policy.backfill_max_signatures,
+        )
         for poller in self.pollers:
             poller.reset_progress.remote()
         pending: dict[Any, tuple[int, list[str], int]] = {}

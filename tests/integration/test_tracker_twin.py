@@ -171,3 +171,40 @@ def test_track_cli_once_prints_a_summary(
         assert main(["track", "--once", "--rpc-url", twin.url, "--json"]) == 0
     summary = capsys.readouterr().out
     assert '"wallets": 1' in summary and '"wallet_errors": 0' in summary
+
+
+def test_track_once_on_a_world_older_than_the_backfill_window_says_so_and_how_to_widen_it(
+    ray_session,
+    world: World,
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A twin world starts on 2025-03-01: with the default 30-day backfill, first sight finds no
+    signature in the window. Storing 0 swaps without a word was the trap; the note names the
+    setting, and the option it names does read the history back."""
+    import json
+    import re
+
+    from kolray.cli import main
+
+    wallets = [str(w) for w in world.kols().wallet[:2]]
+    trades = world.trades()
+    expected = int(trades.wallet.isin(wallets).sum())
+    assert expected > 0
+    with start_server(world, rps=None) as twin:
+        for wallet in wallets:
+            assert main(["kols", "add", wallet]) == 0
+        capsys.readouterr()
+        assert main(["track", "--once", "--rpc-url", twin.url]) == 0
+        first = capsys.readouterr()
+        assert re.search(r"│ swaps stored +│ 0 +│", first.out), first.out
+        assert "2 wallets have transactions, but none in the first-sight backfill window" in first.err
+        assert "KOLRAY_BACKFILL_DAYS" in first.err and "--backfill-days" in first.err
+        assert "0 swaps stored: of 2 wallets, 2 with history only before the backfill window" in first.err
+
+        args = ["track", "--once", "--rpc-url", twin.url, "--json", "--backfill-days", "100000"]
+        assert main([*args, "--backfill-max-signatures", "1000000"]) == 0
+        second = capsys.readouterr()
+    summary = json.loads(second.out)
+    assert (summary["swaps"], summary["wallets_outside_backfill"]) == (expected, 0)
+    assert "backfill" not in second.err

@@ -150,3 +150,42 @@ async def test_an_idle_wallet_still_records_its_poll() -> None:
     chain, commits = FakeChain(chain_of(2)), Recorder()
     await poll_wallet(chain, WALLET, "s1", commits)
     assert [(c.started_from, c.moved_to) for c in commits.commits] == [("s1", None)]
+
+
+class DatedChain(FakeChain):
+    """A FakeChain whose backfill honours ``not_before``, like the RPC client (by block time)."""
+
+    async def signatures(self, wallet, until, not_before, max_count):
+        self.listed.append((until, not_before, max_count))
+        order = list(self.txs)  # s{i} at block time 1000 + i
+        newer = order[order.index(until) + 1 :] if until else order
+        refs = [SignatureRef(s, i, 1000 + order.index(s), False) for i, s in enumerate(newer)]
+        refs = [r for r in refs if not_before is None or r.block_time >= not_before]
+        return list(reversed(refs))[:max_count]
+
+
+async def test_first_sight_with_history_only_before_the_window_says_how_old_the_newest_is() -> None:
+    chain, commits = DatedChain(chain_of(10)), Recorder()  # block times 1000..1009
+    result = await poll_wallet(
+        chain, WALLET, None, commits, PollPolicy(backfill_seconds=3600), now=1009 + 7200
+    )
+    assert (result.signatures, result.swaps, chain.fetched) == (0, 0, [])
+    assert (result.outside_backfill, result.outside_backfill_newest) == (True, 1009)
+    # One more call, for the newest signature at any age, and none at all when the window has some.
+    assert chain.listed == [(None, 1009 + 7200 - 3600, 5000), (None, None, 1)]
+    # The poll is recorded without a cursor: a wider window next time reads the history back.
+    assert [(c.started_from, c.moved_to) for c in commits.commits] == [(None, None)]
+    inside = await poll_wallet(DatedChain(chain_of(10)), WALLET, None, Recorder(), now=2000)
+    assert not inside.outside_backfill and inside.swaps == 10
+
+
+async def test_first_sight_of_an_empty_wallet_is_not_outside_the_window() -> None:
+    chain = DatedChain({})
+    result = await poll_wallet(chain, WALLET, None, Recorder(), now=10**6)
+    assert result.first_sight and not result.outside_backfill
+
+
+async def test_a_known_wallet_with_nothing_new_costs_no_extra_call() -> None:
+    chain = DatedChain(chain_of(3))
+    result = await poll_wallet(chain, WALLET, "s2", Recorder(), now=10**6)
+    assert not result.first_sight and not result.outside_backfill and len(chain.listed) == 1
