@@ -240,6 +240,15 @@ def simulate_path(
     hi = mid + np.sqrt(half**2 - var * np.log(rng.random(n - 1)) / 2)
     lo = mid - np.sqrt(half**2 - var * np.log(rng.random(n - 1)) / 2)
     crossed = np.nonzero(hi >= MIGRATION_LEVEL)[0]
+    # A curve's price cannot fall below its launch price: touching it, the curve is empty and the
+    # token is dead (its paths end there; the oracle has the same absorbing floor).
+    first_mig = int(crossed[0]) if len(crossed) else n
+    floor = np.nonzero(lo[:first_mig] <= 0.0)[0]
+    if len(floor):
+        k = int(floor[0])
+        death_time = launch + (k + 0.5) * step
+        x, hi, lo, regime = x[: k + 2], hi[: k + 1], lo[: k + 1], regime[: k + 1]
+        crossed = crossed[crossed <= k]
     return TokenPath(
         launch=launch,
         step=step,

@@ -67,6 +67,7 @@ class EntryState:
     holding: Holding  # after the entry buys
     ladders: tuple[Ladder, ...]
     weights: tuple[float, ...]
+    curve_dead_max: float = 0.15  # WorldParams.curve_dead_max: the dead price on the curve
 
 
 @dataclass(slots=True)
@@ -122,6 +123,18 @@ def _build(
         return _build(tree, state, ladder, action.next, level, after, migrated, depth + 1)
 
     lo_ref = outcome(node.on_lo, lo)
+    if not migrated and lo < 0.0:
+        # The curve's floor: at the launch price the token is dead; the KOL sells at the dead price
+        # (or abandons the bag), as after any death on the curve.
+        lo = 0.0
+        dead_from = three_x_threshold(holding, venue, -12.0, 0.0)
+        if dead_from == -math.inf:
+            dead_p = 1.0
+        elif dead_from == math.inf:
+            dead_p = 0.0
+        else:
+            dead_p = min(max((state.curve_dead_max - dead_from) / state.curve_dead_max, 0.0), 1.0)
+        lo_ref = ((1.0 - state.abandon_prob) * dead_p,) * state.dynamics.regimes
     if not migrated and hi > MIGRATION_LEVEL:
         region_hi = MIGRATION_LEVEL
         hi_ref = _build(tree, state, ladder, node_index, MIGRATION_LEVEL, holding, True, depth + 1)
@@ -316,7 +329,9 @@ def oracle_p_peak(
         r = state.dynamics.regimes
         problems.append(
             _Problem(
-                lo=state.level - PEAK_FLOOR,
+                # On the curve the launch price is a floor where the token dies (after a migration
+                # there is none; a path back from there to below launch and up again is neglected).
+                lo=max(state.level - PEAK_FLOOR, 0.0) if not state.migrated else state.level - PEAK_FLOOR,
                 hi=state.level + math.log(multiple),
                 start=state.level,
                 dynamics=state.dynamics,

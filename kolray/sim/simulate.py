@@ -354,6 +354,7 @@ class Community:
             holding=holding,
             ladders=kol.ladders,
             weights=kol.ladder_weights,
+            curve_dead_max=self.params.curve_dead_max,
         )
         trade_time = t
         first_trade = None
