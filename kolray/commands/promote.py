@@ -12,11 +12,19 @@ from kolray.commands._common import fail, out, settings
 def promote(
     model: Annotated[str, typer.Argument(help="token or kol.")],
     version: Annotated[str, typer.Argument(help="A registered version (see the table after promoting).")],
+    allow_archived: Annotated[
+        bool,
+        typer.Option(
+            "--allow-archived",
+            help="Allow a version in stage 'archived' (a former champion): rolling back to it.",
+        ),
+    ] = False,
 ) -> None:
     """Make a model version the champion that Serve uses.
 
     The version's artifacts are verified (sha256, no pickles) before the switch; the previous
     champion becomes 'archived'. A running `kolray serve` app switches its replicas to it at once.
+    Rolling back to an archived version needs --allow-archived.
     """
     from rich.table import Table
 
@@ -27,6 +35,11 @@ def promote(
     storage_uri = settings().storage_uri
     try:
         before = registry.champion_version(model, storage_uri)
+        stage = registry.read_index(model, storage_uri).entry(version).stage
+        if stage == "archived" and not allow_archived:
+            fail(
+                f"{model} {version} is archived (a former champion): pass --allow-archived to serve it again"
+            )
         index = registry.promote(model, version, reason="manual (kolray promote)", storage_uri=storage_uri)
     except registry.RegistryError as error:
         fail(str(error), 1)

@@ -7,7 +7,7 @@ pydantic models of :mod:`kolray.serve.schemas`, answers come from the service.
 Errors: bad input → 422 whose ``detail`` lists each problem with its ``loc`` (the field) and whose
 ``message`` says it in one line; unknown things → 404; no model / feature pipeline / database →
 503 with what to do; a wrong or missing ``X-API-Key`` on an admin route (when ``KOLRAY_API_KEY``
-is set) → 401.
+is set) → 401; a reload to an archived version without ``allow_archived`` → 409.
 
 Extension points: :mod:`kolray.serve.extensions` lists extra routers (e.g. alerts' server-sent
 events) and UI tabs; :func:`build_app` includes them.

@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from kolray.serve.control import ADMIN_OPEN_WARNING
@@ -89,6 +90,11 @@ class ModelServer:
         return self.holder.state()
 
 
+# A scoring call whose replica dies under it (crash, lost node) is sent again: scoring has no side
+# effects, and Serve routes the retry to a live replica, or holds it until the replacement runs.
+REPLICA_LOST_RETRIES = (0.1, 0.5)  # seconds before each retry
+
+
 class HandleScorer:
     """The service's view of a model deployment."""
 
@@ -96,7 +102,17 @@ class HandleScorer:
         self.handle = handle
 
     async def score(self, block: FeatureBlock) -> Scores:
-        return await self.handle.score.remote(block)
+        for delay in (*REPLICA_LOST_RETRIES, None):
+            try:
+                return await self.handle.score.remote(block)
+            except RayActorError as error:
+                if delay is None:
+                    raise
+                log.warning(
+                    "model replica lost during a request (%s); sending it again", type(error).__name__
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def state(self) -> dict[str, Any]:
         return await self.handle.state.remote()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,7 @@ class ModelHolder:
         self._active: _Active | None = None
         self._error: str | None = None
         self._wanted: str | None = None
+        self._tried_at: float | None = None  # wall clock of the last load attempt
         self._lock = threading.Lock()  # one load at a time; scoring never takes it
 
     # Versions
@@ -88,6 +90,7 @@ class ModelHolder:
             if version is not None and version == current:
                 self._error = None
                 return
+            self._tried_at = time.time()
             try:
                 loaded = self.loader(self.model, version, self.storage_uri)
             except Exception as error:  # NoChampion, VersionNotFound, TamperedArtifact, storage errors
@@ -142,6 +145,7 @@ class ModelHolder:
             "loaded": active is not None,
             "error": self._error,
             "requested": self._wanted,  # the user_config version (None: the champion)
+            "tried_at": self._tried_at,  # so that a reload tells its own failure from an older one
         }
 
     # Scoring

@@ -180,6 +180,13 @@ def _unwrap(error: BaseException) -> BaseException:
     return error
 
 
+def _replica_lost(error: BaseException) -> bool:
+    """A Ray actor (a model replica) died or is unreachable: Serve restarts it, so it is a 503."""
+    from ray.exceptions import RayActorError
+
+    return isinstance(error, RayActorError)
+
+
 class KolrayService:
     # Requests with at most this many items are coalesced (see kolray.serve.coalesce); bigger
     # ones are a batch already and go alone.
@@ -290,6 +297,11 @@ class KolrayService:
                 raise Unavailable(message) from None
             if isinstance(inner, FeatureColumnsMissing | FeaturesUnavailable):
                 raise Unavailable(_first_line(inner)) from None
+            if _replica_lost(error):
+                raise Unavailable(
+                    f"the {model} model replica was lost during this request ({type(error).__name__}); "
+                    "Serve is replacing it: retry"
+                ) from None
             raise
 
     # Health
@@ -655,9 +667,10 @@ class KolrayService:
         # Already configured but not served (a replica failed to load it, or fell back to the
         # champion): without force nothing would change and the old error would come back.
         force = any(deployed.get(m) == wanted[m] != previous.get(m) for m in MODELS)
+        started = time.time()
         try:
             await reloader(wanted, force=force)
-            await self._wait_for(wanted)
+            await self._wait_for(wanted, since=started)
         except Exception as error:
             reason = error.message if isinstance(error, ServiceError) else _first_line(error)
             raise Unavailable(f"{reason}; {await self._restore(deployed, wanted)}") from None
@@ -685,10 +698,14 @@ class KolrayService:
         log.warning("reload to %s failed: the deployment's config is back to %s", wanted, kept)
         return f"nothing changed: the deployment's config is back to {kept}"
 
-    async def _wait_for(self, wanted: dict[str, str | None], timeout_s: float = RELOAD_WAIT_S) -> None:
+    async def _wait_for(
+        self, wanted: dict[str, str | None], since: float = 0.0, timeout_s: float = RELOAD_WAIT_S
+    ) -> None:
         """Until the replicas answer with the wanted versions: several answers in a row, since
         each call reaches one replica of possibly several. A replica that reports a load error
-        for a version it does not serve ends the wait at once."""
+        for a version it does not serve, from an attempt made after ``since`` (wall clock: an
+        error left by an earlier attempt at the same version is not this reload's answer), ends
+        the wait at once."""
         deadline = time.monotonic() + timeout_s
         streak = 0
         scorers = {"token": self.token, "kol": self.kol}
@@ -700,7 +717,8 @@ class KolrayService:
                 state = await scorers[model].state()
                 if state.get("version") != version:
                     done = False
-                    if state.get("error") and state.get("requested") == version:
+                    tried_at = state.get("tried_at") or 0.0
+                    if state.get("error") and state.get("requested") == version and tried_at >= since:
                         raise Unavailable(f"{model} replicas could not load {version}: {state['error']}")
             streak = streak + 1 if done else 0
             if streak >= 5:

@@ -5,6 +5,8 @@ asking, zero failed requests, answers switch version, replicas are not restarted
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -163,8 +165,10 @@ async def test_promote_under_load_switches_versions_without_errors_or_restarts(
     assert replicas() == before  # reconfigured in place, not restarted
     assert control.deployed_versions("kolray")["token"] == new
 
-    # Rolling back is the same path.
-    assert await asyncio.to_thread(main, ["promote", "token", old]) == 0
+    # Rolling back is the same path; the old version is archived now, which needs saying.
+    assert await asyncio.to_thread(main, ["promote", "token", old]) == 2
+    assert served_version(served.url) == new
+    assert await asyncio.to_thread(main, ["promote", "token", old, "--allow-archived"]) == 0
     assert served_version(served.url) == old
     assert replicas() == before
 
@@ -208,3 +212,228 @@ def test_promote_without_a_running_app_says_so(
     get_settings.cache_clear()
     reached, message = control.notify_serve()
     assert not reached and "not running" in message
+
+
+# Faults: replicas killed the way a crash kills them (SIGKILL), under a bounded load
+
+
+@dataclass
+class Answer:
+    status: int  # -1: the connection failed
+    version: str | None
+    sent: float
+    done: float
+
+
+@dataclass
+class Outage:
+    """What clients saw around a replica kill."""
+
+    answers: list[Answer]
+    killed: float
+    replaced: float  # the replacement replica reported RUNNING
+
+    @property
+    def failures(self) -> list[Answer]:
+        return [a for a in self.answers if a.status != 200]
+
+    @property
+    def failures_after_replacement(self) -> list[Answer]:
+        return [a for a in self.failures if a.sent > self.replaced]
+
+    @property
+    def gap_s(self) -> float:
+        """The longest time after the kill without a successful answer (requests sent meanwhile
+        may wait in Serve's queue for the replacement rather than fail)."""
+        done = sorted(
+            [self.killed, *(a.done for a in self.answers if a.status == 200 and a.done > self.killed)]
+        )
+        return max((b - a for a, b in itertools.pairwise(done)), default=float("inf"))
+
+    def report(self, what: str) -> str:
+        slowest = max(a.done - a.sent for a in self.answers)
+        return (
+            f"{what}: {len(self.answers)} requests, {len(self.failures)} failed "
+            f"{dict(collections.Counter(a.status for a in self.failures)) or ''} "
+            f"({len(self.failures_after_replacement)} after the replacement was up); replacement running "
+            f"{self.replaced - self.killed:.1f} s after the kill; no successful answer for {self.gap_s:.1f} s; "
+            f"slowest request {slowest:.1f} s"
+        )
+
+
+def replica_pids(deployment: str) -> dict[str, int]:
+    """Running replicas of a deployment: id → pid."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeInstanceDetails
+
+    details = ServeInstanceDetails(**_get_global_client().get_serve_details())
+    found = details.applications["kolray"].deployments[deployment].replicas
+    return {r.replica_id: r.pid for r in found if r.state == "RUNNING" and r.pid}
+
+
+def kolray_answer(response: httpx.Response, path: str) -> tuple[int, str | None]:
+    """(status, model version) of an answer; a KOL page without its forecast is a failure too (the
+    page itself still answers 200 when the KOL model is down)."""
+    if response.status_code != 200:
+        return response.status_code, None
+    body = response.json()
+    if path.startswith("/v1/kols/"):
+        forecast = body.get("forecast")
+        return (200, forecast["model_version"]) if forecast else (503, None)
+    return 200, body.get("model_version")
+
+
+async def kill_under_load(
+    served: Served, deployment: str, path: str = "/v1/predict/token", after_s: float = 2.0, workers: int = 4
+) -> Outage:
+    """Clients keep asking ``path`` on 127.0.0.1; one replica of ``deployment`` is SIGKILLed; the
+    load goes on until the replacement runs and then ``after_s`` longer (at most 90 s in all)."""
+    import os
+    import signal
+
+    before = replica_pids(deployment)
+    assert before, f"no running {deployment} replica"
+    stop = asyncio.Event()
+    answers: list[Answer] = []
+    world = served.world
+
+    async def client_loop(k: int, client: httpx.AsyncClient) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            wallet = world.wallets[(k + i) % len(world.wallets)]
+            sent = time.monotonic()
+            try:
+                if path.startswith("/v1/kols/"):
+                    response = await client.get(f"{served.url}/v1/kols/{wallet}", params={"limit": 5})
+                else:
+                    when = iso(
+                        world.start + 86_400 + (k * 7919 + i * 613) % (world.end - world.start - 86_400)
+                    )
+                    body = {
+                        "items": [{"wallet": wallet, "amount_sol": 0.5 + (i % 50) / 10, "entry_time": when}]
+                    }
+                    response = await client.post(f"{served.url}{path}", json=body)
+                status, version = kolray_answer(response, path)
+            except httpx.HTTPError:
+                status, version = -1, None
+            answers.append(Answer(status, version, sent, time.monotonic()))
+            if status != 200:
+                await asyncio.sleep(0.05)  # a failing client does not spin
+
+    async with httpx.AsyncClient(timeout=20) as client:
+        load = asyncio.gather(*(client_loop(k, client) for k in range(workers)))
+        await asyncio.sleep(1.0)
+        victim, pid = next(iter(before.items()))
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        deadline = killed + 90
+        while True:
+            running = await asyncio.to_thread(replica_pids, deployment)
+            if any(r != victim for r in running):
+                replaced = time.monotonic()
+                break
+            if time.monotonic() > deadline:
+                stop.set()
+                await load
+                raise AssertionError(f"no replacement {deployment} replica 90 s after the kill")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(after_s)
+        stop.set()
+        await load
+    return Outage(answers, killed, replaced)
+
+
+@dataclass
+class Damaged:
+    """A registered token version, never loaded by a replica, whose weights are damaged."""
+
+    version: str
+    weights: Path
+    original: bytes
+
+    def repair(self) -> None:
+        self.weights.write_bytes(self.original)
+
+
+@pytest.fixture
+def bad_token_version(served: Served) -> Iterator[Damaged]:
+    store = served.env["KOLRAY_STORAGE_URI"]
+    (version,) = sample.register_models(store, versions=1, promote=False, seed=11, reports=False).token
+    weights = Path(store) / "models" / "token" / version / "model.safetensors"
+    damaged = Damaged(version, weights, weights.read_bytes())
+    weights.write_bytes(b"\0" * len(damaged.original))
+    yield damaged
+    damaged.repair()
+    # Whatever a test left configured, the champions again.
+    httpx.post(f"{served.url}/v1/admin/reload", json={}, timeout=60)
+
+
+async def test_a_refused_reload_then_a_crashed_model_replica_keeps_serving_the_champion(
+    served: Served, bad_token_version: Damaged, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = bad_token_version.version
+    champion = registry.champion_version("token", served.env["KOLRAY_STORAGE_URI"])
+    refused = await asyncio.to_thread(
+        httpx.post, f"{served.url}/v1/admin/reload", json={"token": bad}, timeout=60
+    )
+    assert refused.status_code == 503 and bad in refused.json()["detail"], refused.text
+    # The deployed config is as it was: a replica that starts now loads the champion.
+    assert control.deployed_versions("kolray")["token"] in (None, champion)
+
+    outage = await kill_under_load(served, "TokenModel")
+    with capsys.disabled():
+        print("\n" + outage.report("TokenModel killed after a refused reload"))
+    assert not outage.failures_after_replacement, outage.failures_after_replacement[:5]
+    assert {a.version for a in outage.answers if a.status == 200} == {champion}
+    assert served_version(served.url) == champion
+
+    # Repaired, the same version can be asked for again (it used to answer the old error at once).
+    bad_token_version.repair()
+    again = await asyncio.to_thread(
+        httpx.post, f"{served.url}/v1/admin/reload", json={"token": bad}, timeout=60
+    )
+    assert again.status_code == 200 and again.json()["applied"]["token"] == bad, again.text
+    assert served_version(served.url) == bad
+
+
+async def test_a_replica_that_cannot_load_its_configured_version_falls_back_and_retries_when_asked(
+    served: Served, bad_token_version: Damaged, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The config names a version that cannot load (deployed by hand, or a restore that failed): a
+    replica that starts serves the champion and /healthz says so; once the files are repaired,
+    reloading that same version makes the replicas load it."""
+    bad = bad_token_version.version
+    champion = registry.champion_version("token", served.env["KOLRAY_STORAGE_URI"])
+    await asyncio.to_thread(control.apply_versions, {"token": bad}, "kolray")
+    await asyncio.to_thread(control.wait_for_update, "kolray")
+    assert served_version(served.url) == champion  # the running replica kept its version
+
+    outage = await kill_under_load(served, "TokenModel", after_s=1.0)
+    with capsys.disabled():
+        print("\n" + outage.report("TokenModel killed while its config names an unloadable version"))
+    assert not outage.failures_after_replacement, outage.failures_after_replacement[:5]
+    token = httpx.get(f"{served.url}/healthz", timeout=10).json()["models"]["token"]
+    assert token["version"] == champion and token["loaded"]
+    assert bad in token["error"] and f"champion {champion}" in token["error"]
+
+    bad_token_version.repair()
+    retried = await asyncio.to_thread(
+        httpx.post, f"{served.url}/v1/admin/reload", json={"token": bad}, timeout=60
+    )
+    assert retried.status_code == 200 and retried.json()["applied"]["token"] == bad, retried.text
+    assert served_version(served.url) == bad
+
+
+@pytest.mark.parametrize(
+    ("deployment", "path"),
+    [("KolrayApi", "/v1/predict/token"), ("TokenModel", "/v1/predict/token"), ("KolModel", "/v1/kols/")],
+)
+async def test_a_crashed_replica_of_each_kind_is_replaced_and_answers_come_back(
+    served: Served, deployment: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outage = await kill_under_load(served, deployment, path)
+    with capsys.disabled():
+        print("\n" + outage.report(f"{deployment} killed under load ({path})"))
+    assert not outage.failures_after_replacement, outage.failures_after_replacement[:5]
+    assert len(outage.answers) > 20 and outage.gap_s < 60
