@@ -2,7 +2,8 @@
 
 Inputs are strict where a lenient parse would hide a client bug: an amount must be a JSON number
 (not a string or a boolean), finite and positive; a time must be an ISO-8601 string within the
-life of Solana; a wallet or mint must be a canonical base58 public key. A failure is a 422 whose
+life of Solana, without control characters; a wallet or mint must be a canonical base58 public key
+of 32 bytes (the published pattern admits nearly only those: see ``Wallet``). A failure is a 422 whose
 ``detail`` names the field (``loc``), and whose ``message`` says the same in one line.
 
 Times go out as ISO-8601 UTC strings (``2024-06-01T12:00:00Z``); inside kolray they are unix
@@ -12,6 +13,7 @@ seconds (docs/internals.md "Units and time").
 from __future__ import annotations
 
 import time
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -58,6 +60,15 @@ def parse_time(value: Any) -> int:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
+        # fromisoformat takes any character between date and time and ignores some after it
+        # ("2024-06-01\x0012:00:00"), and strip() would drop a trailing newline: a control or
+        # invisible character is a client bug (or an injection attempt), never part of a time.
+        hidden = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+        if hidden is not None:
+            raise ValueError(
+                f"contains a control character (U+{ord(hidden):04X} at position {value.index(hidden)}); "
+                "an ISO-8601 time has none (example: 2024-06-01T12:00:00Z)"
+            )
         text = value.strip()
         try:
             moment = datetime.fromisoformat(text)
@@ -84,13 +95,107 @@ def _wallet(value: str) -> str:
     return validate_wallet(value)
 
 
+# Base58 keys in the schema. 32 bytes are 32 to 44 base58 characters, but most strings of those
+# lengths decode to fewer or more bytes. A key with k leading zero bytes is k '1's, then the
+# base58 digits of a number in [256**(31-k), 256**(32-k)); the pattern lists, per k, the lengths
+# that number can have and, at the two boundary lengths, its leading digits. The exact bound is a
+# regular language too, but its regex (slack 0) is 76 kB in 1,417 branches, repeated wherever a key
+# appears in the schema: the leading digits are taken only as deep as needed for each branch to
+# admit at most PATTERN_SLACK values that are not keys (5 kB, 123 branches).
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+KEY_BYTES = 32
+PATTERN_SLACK = 0.01
+
+
+def _b58_class(low: int, high: int) -> str:
+    """A regex character class for the base58 digits worth ``low`` to ``high``."""
+    chars = _B58[low : high + 1]
+    if len(chars) == 1:
+        return chars
+    runs, start = [], 0
+    for i in range(1, len(chars) + 1):
+        if i == len(chars) or ord(chars[i]) != ord(chars[i - 1]) + 1:
+            run = chars[start:i]
+            runs.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else run)
+            start = i
+    return f"[{''.join(runs)}]"
+
+
+def _b58_any(count: int) -> str:
+    return "" if count == 0 else _b58_class(0, 57) + (f"{{{count}}}" if count > 1 else "")
+
+
+def _b58_range(low: int, high: int, width: int) -> list[tuple[str, int]]:
+    """Regex branches for the ``width``-digit base58 numerals worth ``low`` to ``high``, each as
+    ``(leading part, count of any-digits after it)``."""
+    if width == 0:
+        return [("", 0)]
+    if low == 0 and high == 58**width - 1:
+        return [("", width)]
+    unit = 58 ** (width - 1)
+    first_low, rest_low = divmod(low, unit)
+    first_high, rest_high = divmod(high, unit)
+    if first_low == first_high:
+        return [(_B58[first_low] + r, n) for r, n in _b58_range(rest_low, rest_high, width - 1)]
+    head, tail = [], []
+    if rest_low:
+        head = [(_B58[first_low] + r, n) for r, n in _b58_range(rest_low, unit - 1, width - 1)]
+        first_low += 1
+    if rest_high != unit - 1:
+        tail = [(_B58[first_high] + r, n) for r, n in _b58_range(0, rest_high, width - 1)]
+        first_high -= 1
+    middle = [(_b58_class(first_low, first_high), width - 1)] if first_low <= first_high else []
+    return head + middle + tail
+
+
+def _b58_digits(value: int) -> int:
+    count = 0
+    while value:
+        value, count = value // 58, count + 1
+    return count
+
+
+def base58_key_pattern(n_bytes: int = KEY_BYTES, slack: float = PATTERN_SLACK) -> tuple[str, float]:
+    """``(pattern, share)``: a regex that every canonical base58 encoding of ``n_bytes`` bytes
+    matches, and the share of the strings it matches that decode to another length (each branch
+    admits at most ``slack`` of those)."""
+    branches, admitted = [], 0
+    for zeros in range(n_bytes + 1):
+        ones = "1" * zeros if zeros < 4 else f"1{{{zeros}}}"
+        if zeros == n_bytes:
+            branches.append(ones)
+            admitted += 1
+            continue
+        low, high = 256 ** (n_bytes - 1 - zeros), 256 ** (n_bytes - zeros) - 1
+        for width in range(_b58_digits(low), _b58_digits(high) + 1):
+            first, last = max(low, 58 ** (width - 1)), min(high, 58**width - 1)
+            for depth in range(1, width + 1):
+                scale = 58 ** (width - depth)
+                covered = (last // scale - first // scale + 1) * scale
+                if (covered - (last - first + 1)) / covered <= slack:
+                    break
+            branches += [
+                ones + prefix + _b58_any(n_any + width - depth)
+                for prefix, n_any in _b58_range(first // scale, last // scale, depth)
+            ]
+            admitted += covered
+    return f"^(?:{'|'.join(branches)})$", 1 - 256**n_bytes / admitted
+
+
+WALLET_PATTERN, WALLET_PATTERN_GAP = base58_key_pattern()
+
 Wallet = Annotated[
     str,
     Field(
         min_length=32,
         max_length=44,
-        pattern=r"^[1-9A-HJ-NP-Za-km-z]+$",
-        description="A canonical base58 Solana public key.",
+        pattern=WALLET_PATTERN,
+        description="A Solana public key: the canonical base58 encoding of exactly 32 bytes (32 to "
+        "44 characters; each leading '1' stands for a zero byte). The server decodes it and answers "
+        "422 when it is not 32 bytes. The pattern admits, for each count of leading '1's, only the "
+        "lengths and leading digits a 32-byte key can have; the exact numeric bound is beyond a "
+        f"regex of sensible size, so {100 * WALLET_PATTERN_GAP:.2f}% of the strings it admits (at "
+        f"most {100 * PATTERN_SLACK:g}% in any of its branches) are not 32 bytes and get the 422.",
         examples=["7rhxnLV8C77o6d8oz26AgK8x8m5ePsdeRawjqvojbjnQ"],
     ),
     AfterValidator(_wallet),
@@ -124,8 +229,8 @@ class TokenItem(ApiModel):
         int,
         BeforeValidator(parse_time),
         Field(
-            description="When the buy happens, ISO-8601 (no offset = UTC). Features use only what "
-            "was known before this time.",
+            description="When the buy happens, ISO-8601 (no offset = UTC; no control characters). "
+            "Features use only what was known before this time.",
             json_schema_extra={"type": "string", "format": "date-time", "examples": ["2024-06-01T12:00:00Z"]},
         ),
     ]
