@@ -86,8 +86,8 @@ def generate(
     )
     typer.echo(
         f"calibration: {summary['trades_per_kol_day']:.1f} trades/KOL/day; closed positions ≥3x "
-        f"{(rate or 0) * 100:.2f}%; calls reaching 2x {summary['calls_reaching_2x'] * 100:.1f}%, "
-        f"5x {summary['calls_reaching_5x'] * 100:.2f}%"
+        f"{(rate or 0) * 100:.2f}%; calls reaching 2x {(summary['calls_reaching_2x'] or 0) * 100:.1f}%, "
+        f"5x {(summary['calls_reaching_5x'] or 0) * 100:.2f}% (against the real market: kolray sim calibrate)"
     )
 
 

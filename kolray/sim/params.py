@@ -141,8 +141,10 @@ class WorldParams:
     # see real trading (FACTS.md §2: 0.63% of launches graduate; calibrated by `kolray sim calibrate`);
     # the rest die in their first minute at the launch price, untraded, and are
     # only counted (they never reach a KOL's screen and leave nothing on chain).
-    tokens_per_kol_day: float = 75.0
-    active_share: float = 0.16
+    tokens_per_kol_day: float = 105.0
+    # A community of a few KOLs still watches a whole market (else a small world has nothing to buy).
+    min_launches_per_day: float = 6000.0
+    active_share: float = 0.115
     # Tokens already trading when the world starts are launched this long before it.
     warmup_days: float = 0.5
     # SOL/USD rate the world assumes (to hold its SOL market caps against the real USD ones).
@@ -155,14 +157,14 @@ class WorldParams:
     # minutes; a slow one hours). alpha = tail_alpha - tail_alpha_q q + tail_alpha_noise z: q is the
     # quality skilled KOLs perceive, z a part nobody does. The optional OU pull (kappa > 0) toward
     # regime levels and the hype regimes of earlier worlds remain in the model (hype_rate0 > 0).
-    tail_alpha: float = 1.40
+    tail_alpha: float = 1.30
     tail_alpha_q: float = 0.22
     tail_alpha_noise: float = 0.12
     tail_alpha_min: float = 0.55
     death_rate0: float = 15.0  # per hour: the median token's clock
     death_rate_sigma: float = 1.1  # lognormal spread of the clock across tokens
     death_rate_min: float = 0.3  # every token dies well within the 7-day label horizon
-    launch_level_max: float = 0.6  # the first buyers take a token to launch × e^U(0, this)
+    launch_level_max: float = 1.0  # the first buyers take a token to launch × e^U(0, this)
     kappa: float = 0.0
     calm_c0: float = 1.4
     calm_c1: float = 0.45
@@ -187,7 +189,7 @@ class WorldParams:
     style_weights: tuple[float, ...] = (0.1, 0.3, 0.35, 0.25)
     positions_per_day_median: float = 4.0
     positions_per_day_sigma: float = 0.9
-    size_median_sol: float = 1.2
+    size_median_sol: float = 1.5
     size_sigma: float = 0.8
     skill_pick: float = 1.1  # pick utility: (skill_pick + skill_slope * skill) * q
     skill_slope: float = 0.9

@@ -170,7 +170,7 @@ class Community:
         p = self.params
         rng = _rng(p, self.index, 3)
         first = self.start - p.warmup_days * 86_400
-        rate = p.tokens_per_kol_day * len(self.kols) / 86_400
+        rate = max(p.tokens_per_kol_day * len(self.kols), p.min_launches_per_day) / 86_400
         # Every launch, then the active ones: the rest die untraded in their first minute (counted).
         launches = rng.poisson(rate * (self.end - self.start))
         n = rng.binomial(rng.poisson(rate * (self.end - first)), p.active_share)

@@ -19,8 +19,8 @@ from kolray.sim.world import generate_world, load_world
 
 SHARED_MARKET = Path(__file__).resolve().parents[3] / "shared" / "market"
 # Not yet within: the twin's dump rule (the price halves within 60 s) finds a dump in about 79% of
-# the tokens that doubled from launch, FACTS.md's 4σ rule 92.2% (bar: 85%). Tokens that die close to
-# the launch price fall back to it by less than half. And KOL-day win rates run low: p75 about 46%
+# the tokens that doubled from launch (78% on this world), FACTS.md’s 4σ rule 92.2% (bar: 85%). Tokens that die close to
+# the launch price fall back to it by less than half. And KOL-day win rates run low: p75 about 40%
 # (the table asks 50-85%; FACTS.md: daily wins sit around 30-75%).
 KNOWN_GAPS = {"tokens with real trading that show a dump", "daily win rate, p75 over KOL-days"}
 
@@ -45,7 +45,7 @@ def test_a_small_world_is_within_the_calibration_table(world) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="dumps: 79% of tokens that doubled, FACTS.md 92.2% (bar 85%)")
+@pytest.mark.xfail(strict=True, reason="dumps: 78-79% of tokens that doubled, FACTS.md 92.2% (bar 85%)")
 def test_dumps_in_most_tokens_with_real_trading(world) -> None:
     rows = {r.figure: r for r in calibrate(world, facts_dir=SHARED_MARKET).rows}
     assert rows["tokens with real trading that show a dump"].within
