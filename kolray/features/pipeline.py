@@ -40,6 +40,7 @@ from sqlalchemy import text
 
 from kolray import datasets, storage
 from kolray.chain.types import WSOL_MINT
+from kolray.cluster import init_ray
 from kolray.features import oracle as oracle_module
 from kolray.features.context import wallet_histories
 from kolray.features.definitions import (
@@ -617,7 +618,7 @@ def _build(url: str, options: BuildOptions, progress: Progress) -> BuildResult:
 
     storage_uri = options.storage_uri or _configured_storage()
     version = options.version or datasets.new_version()
-    ensure_ray()
+    init_ray(include_dashboard=False, log_to_driver=False)
     if options.oracle_world is not None:
         oracle_module.check_world(options.oracle_world)
     worker_options = _storage_options(storage_uri)
@@ -720,14 +721,6 @@ def _build(url: str, options: BuildOptions, progress: Progress) -> BuildResult:
     finally:
         lock_engine.dispose()
     return result
-
-
-def ensure_ray() -> None:
-    """Use the running Ray (a job on a cluster, a test session), else start a local one."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
 
 
 def _configured_storage() -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kolray.cluster import init_ray
 from kolray.config import Settings, get_settings
 from kolray.tracker.poller import PollPolicy
 
@@ -175,14 +176,6 @@ def shard_of(wallet: str, shards: int) -> int:
     return zlib.crc32(wallet.encode()) % shards
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster of a submitted job (RAY_ADDRESS), or start a local one."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(namespace="kolray", num_cpus=num_cpus, log_to_driver=False)
-
-
 class Tracker:
     """Owns the actors. Use as a context manager, or call :meth:`shutdown`."""
 
@@ -192,7 +185,7 @@ class Tracker:
 
         from kolray.tracker import actors
 
-        ensure_ray()
+        init_ray(namespace="kolray", log_to_driver=False)
         self.options = options
         ns = actors.NAMESPACE
         # The limiter and the writer stay beside the supervisor (the head, or whichever node runs the

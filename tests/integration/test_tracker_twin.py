@@ -126,7 +126,8 @@ def test_continuous_mode_picks_up_new_trades_within_one_interval(
     wallets = list(world.kols().wallet)
     upsert_kols(engine, [KolIn(wallet=w) for w in wallets])
     span = world.end - world.start
-    speed = span / 12.0  # the whole world unfolds in 12 s
+    # The whole world unfolds in 15 s; the first cycle (actors starting) takes ~6 s of it on 2 cores.
+    speed = span / 15.0
     interval = 1.0
     checks: list[tuple[int, int]] = []
     with start_server(world, rps=None, clock="realtime", speed=speed) as twin:
@@ -138,13 +139,13 @@ def test_continuous_mode_picks_up_new_trades_within_one_interval(
             expected = truth(world, until=listed_at - 1)
             have = set(stored(engine))
             checks.append((len(expected), len(expected - have)))
-            if twin.server.sim_time() > world.end:
+            if listed_at > world.end:  # this cycle listed after the last trade: all must be in
                 stop.set()
 
         cycles = run_forever(
             options(sqlite_url, twin.url), interval_s=interval, on_cycle=on_cycle, stop=stop, max_cycles=60
         )
-    assert cycles >= 5
+    assert cycles >= 4
     assert checks[-1][0] == len(truth(world)), "the world did not finish unfolding"
     grew = [n for n, _ in checks]
     assert grew == sorted(grew) and grew[-1] > grew[0], "new trades kept arriving"
