@@ -9,6 +9,9 @@ comes through :func:`init_ray`, so that one rule holds everywhere:
   listens on 127.0.0.1 only. Ray's own default binds its gRPC servers on all interfaces, which on
   a laptop on a shared network exposes the cluster to anyone who can reach the machine.
 
+A local instance also gets a :mod:`kolray.reaper`: if the process that started it dies without
+stopping it (SIGKILL, a crash), the reaper ends what Ray leaves running.
+
 Ray 2.60 has no public switch for the loopback-only node: it is the behaviour Ray picks for
 single-machine platforms (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). The variable is read by every
 Ray process at import, so it goes into the environment the new processes inherit, and into the
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import os
 from typing import Any
+
+from kolray import reaper
 
 LOOPBACK = "127.0.0.1"
 # Read by ray._private.ray_constants at import: "0" makes a node that lives on loopback only.
@@ -55,5 +60,7 @@ def init_ray(address: str | None = None, **options: Any) -> Any:
     if cluster_to_join(address) is None:
         pin_local_to_loopback()
         options.setdefault("dashboard_host", LOOPBACK)
-        return ray.init(address="local", **options)
+        context = ray.init(address="local", **options)
+        reaper.start()
+        return context
     return ray.init(address=address, **options)
