@@ -333,7 +333,37 @@ def _choose_mode(high_throughput: bool | None, address: str | None) -> tuple[str
         return f"standard Serve proxy, because --standard-proxy was asked for: {STANDARD_PROXY_COST}", True
     os.environ.update(HIGH_THROUGHPUT_ENV)
     os.environ.setdefault(DRAINING_ENV, DRAINING_S)
-    return f"high-throughput mode: HAProxy ingress, gRPC between replicas (HAProxy {binary}, {where})", False
+    moved = _move_taken_haproxy_ports()
+    return (
+        f"high-throughput mode: HAProxy ingress, gRPC between replicas (HAProxy {binary}, {where}{moved})",
+        False,
+    )
+
+
+# HAProxy's stats and metrics listeners bind fixed ports on every interface; a second Serve in
+# high-throughput mode on the machine (another `kolray serve`, a demo) made HAProxy exit at start.
+HAPROXY_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101}
+
+
+def _move_taken_haproxy_ports() -> str:
+    """Free ports for HAProxy's own listeners whose defaults are taken (unless set already);
+    returns what was moved, for the mode line."""
+    import socket
+
+    moved = []
+    for name, default in HAPROXY_PORTS.items():
+        if os.environ.get(name):
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", default))
+                continue
+            except OSError:
+                probe.bind(("0.0.0.0", 0))
+                port = probe.getsockname()[1]
+        os.environ[name] = str(port)
+        moved.append(f"{name}={port}, {default} is taken")
+    return "".join(f"; {m}" for m in moved)
 
 
 # Who may use the admin routes

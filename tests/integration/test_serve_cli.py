@@ -64,6 +64,9 @@ def test_kolray_serve_deploys_the_config_and_stops_on_ctrl_c(ray_session, tmp_pa
                 break
         output = "".join(lines)
         assert "Ctrl-C to stop" in output, output
+        # Which Serve mode runs and why; the admin routes are open without KOLRAY_API_KEY: said so.
+        assert "Serve mode: existing Ray cluster" in output, output
+        assert "KOLRAY_API_KEY is not set" in output and "/v1/admin/reload" in output, output
         base = f"http://127.0.0.1:{port}"
         for path in ("/ui/", "/docs", "/healthz"):
             assert f"{base}{path}" in output
@@ -95,3 +98,95 @@ def test_kolray_serve_refuses_a_missing_config(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "--config" in result.stderr
+
+
+def test_kolray_serve_refuses_open_admin_routes_on_a_reachable_host(tmp_path: Path) -> None:
+    """No KOLRAY_API_KEY and --host 0.0.0.0: refused before Ray starts, saying what to do."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KOLRAY_")},
+        "KOLRAY_DATA_DIR": str(tmp_path),
+        # Had the refusal not come first, this start would fail on it with another message.
+        "RAY_ADDRESS": "127.0.0.1:notaport",
+    }
+    command = [sys.executable, "-m", "kolray", "serve", "--host", "0.0.0.0", "--port", "1"]
+    refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "refusing to serve on 0.0.0.0" in message and "KOLRAY_API_KEY" in message
+    assert "--allow-open-admin" in message
+    # Told to, it goes on (and here stops at the malformed Ray address instead).
+    allowed = subprocess.run(
+        [*command, "--allow-open-admin"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert allowed.returncode not in (0, 2) and "refusing" not in allowed.stderr
+    assert "KOLRAY_API_KEY is not set" in " ".join(allowed.stderr.split())
+
+
+def test_kolray_serve_on_its_own_ray_says_its_mode_and_stops_within_seconds_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """`kolray serve` starting its own Ray instance in high-throughput mode (HAProxy): it says so
+    at start-up, and SIGTERM stops it in seconds (Serve's 30 s ingress drain made it ~35 s)."""
+    import yaml
+
+    store = str(tmp_path / "store")
+    db_url = f"sqlite:///{tmp_path / 'kolray.db'}"
+    sample.populate(upgrade(db_url), n_kols=3, seed=22)
+    sample.register_models(store, versions=1, reports=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("KOLRAY_", "RAY_SERVE_", "RAY_ADDRESS"))},
+        "KOLRAY_DATA_DIR": str(tmp_path),
+        "KOLRAY_DATABASE_URL": db_url,
+        "KOLRAY_STORAGE_URI": store,
+        "KOLRAY_SERVE_PORT": str(port),
+        "KOLRAY_API_KEY": "a-test-key",
+    }
+    # Without the UI: a quicker start, the same shutdown path.
+    config = {"applications": [{"name": "kolray", "route_prefix": "/", "import_path": "kolray.serve.app:build",
+                                "args": {"ui": False}}]}  # fmt: skip
+    (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kolray",
+            "serve",
+            "--high-throughput",
+            "--config",
+            str(tmp_path / "serve_config.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its Ray processes go with it if the test has to kill it
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 240
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C to stop" in line or time.monotonic() > deadline:
+                break
+        output = "".join(lines)
+        assert "Ctrl-C to stop" in output, output
+        assert "Serve mode: high-throughput mode" in " ".join(output.split()), output
+        assert "KOLRAY_API_KEY is not set" not in output
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=90)
+        took = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    print(f"\nkolray serve (high-throughput mode) stopped {took:.1f} s after SIGTERM")
+    assert process.returncode == 0 and "stopped" in rest, output + rest
+    assert took < 10, f"stopping took {took:.1f} s"

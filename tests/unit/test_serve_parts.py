@@ -283,7 +283,7 @@ def clean_serve_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No Serve mode settings in the environment; whatever prepare_environment sets is undone."""
     from kolray.serve import control
 
-    for name in (*control.HIGH_THROUGHPUT_ENV, control.DRAINING_ENV, "RAY_ADDRESS"):
+    for name in (*control.HIGH_THROUGHPUT_ENV, control.DRAINING_ENV, *control.HAPROXY_PORTS, "RAY_ADDRESS"):
         monkeypatch.setenv(name, "")  # recorded, so that the test's changes are undone
         monkeypatch.delenv(name)
     return monkeypatch
@@ -321,6 +321,28 @@ def test_with_haproxy_the_mode_names_the_binary_and_stops_quickly(
     assert all(os.environ[k] == "1" for k in control.HIGH_THROUGHPUT_ENV)
     # The ingress's drain on shutdown is cut from Serve's 30 s (what made stopping take ~35 s).
     assert float(os.environ[control.DRAINING_ENV]) <= 2
+
+
+def test_haproxy_listeners_move_off_default_ports_another_serve_holds(
+    clean_serve_env: pytest.MonkeyPatch,
+) -> None:
+    import contextlib
+    import os
+    import shutil
+    import socket
+
+    from kolray.serve import control
+
+    clean_serve_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", shutil.which("true") or "")
+    holder = socket.socket()
+    with contextlib.suppress(OSError):  # taken already, as by another Serve: the same case
+        holder.bind(("0.0.0.0", control.HAPROXY_PORTS["RAY_SERVE_HAPROXY_STATS_PORT"]))
+    try:
+        mode = control.prepare_environment(True, None)
+    finally:
+        holder.close()
+    port = int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"])
+    assert port != 8404 and f"RAY_SERVE_HAPROXY_STATS_PORT={port}, 8404 is taken" in mode
 
 
 def test_the_mode_of_an_existing_cluster_or_the_environment_is_not_chosen_here(
