@@ -673,7 +673,7 @@ class KolrayService:
             await self._wait_for(wanted, since=started)
         except Exception as error:
             reason = error.message if isinstance(error, ServiceError) else _first_line(error)
-            raise Unavailable(f"{reason}; {await self._restore(deployed, wanted)}") from None
+            raise Unavailable(f"{reason}; {await self._restore(deployed, wanted, previous)}") from None
         return ReloadResponse(
             previous=previous,  # type: ignore[arg-type]
             applied=wanted,  # type: ignore[arg-type]
@@ -681,12 +681,15 @@ class KolrayService:
             how=getattr(self.reloader, "how", "in-process reload"),
         )
 
-    async def _restore(self, deployed: dict[str, str | None], wanted: dict[str, str | None]) -> str:
+    async def _restore(
+        self, deployed: dict[str, str | None], wanted: dict[str, str | None], serving: dict[str, str | None]
+    ) -> str:
         """After a failed reload: the config back to ``deployed``. Says what now holds."""
         assert self.reloader is not None
-        kept = ", ".join(f"{m} {deployed.get(m) or 'the champion'}" for m in MODELS)
+        kept = ", ".join(f"{m}: {deployed.get(m) or 'the champion'}" for m in MODELS)
+        served = ", ".join(f"{m} {serving.get(m) or 'nothing'}" for m in MODELS)
         if all(deployed.get(m) == wanted[m] for m in MODELS):
-            return f"the deployment's config still names {kept}"
+            return f"the replicas keep serving {served}; the deployment's config still names {kept}"
         try:
             await self.reloader({m: deployed.get(m) for m in MODELS})
         except Exception as error:
@@ -696,7 +699,7 @@ class KolrayService:
                 "POST /v1/admin/reload again"
             )
         log.warning("reload to %s failed: the deployment's config is back to %s", wanted, kept)
-        return f"nothing changed: the deployment's config is back to {kept}"
+        return f"nothing changed: the replicas keep serving {served}, and the deployment's config is back to {kept}"
 
     async def _wait_for(
         self, wanted: dict[str, str | None], since: float = 0.0, timeout_s: float = RELOAD_WAIT_S
