@@ -7,6 +7,8 @@ on S3 unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import posixpath
@@ -111,6 +113,27 @@ def remove(uri: str) -> None:
     fs, path = filesystem(uri)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def check_writable(uri: str) -> None:
+    """Write and delete a small probe object under ``uri`` (creating a local directory as a build
+    would), so a command can refuse unwritable storage before it starts any work. Raises
+    :class:`OSError`, whose ``strerror`` (or text) says why."""
+    if not is_remote(uri):
+        _, path = filesystem(uri)
+        if Path(path).exists() and not Path(path).is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+        Path(path).mkdir(parents=True, exist_ok=True)
+    probe = join(uri, f".kolray-write-probe-{uuid.uuid4().hex}")
+    try:
+        write_bytes(probe, b"")
+    except OSError:
+        raise
+    except Exception as error:  # s3fs/botocore: credentials, bucket, endpoint
+        first_line = (str(error).splitlines() or [""])[0]
+        raise OSError(f"{type(error).__name__}: {first_line}") from error
+    with contextlib.suppress(Exception):  # written but not deletable: writing is what a build needs
+        remove(probe)
 
 
 def makedirs(uri: str) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
+from kolray import storage
 from kolray.commands._common import console, fail, settings
+from kolray.secrets import redact_text
 
 _PHASES = {
     "plan": "planning (snapshot, shards, splits)",
@@ -65,7 +70,6 @@ def features(
 
     from kolray.analyzer import AnalyzeBusy, parse_as_of
     from kolray.features import BuildOptions, FeatureError, SplitFractions, build_features
-    from kolray.secrets import redact_text
 
     if horizon_hours <= 0:
         fail("--horizon-hours must be > 0")
@@ -98,6 +102,13 @@ def features(
         shard_rows=shard_rows,
     )
     url = settings().database_url
+    root = out or settings().storage_uri  # a storage URI holds no secret (credentials are apart)
+    try:
+        # Before Ray starts: unwritable storage would otherwise surface as a task failure with
+        # Ray Data's stack trace, after the snapshot and the planning.
+        storage.check_writable(root)
+    except OSError as error:
+        fail(f"cannot write to {root}: {_reason(error)}", 1)
     from kolray.commands._common import database
 
     database()  # migrated, or a one-line failure
@@ -116,6 +127,11 @@ def features(
             result = build_features(options, database_url=url, progress=progress)
         except (FeatureError, AnalyzeBusy) as error:
             fail(redact_text(str(error)), 1)
+        except Exception as error:
+            cause = _write_error(error)
+            if cause is None:
+                raise
+            fail(f"cannot write to {root}: {redact_text(_reason(cause))}", 1)
     for name, why in result.skipped.items():
         console.print(f"[yellow]{name} dataset not written:[/] {why}")
     for warning in result.warnings:
@@ -123,3 +139,48 @@ def features(
     typer.echo(json.dumps(result.to_dict(), default=str) if json_ else result.line())
     if not result.manifests:
         raise typer.Exit(1)
+
+
+# What a failed write raises (a full disk, a directory made read-only or replaced by a file during
+# the build); a refused connection to the database is no storage error.
+_WRITE_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR}
+)
+
+
+# How Python prints an OSError in a traceback: "NotADirectoryError: [Errno 20] Cannot create ...".
+_OS_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?\w+Error: \[Errno (\d+)\] (.+)$", re.MULTILINE)
+
+
+def _write_error(error: BaseException) -> OSError | None:
+    """The storage write error behind ``error``: raised here (or chained to it), or in a Ray Data
+    task, whose error reaches the driver as a ``RayTaskError(UserCodeException)`` that keeps the
+    task's exception only as traceback text."""
+    from ray.exceptions import RayTaskError
+
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, RayTaskError):
+            found = _OS_ERROR_LINE.findall(str(current))
+            if found and int(found[-1][0]) in _WRITE_ERRNOS:
+                return OSError(int(found[-1][0]), found[-1][1])
+        elif isinstance(current, OSError) and current.errno in _WRITE_ERRNOS:
+            return current
+        pending += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+    return None
+
+
+def _reason(error: OSError) -> str:
+    """One line: the OS's words for the errno (and the path, when it is not the storage root's)."""
+    if error.errno is None:
+        return (str(error).splitlines() or ["unknown error"])[0]
+    text = os.strerror(error.errno)
+    detail = (error.strerror or "").splitlines()[0] if error.strerror else ""
+    if detail and detail != text:
+        return f"{text} ({detail})"
+    return text
