@@ -597,6 +597,13 @@ def build_features(
 
         database_url = get_settings().database_url
 
+    root = options.storage_uri or _configured_storage()
+    try:
+        # Before the run is recorded and Ray starts: otherwise unwritable storage surfaces late, as a
+        # Ray Data task failure.
+        storage.check_writable(root)
+    except OSError as error:
+        raise FeatureError(f"cannot write to {root}: {error.strerror or error}") from error
     writer = upgrade(database_url)
     run_id = _start_run(writer, options)
     try:

@@ -18,6 +18,8 @@ from kolray.cli import main
 from kolray.commands.features import _write_error
 from kolray.db.migrate import upgrade
 from kolray.db.models import Run
+from kolray.features.pipeline import BuildOptions, build_features
+from kolray.features.source import FeatureError
 from kolray.features.synthetic import MarketParams, populate
 
 
@@ -99,4 +101,15 @@ def test_s3_storage_is_probed_too(s3_storage: str, capsys: pytest.CaptureFixture
     # The CLI masks the paths of remote URLs in every error line (kolray.cli, redact_text).
     assert last.startswith("error: cannot write to s3://kolray-no-such-bucket-0123/")
     assert last.endswith("The specified bucket does not exist")
+    assert feature_runs() == []
+
+
+def test_the_build_function_refuses_unwritable_storage_before_recording_a_run(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """What a job (``jobs/build_features.py``) or any caller of the function API gets."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    with pytest.raises(FeatureError, match=f"cannot write to {afile}: Not a directory"):
+        build_features(BuildOptions(storage_uri=str(afile)))
     assert feature_runs() == []
