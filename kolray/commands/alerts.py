@@ -130,13 +130,14 @@ def list_(
         return
     from rich.table import Table
 
-    table = Table("id", "time (UTC)", "rule", "alert", "delivered")
+    # The message shortens addresses for reading; the wallet and mint columns keep them whole, so
+    # that `kolray alerts list | grep WALLET` finds the rows.
+    table = Table("id", "time (UTC)", "rule", "alert", "wallet", "mint", "delivered")
     for alert in alerts:
         states = [d.state for d in alert.deliveries.values()]
         delivered = f"{states.count('delivered')}/{len(states)}" if states else "–"
-        table.add_row(
-            str(alert.id), alert.time.replace("T", " ").rstrip("Z"), alert.rule, alert.message, delivered
-        )
+        time_ = alert.time.replace("T", " ").rstrip("Z")
+        table.add_row(str(alert.id), time_, alert.rule, alert.message, alert.wallet, alert.mint, delivered)
     out.print(table)
 
 

@@ -636,6 +636,11 @@ def test_cli_run_once_list_and_test_webhooks(
     (delivery,) = listed[0]["deliveries"].values()
     # The webhook URL is a secret on loopback too: stored and listed as scheme, host and port.
     assert delivery["state"] == "delivered" and delivery["url"] == receiver.url("/***")
+    # The table, as piped: every alert's wallet and mint whole (grep finds them).
+    assert main(["alerts", "list"]) == 0
+    table = capsys.readouterr().out
+    for alert in listed:
+        assert alert["wallet"] in table and alert["mint"] in table
     assert main(["alerts", "list", "--rule", "moon"]) == 2
 
     assert main(["alerts", "test-webhooks"]) == 0
