@@ -262,16 +262,18 @@ def render_backtest(service: KolrayService) -> None:
         ids = list(reversed(bt.list_reports(service.storage_uri)))
         return gr.update(choices=ids, value=ids[0] if ids else None)
 
+    headers = [label for label, _ in COLUMNS]
+
     def show(report_id: str | None) -> tuple[str, pd.DataFrame, Any]:
         from PIL import Image
 
         if not report_id:
-            return "No backtest yet: run `kolray backtest`.", pd.DataFrame(), None
+            return "No backtest yet: run `kolray backtest`.", pd.DataFrame(columns=headers), None
         try:
             report = bt.load_report(report_id, service.storage_uri)
             image = Image.open(io.BytesIO(bt.load_png(report_id, service.storage_uri)))
         except (FileNotFoundError, ValueError) as error:
-            return f"⚠️ {error}", pd.DataFrame(), None
+            return f"⚠️ {error}", pd.DataFrame(columns=headers), None
         ex = report.execution
         lines = [
             f"Dataset **{report.dataset_version}**, test period {day(report.period_start)} → "
@@ -290,14 +292,17 @@ def render_backtest(service: KolrayService) -> None:
             lines.append(f"\n- **{result.name}**: {result.description}")
         for name, why in report.skipped.items():
             lines.append(f"\n- *{name}: not run — {why}*")
-        table = pd.DataFrame(bt.table_rows(report), columns=[label for label, _ in COLUMNS])
+        table = pd.DataFrame(bt.table_rows(report), columns=headers)
         return "".join(lines), table, image
 
     with gr.Row():
         pick = gr.Dropdown(label="Backtest", elem_id="backtest-pick", scale=3)
         refresh = gr.Button("Refresh", scale=1)
     summary = gr.Markdown(elem_id="backtest-summary")
-    table = gr.Dataframe(interactive=False, elem_id="backtest-table", label="Strategies side by side")
+    # Headers given: a Dataframe without them shows "1 2 3" over an empty table.
+    table = gr.Dataframe(
+        headers=headers, interactive=False, elem_id="backtest-table", label="Strategies side by side"
+    )
     curve = gr.Image(type="pil", label="Equity curves (cumulative PnL, SOL)", elem_id="backtest-equity")
     gr.on(None, choices, inputs=[], outputs=[pick])
     refresh.click(choices, outputs=[pick])
@@ -356,6 +361,9 @@ source.addEventListener('alert', function (event) {
 """
 
 
+ALERT_COLUMNS = ["time (UTC)", "rule", "KOL", "token", "SOL", "P(3x)", "DH", "delivered"]
+
+
 def render_alerts(service: KolrayService) -> None:
     import gradio as gr
     import pandas as pd
@@ -396,10 +404,10 @@ def render_alerts(service: KolrayService) -> None:
                     "delivered": f"{states.count('delivered')}/{len(states)}" if states else "–",
                 }
             )
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=ALERT_COLUMNS)
 
     with gr.Accordion("History and delivery state", open=False):
         refresh = gr.Button("Refresh")
-        table = gr.Dataframe(interactive=False, elem_id="alerts-table", max_height=480)
+        table = gr.Dataframe(headers=ALERT_COLUMNS, interactive=False, elem_id="alerts-table", max_height=480)
     gr.on(None, history, inputs=[], outputs=[table])
     refresh.click(history, outputs=[table])

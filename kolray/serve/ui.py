@@ -51,6 +51,46 @@ STAT_ROWS = [
     ("Mean hold", "mean_hold_s", "hold"),
     ("Recent win rate", "recent_win_rate", "pct"),
 ]
+# Every table's columns, given to its gr.Dataframe too: a Dataframe without headers shows "1 2 3"
+# over an empty table (before its first value, and for any value without columns).
+LEADERBOARD_COLUMNS = [
+    "#",
+    "KOL",
+    "PnL (SOL)",
+    "ROI",
+    "Win rate",
+    "3x rate",
+    "3x",
+    "Consistency",
+    "DH",
+    "Closed",
+    "Last buy",
+]
+TRADES_COLUMNS = ["Time (UTC)", "KOL", "Side", "SOL", "Token", "DEX", "Position", "P(3x)"]
+STATS_COLUMNS = ["", "7d", "30d", "all"]
+POSITIONS_COLUMNS = [
+    "Entry (UTC)",
+    "Token",
+    "Status",
+    "Cost (SOL)",
+    "PnL (SOL)",
+    "Multiple",
+    "Hold",
+    "Open value (SOL)",
+    "Flags",
+]
+# The report table's columns before a report is shown: the metrics each model's report holds.
+REPORT_COLUMNS = {
+    "token": ["", "roc_auc", "pr_auc", "brier", "precision", "recall", "threshold", "n", "n_pos"],
+    "kol": ["", "rmse_7d", "rmse_30d", "mae_7d", "mae_30d", "r2_7d", "r2_30d", "n"],
+}
+
+
+def empty(columns: list[str]) -> pd.DataFrame:
+    """A table with its columns and no rows (what a failed or not-yet-possible lookup shows)."""
+    return pd.DataFrame(columns=columns)
+
+
 GOOD = "background-color: #d1fadf; color: #05603a"
 MAYBE = "background-color: #fef0c7; color: #93370d"
 BAD = "color: #b42318"
@@ -118,22 +158,7 @@ def leaderboard_table(board: Leaderboard) -> tuple[Any, list[str]]:
                 "Last buy": when(s.last_entry_time),
             }
         )
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "#",
-            "KOL",
-            "PnL (SOL)",
-            "ROI",
-            "Win rate",
-            "3x rate",
-            "3x",
-            "Consistency",
-            "DH",
-            "Closed",
-            "Last buy",
-        ],
-    )
+    frame = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
     styled = frame.style.map(_pnl_style, subset=["PnL (SOL)"]).format({"PnL (SOL)": "{:+,.2f}"})
     return styled, [row.wallet for row in board.kols]
 
@@ -171,9 +196,7 @@ def trades_table(trades: RecentTrades) -> Any:
                 "P(3x)": t.p_3x,
             }
         )
-    frame = pd.DataFrame(
-        rows, columns=["Time (UTC)", "KOL", "Side", "SOL", "Token", "DEX", "Position", "P(3x)"]
-    )
+    frame = pd.DataFrame(rows, columns=TRADES_COLUMNS)
     return frame.style.map(_p3x_style(trades.threshold), subset=["P(3x)"]).format(
         {"P(3x)": lambda v: "–" if v is None or pd.isna(v) else f"{100 * v:.1f}%", "SOL": "{:.3f}"}
     )
@@ -187,7 +210,7 @@ def stats_table(detail: KolDetail) -> pd.DataFrame:
             stats = detail.stats.get(window)  # type: ignore[call-overload]
             row[window] = fmt(getattr(stats, key), kind) if stats is not None else "–"
         rows.append(row)
-    return pd.DataFrame(rows, columns=["", "7d", "30d", "all"])
+    return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 
 def positions_table(detail: KolDetail) -> Any:
@@ -205,20 +228,7 @@ def positions_table(detail: KolDetail) -> Any:
         }
         for p in detail.positions
     ]
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "Entry (UTC)",
-            "Token",
-            "Status",
-            "Cost (SOL)",
-            "PnL (SOL)",
-            "Multiple",
-            "Hold",
-            "Open value (SOL)",
-            "Flags",
-        ],
-    )
+    frame = pd.DataFrame(rows, columns=POSITIONS_COLUMNS)
     return frame.style.map(_pnl_style, subset=["PnL (SOL)"]).format(
         {"PnL (SOL)": lambda v: "–" if v is None or pd.isna(v) else f"{v:+,.3f}", "Cost (SOL)": "{:.3f}"}
     )
@@ -320,7 +330,7 @@ def build_ui(service: KolrayService) -> gr.Blocks:
         try:
             board = await service.leaderboard(window, sort, 200, search or None)
         except ServiceError as error:
-            return pd.DataFrame(), [], f"⚠️ {error.message}"
+            return empty(LEADERBOARD_COLUMNS), [], f"⚠️ {error.message}"
         table, wallets = leaderboard_table(board)
         note = f"{board.total} KOLs · statistics as of {when(board.as_of)} UTC · click a row to open the KOL"
         return table, wallets, note
@@ -329,7 +339,7 @@ def build_ui(service: KolrayService) -> gr.Blocks:
         try:
             trades = await service.recent_trades(int(limit))
         except ServiceError as error:
-            return pd.DataFrame(), f"⚠️ {error.message}"
+            return empty(TRADES_COLUMNS), f"⚠️ {error.message}"
         if trades.model_version:
             legend = (
                 f"P(3x) by token model {trades.model_version}; green ≥ threshold "
@@ -340,15 +350,21 @@ def build_ui(service: KolrayService) -> gr.Blocks:
         return trades_table(trades), legend
 
     async def show_kol(wallet: str | None) -> tuple[str, Any, pd.DataFrame, Any]:
-        empty = pd.DataFrame({"time": [], "cum_pnl_sol": []})
+        no_curve = pd.DataFrame({"time": [], "cum_pnl_sol": []})
         if not wallet:
-            return "Pick a KOL above (or paste a wallet).", pd.DataFrame(), empty, pd.DataFrame()
+            return (
+                "Pick a KOL above (or paste a wallet).",
+                empty(STATS_COLUMNS),
+                no_curve,
+                empty(POSITIONS_COLUMNS),
+            )
         from kolray.kols import InvalidWallet, validate_wallet
 
         try:
             detail = await service.kol_detail(validate_wallet(wallet), 200)
         except (ServiceError, InvalidWallet) as error:
-            return f"⚠️ {getattr(error, 'message', error)}", pd.DataFrame(), empty, pd.DataFrame()
+            message = f"⚠️ {getattr(error, 'message', error)}"
+            return message, empty(STATS_COLUMNS), no_curve, empty(POSITIONS_COLUMNS)
         return forecast_text(detail), stats_table(detail), pnl_frame(detail), positions_table(detail)
 
     async def what_if(
@@ -401,13 +417,13 @@ def build_ui(service: KolrayService) -> gr.Blocks:
 
     async def model_report(model: str, version: str | None) -> tuple[pd.DataFrame, list[Any], str]:
         if not version:
-            return pd.DataFrame(), [], "No version registered yet: run `kolray tune`."
+            return empty(REPORT_COLUMNS[model]), [], "No version registered yet: run `kolray tune`."
         from PIL import Image
 
         try:
             report = await service.report(model, version)
         except ServiceError as error:
-            return pd.DataFrame(), [], f"⚠️ {error.message}"
+            return empty(REPORT_COLUMNS[model]), [], f"⚠️ {error.message}"
         images = []
         for name in await service.plot_names(model, version):
             data = await service.plot(model, version, name)
@@ -431,7 +447,11 @@ def build_ui(service: KolrayService) -> gr.Blocks:
                     search = gr.Textbox(label="Search", placeholder="name or wallet", scale=2)
                 board_note = gr.Markdown()
                 board = gr.Dataframe(
-                    interactive=False, elem_id="leaderboard-table", max_height=640, wrap=True
+                    headers=LEADERBOARD_COLUMNS,
+                    interactive=False,
+                    elem_id="leaderboard-table",
+                    max_height=640,
+                    wrap=True,
                 )
                 board_wallets = gr.State([])
 
@@ -440,7 +460,9 @@ def build_ui(service: KolrayService) -> gr.Blocks:
                     trade_limit = gr.Slider(10, 200, value=50, step=10, label="Trades", scale=3)
                     refresh = gr.Button("Refresh", scale=1)
                 trade_note = gr.Markdown()
-                trades = gr.Dataframe(interactive=False, elem_id="trades-table", max_height=640)
+                trades = gr.Dataframe(
+                    headers=TRADES_COLUMNS, interactive=False, elem_id="trades-table", max_height=640
+                )
                 timer = gr.Timer(30)
 
             with gr.Tab("KOL", id="kol", elem_id="tab-kol"):
@@ -448,7 +470,11 @@ def build_ui(service: KolrayService) -> gr.Blocks:
                 kol_head = gr.Markdown(elem_id="kol-forecast")
                 with gr.Row():
                     kol_stats = gr.Dataframe(
-                        interactive=False, label="Statistics", scale=2, elem_id="kol-stats"
+                        headers=STATS_COLUMNS,
+                        interactive=False,
+                        label="Statistics",
+                        scale=2,
+                        elem_id="kol-stats",
                     )
                     pnl_plot = gr.LinePlot(
                         x="time",
@@ -459,6 +485,7 @@ def build_ui(service: KolrayService) -> gr.Blocks:
                         scale=3,
                     )
                 positions = gr.Dataframe(
+                    headers=POSITIONS_COLUMNS,
                     interactive=False,
                     label="Positions (newest first)",
                     max_height=480,
@@ -488,6 +515,7 @@ def build_ui(service: KolrayService) -> gr.Blocks:
                 model_summary = gr.Markdown(elem_id="model-summary")
                 report_note = gr.Markdown()
                 metrics = gr.Dataframe(
+                    headers=REPORT_COLUMNS["token"],
                     interactive=False,
                     label="Test metrics (model vs baselines vs oracle)",
                     elem_id="model-metrics",

@@ -1,8 +1,9 @@
 """The Gradio UI in a real headless Chromium, served by real Ray Serve (through its proxy).
 
 Every tab loads with real data; the leaderboard shows the KOLs; a what-if prediction returns a
-number; clicking a leaderboard row opens that KOL. A screenshot of each tab is saved under
-``test-artifacts/ui/``.
+number; clicking a leaderboard row opens that KOL; a table with nothing to show yet (no backtest
+has run here) says so over its own column names, never Gradio's "1 2 3". A screenshot of each tab
+is saved under ``test-artifacts/ui/``.
 """
 
 from __future__ import annotations
@@ -170,3 +171,18 @@ def test_clicking_a_leaderboard_row_opens_that_kol(page, site: Site) -> None:
     cell.click()
     expect(page.get_by_role("tab", name="KOL", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("#kol-forecast")).to_contain_text(name)
+
+
+def test_an_empty_table_has_its_own_headers_not_placeholders(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    from kolray.backtest.report import COLUMNS
+
+    open_tab(page, "Backtest")  # no backtest has run on this site
+    expect(page.locator("#backtest-summary")).to_contain_text("No backtest yet: run kolray backtest")
+    table = page.locator("#backtest-table")
+    expect(table.get_by_role("columnheader").first).to_be_visible()
+    headers = [h.strip() for h in table.get_by_role("columnheader").all_inner_texts()]
+    assert headers == [label for label, _ in COLUMNS], headers
+    assert table.get_by_role("gridcell").count() == 0
+    shot(page, "6-backtest-empty")
