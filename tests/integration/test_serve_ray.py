@@ -243,12 +243,11 @@ class Outage:
 
     @property
     def gap_s(self) -> float:
-        """The longest time after the kill without a successful answer (requests sent meanwhile
-        may wait in Serve's queue for the replacement rather than fail)."""
-        done = sorted(
-            [self.killed, *(a.done for a in self.answers if a.status == 200 and a.done > self.killed)]
-        )
-        return max((b - a for a, b in itertools.pairwise(done)), default=float("inf"))
+        """The longest time after the kill without a successful answer, to the end of the load
+        (requests sent meanwhile may wait in Serve's queue for the replacement rather than fail)."""
+        end = max(a.done for a in self.answers)
+        done = sorted(a.done for a in self.answers if a.status == 200 and a.done > self.killed)
+        return max(b - a for a, b in itertools.pairwise([self.killed, *done, end]))
 
     def report(self, what: str) -> str:
         slowest = max(a.done - a.sent for a in self.answers)
