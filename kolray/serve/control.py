@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kolray.cluster import init_ray
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "serve_config.yaml"
@@ -454,12 +456,7 @@ def run_blocking(
     dashboard: str | None = None
     if not ray.is_initialized():
         say("starting Ray" if not (address or os.environ.get("RAY_ADDRESS")) else "connecting to Ray")
-        info = ray.init(
-            address=address or os.environ.get("RAY_ADDRESS"),
-            namespace="serve",
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-        )
+        info = init_ray(address or os.environ.get("RAY_ADDRESS"), namespace="serve", log_to_driver=False)
         dashboard = info.dashboard_url
         started_ray = True
     stop = stop or threading.Event()
