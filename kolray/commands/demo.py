@@ -9,11 +9,13 @@ for a finished one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -96,83 +98,98 @@ def demo(
     # After ray.init, which sets a SIGTERM handler of its own (sys.exit(15)): both signals stop
     # whatever runs (a stage, the deploy, the serving loop) by KeyboardInterrupt, and every path
     # below ends with Serve and Ray shut down.
+    with _stop_signals() as received:
+        console.print(f"[bold]kolray demo[/]: {kols} KOLs × {days:g} days, state in {state}")
+        options = PipelineOptions(
+            world_dir=root / f"world-{kols}k-{days:g}d-s{seed}",
+            kols=kols,
+            days=days,
+            seed=seed,
+            trials=trials,
+            max_epochs=max_epochs,
+            backtest=True,
+        )
+        try:
+            result = run_pipeline(options, say=lambda message: console.print(f"  {message}"))
+        except KeyboardInterrupt:  # ours, or Tune's: a Ctrl-C that ended a search comes out as one
+            ray.shutdown()
+            stopped(received[0] if received else signal.SIGINT, "during the pipeline")
+        except Exception as error:  # a stage failed: say which and why, in one line
+            ray.shutdown()
+            fail(f"demo pipeline failed: {type(error).__name__}: {error}", 1)
+        _print_summary(result, time.perf_counter() - started)
+
+        smoke: dict[str, dict[str, Any]] = {}
+        stop = threading.Event()
+
+        def ready(urls: dict[str, str]) -> None:
+            urls = {
+                **urls,
+                "ray dashboard": f"http://{dashboard}" if dashboard else urls.get("ray dashboard"),
+            }
+            out.print(f"[bold green]kolray is serving[/] ({mode}) after {time.perf_counter() - started:.0f}s")
+            for name, url in urls.items():
+                if url:
+                    out.print(f"  {name:<14} {url}")
+            if exit_after:
+                from kolray.sim.world import load_world
+
+                wallet = str(load_world(options.world_dir).kols().wallet[0])
+                base = f"http://{settings.serve_host}:{settings.serve_port}"
+                with httpx.Client(base_url=base, timeout=60) as client:
+                    smoke.update(smoke_check(client, wallet, result.skipped))
+                stop.set()
+            else:
+                out.print("Ctrl-C to stop.")
+
+        try:
+            # run_blocking sets SIGTERM to `stop` while it serves; a Ctrl-C ends it by KeyboardInterrupt
+            # (in the deploy or the loop); either way it shuts Serve down before returning.
+            control.run_blocking(
+                None,
+                settings.serve_host,
+                settings.serve_port,
+                on_ready=ready,
+                stop=stop,
+                progress=lambda message: console.print(f"  serve: {message}"),
+            )
+        except control.ServeControlError as error:
+            fail(f"serving failed: {error}", 1)
+        except Exception as error:  # a Serve actor failed to start (a RayTaskError with its traceback)
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            fail(f"serving failed: {type(error).__name__}: {lines[-1] if lines else ''}", 1)
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+        if received or (stop.is_set() and not smoke):  # a signal, not the smoke check, stopped it
+            stopped(received[0] if received else signal.SIGTERM, "")
+        if exit_after:
+            failed = [name for name, check in smoke.items() if check["status"] == "FAILED"]
+            for name, check in smoke.items():
+                out.print(f"  smoke {name:<22} {check['status']}  {check['detail']}")
+            if failed or not smoke:
+                fail(f"smoke check failed: {', '.join(failed) or 'the app never became ready'}", 1)
+            out.print(f"demo finished in {time.perf_counter() - started:.0f}s")
+            _quick_exit()
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt inside the block (whatever it is doing then) and
+    are recorded in the list yielded; the previous handlers are back afterwards."""
     received: list[int] = []
 
     def interrupt(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
         raise KeyboardInterrupt
 
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, interrupt)
-    console.print(f"[bold]kolray demo[/]: {kols} KOLs × {days:g} days, state in {state}")
-    options = PipelineOptions(
-        world_dir=root / f"world-{kols}k-{days:g}d-s{seed}",
-        kols=kols,
-        days=days,
-        seed=seed,
-        trials=trials,
-        max_epochs=max_epochs,
-        backtest=True,
-    )
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
     try:
-        result = run_pipeline(options, say=lambda message: console.print(f"  {message}"))
-    except KeyboardInterrupt:  # ours, or Tune's: a Ctrl-C that ended a search comes out as one
-        ray.shutdown()
-        stopped(received[0] if received else signal.SIGINT, "during the pipeline")
-    except Exception as error:  # a stage failed: say which and why, in one line
-        ray.shutdown()
-        fail(f"demo pipeline failed: {type(error).__name__}: {error}", 1)
-    _print_summary(result, time.perf_counter() - started)
-
-    smoke: dict[str, dict[str, Any]] = {}
-    stop = threading.Event()
-
-    def ready(urls: dict[str, str]) -> None:
-        urls = {**urls, "ray dashboard": f"http://{dashboard}" if dashboard else urls.get("ray dashboard")}
-        out.print(f"[bold green]kolray is serving[/] ({mode}) after {time.perf_counter() - started:.0f}s")
-        for name, url in urls.items():
-            if url:
-                out.print(f"  {name:<14} {url}")
-        if exit_after:
-            from kolray.sim.world import load_world
-
-            wallet = str(load_world(options.world_dir).kols().wallet[0])
-            base = f"http://{settings.serve_host}:{settings.serve_port}"
-            with httpx.Client(base_url=base, timeout=60) as client:
-                smoke.update(smoke_check(client, wallet, result.skipped))
-            stop.set()
-        else:
-            out.print("Ctrl-C to stop.")
-
-    try:
-        # run_blocking sets SIGTERM to `stop` while it serves; a Ctrl-C ends it by KeyboardInterrupt
-        # (in the deploy or the loop); either way it shuts Serve down before returning.
-        control.run_blocking(
-            None,
-            settings.serve_host,
-            settings.serve_port,
-            on_ready=ready,
-            stop=stop,
-            progress=lambda message: console.print(f"  serve: {message}"),
-        )
-    except control.ServeControlError as error:
-        fail(f"serving failed: {error}", 1)
-    except Exception as error:  # a Serve actor failed to start (a RayTaskError with its traceback)
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        fail(f"serving failed: {type(error).__name__}: {lines[-1] if lines else ''}", 1)
+        yield received
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-    if received or (stop.is_set() and not smoke):  # a signal, not the smoke check, stopped it
-        stopped(received[0] if received else signal.SIGTERM, "")
-    if exit_after:
-        failed = [name for name, check in smoke.items() if check["status"] == "FAILED"]
-        for name, check in smoke.items():
-            out.print(f"  smoke {name:<22} {check['status']}  {check['detail']}")
-        if failed or not smoke:
-            fail(f"smoke check failed: {', '.join(failed) or 'the app never became ready'}", 1)
-        out.print(f"demo finished in {time.perf_counter() - started:.0f}s")
-        _quick_exit()
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def stopped(signum: int, when: str) -> NoReturn:
