@@ -15,7 +15,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -98,7 +98,7 @@ def demo(
     # After ray.init, which sets a SIGTERM handler of its own (sys.exit(15)): both signals stop
     # whatever runs (a stage, the deploy, the serving loop) by KeyboardInterrupt, and every path
     # below ends with Serve and Ray shut down.
-    with _stop_signals() as received:
+    with _stop_signals() as (received, interrupt):
         console.print(f"[bold]kolray demo[/]: {kols} KOLs × {days:g} days, state in {state}")
         options = PipelineOptions(
             world_dir=root / f"world-{kols}k-{days:g}d-s{seed}",
@@ -140,6 +140,11 @@ def demo(
                     smoke.update(smoke_check(client, wallet, result.skipped))
                 stop.set()
             else:
+                # run_blocking's SIGTERM handler sets `stop` (an Event) from the main thread, and
+                # deadlocks when the signal lands while that thread holds the Event's lock in its
+                # stop.wait() loop, which is most of the time (it reaches Python through one of
+                # Ray's threads): SIGTERM gets this demo's handler back, which raises instead.
+                signal.signal(signal.SIGTERM, interrupt)
                 out.print("Ctrl-C to stop.")
 
         try:
@@ -174,9 +179,9 @@ def demo(
 
 
 @contextlib.contextmanager
-def _stop_signals() -> Iterator[list[int]]:
+def _stop_signals() -> Iterator[tuple[list[int], Callable[[int, FrameType | None], None]]]:
     """SIGINT and SIGTERM raise KeyboardInterrupt inside the block (whatever it is doing then) and
-    are recorded in the list yielded; the previous handlers are back afterwards."""
+    are recorded in the list yielded, with the handler; the previous handlers are back afterwards."""
     received: list[int] = []
 
     def interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -185,7 +190,7 @@ def _stop_signals() -> Iterator[list[int]]:
 
     previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
     try:
-        yield received
+        yield received, interrupt
     finally:
         for signum, handler in previous.items():
             if handler is not None:

@@ -158,6 +158,9 @@ def test_quick_demo_serves_what_it_has_and_ctrl_c_stops_everything(tmp_path: Pat
         backtest = httpx.get(f"{base}/v1/backtests/latest", timeout=30)
         assert backtest.status_code == 200 and backtest.json()["strategies"]
 
+        # Ray's processes are in the demo's group (what the check below after the stop relies on).
+        running = {member.split(" ", 1)[1] for member in group_members(pgid)}
+        assert {"raylet", "gcs_server"} <= running, running
         # Ctrl-C, as a terminal sends it: SIGINT to every process of the foreground group.
         pressed = time.monotonic()
         os.killpg(pgid, signal.SIGINT)
