@@ -11,7 +11,10 @@ A KOL's latent traits show through what the analyzer can see:
   holds minutes, a swing trader tens of minutes, diamond hands hours;
 - **herding** makes a KOL follow tokens other tracked KOLs bought recently (consensus);
 - **sizing** is heavy-tailed, with *conviction*: a KOL buys more of tokens it likes (high ``q``);
-- **activity**: positions per day, active hours and a weekend factor.
+- **activity**: positions per day, active hours and a weekend factor;
+- **following**: the SOL its copy-traders put in after each of its buys; the crowd arrives within
+  seconds and leaves over minutes, and its SOL moves the price on the curve (a farmer's audience is
+  what it sells into).
 
 An exit ladder is a small automaton of :class:`Node` s. In a node the position waits until the
 price (relative to the first buy) touches ``lo`` or ``hi``; the action there (sell a fraction, or add)
@@ -80,12 +83,17 @@ class Kol:
     priority_micro_lamports: int
     fail_rate: float
     initial_balance: int
+    perception_sd: float = 1.0  # noise on the token quality the KOL perceives
+    following_sol: float = 0.0  # SOL the KOL's followers put in after a typical buy
+    crowd_in_s: float = 10.0  # time constant of the followers' arrival
+    crowd_out_s: float = 120.0  # time constant of their exit
     traits: dict[str, float] = field(default_factory=dict)
 
 
 def _farmer(rng: np.random.Generator) -> tuple[tuple[Ladder, ...], tuple[float, ...]]:
-    tp = rng.uniform(1.12, 1.45)
-    sl = rng.uniform(0.8, 0.92)
+    # The stop is wide: a farmer waits the seconds its crowd takes to arrive, then sells into it.
+    tp = rng.uniform(1.15, 1.5)
+    sl = rng.uniform(0.55, 0.75)
     main = Ladder((Node(sl, tp, Action("sell", 1.0, None), Action("sell", 1.0, None)),))
     return (main,), (1.0,)
 
@@ -178,7 +186,7 @@ def sample_kols(
             ladders, lw = _farmer(rng)
             time_exit = rng.uniform(60.0, 180.0)
             abandon = rng.beta(1.2, 12)
-            ppd_scale = 8.0
+            ppd_scale = 4.0
         elif style == "scalper":
             ladders, lw = _scalper(rng)
             time_exit = rng.uniform(6.0, 20.0)
@@ -200,6 +208,14 @@ def sample_kols(
             * math.exp(params.positions_per_day_sigma * rng.standard_normal())
         )
         size = params.size_median_sol * math.exp(params.size_sigma * rng.standard_normal())
+        following = params.following_sol_median * math.exp(params.following_sigma * rng.standard_normal())
+        if style == "farmer":
+            # A farmer farms because it has an audience, sized to its bait: its buys draw about
+            # ``farmer_following`` times their own SOL.
+            size *= params.farmer_size
+            following = params.farmer_following * size * math.exp(0.3 * rng.standard_normal())
+        crowd_in = float(rng.uniform(params.crowd_in_min_s, params.crowd_in_max_s))
+        crowd_out = float(rng.uniform(params.crowd_out_min_s, params.crowd_out_max_s))
         kols.append(
             Kol(
                 index=first_index + offset,
@@ -215,8 +231,10 @@ def sample_kols(
                 hour_concentration=float(rng.uniform(0.3, 2.0)),
                 weekend_factor=float(rng.uniform(0.5, 1.3)),
                 size_median=int(np.clip(size, 0.05, 60.0) * LAMPORTS_PER_SOL),
-                size_sigma=float(rng.uniform(0.25, 0.6)),
-                conviction=float(rng.uniform(params.conviction_min, params.conviction_max)),
+                # A farmer's bait is a routine size (its crowd is sized to it).
+                size_sigma=float(rng.uniform(0.25, 0.6)) * (0.2 if style == "farmer" else 1.0),
+                conviction=float(rng.uniform(params.conviction_min, params.conviction_max))
+                * (style != "farmer"),
                 abandon_prob=float(abandon),
                 time_exit_rate=float(time_exit),
                 split_buy_prob=float(rng.uniform(0.0, 0.35)),
@@ -229,6 +247,10 @@ def sample_kols(
                 priority_micro_lamports=int(10 ** rng.uniform(3.5, 6.5)),
                 fail_rate=float(params.failed_tx_rate * rng.uniform(0.2, 2.0)),
                 initial_balance=int(rng.uniform(30, 400) * LAMPORTS_PER_SOL + size * 20 * LAMPORTS_PER_SOL),
+                perception_sd=params.perception_sd0 * math.exp(-params.perception_skill * skill),
+                following_sol=float(following),
+                crowd_in_s=crowd_in,
+                crowd_out_s=crowd_out,
             )
         )
     return kols

@@ -332,8 +332,9 @@ def _market_rows(world: World, positions: pd.DataFrame) -> list[CalibrationRow]:
     rows.append(
         _row(
             "tokens with real trading that show a dump",
-            "twin: tokens whose price doubled from launch, a dump: the price halves within 60 s at least "
-            "once, a death's collapse included (real: tokens with ≥ 30 swaps, a 4σ drop)",
+            "tokens with ≥ 30 swaps (twin: ≥ 30 steps of 5 s of trading), a dump: a step return 4 robust "
+            "σ (1.4826 × MAD) below the median, the launch block's sniper dump and a death's collapse "
+            "included (FACTS.md §2's rule)",
             DUMP_SHARE,
             f"{DUMP_SHARE:.1%}",
             dump_share,

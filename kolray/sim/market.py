@@ -194,12 +194,17 @@ def simulate_path(
     start = rng.uniform(0.0, params.launch_level_max) if kappa == 0 else dynamics.levels[0]
     x = np.empty(n)
     x[0] = start if x0 is None else x0
+    if x0 is None and params.sniper_lift_max > 0 and dynamics.regimes == 1 and kappa == 0:
+        # The launch block's snipers and the dev buy the token up and dump within seconds: the path
+        # opens with a spike and the dump (pump.fun's first dump); the market then starts from ``start``.
+        lift = rng.uniform(params.sniper_lift_min, params.sniper_lift_max)
+        x[0] = min(start + lift, MIGRATION_LEVEL - 0.3)
     if dynamics.regimes == 1 and kappa == 0:
         # A Brownian motion: no regimes to draw, the path is a cumulative sum (most tokens live
         # minutes, so this is most of the twin's paths and per-call overhead is what counts).
         regime = np.zeros(n - 1, dtype=np.int8)
         np.cumsum(sigma * math.sqrt(dt) * rng.standard_normal(n - 1), out=x[1:])
-        x[1:] += x[0]
+        x[1:] += start if x0 is None else x0
     else:
         # Regimes: exponential holding times, switching at grid points; a hype episode's size is
         # drawn when it starts.
@@ -262,6 +267,33 @@ def simulate_path(
         migration_index=int(crossed[0]) if len(crossed) else -1,
         dead_drift=params.dead_drift / HOUR,
     )
+
+
+def crowd_profile(u: np.ndarray, tau_in: float, tau_out: float) -> np.ndarray:
+    """Share of a crowd's SOL in the reserves ``u`` seconds after the buy that drew it: followers
+    arrive within seconds (``tau_in``) and leave over minutes (``tau_out``); 0 before the buy."""
+    u = np.maximum(u, 0.0)
+    return -np.expm1(-u / tau_in) * np.exp(-u / tau_out)
+
+
+def crowd_impact(path: TokenPath, crowd_sol: np.ndarray, first: int, last: int) -> np.ndarray:
+    """The log-price lift of ``crowd_sol`` (SOL the crowds hold at grid points ``first..last - 1``).
+
+    On a constant-product pool the price goes as the SOL reserve squared, so SOL ``c`` added to a
+    reserve ``V`` lifts the log-price by ``2 ln(1 + c / V)``; ``V`` is the curve's virtual SOL (or
+    the AMM pool's) at the path's level. On the curve the lift stops short of the completion level:
+    the migration stays where the path (and the oracle) puts it.
+    """
+    x = path.x[first:last]
+    migrated = np.zeros(len(x), dtype=bool)
+    if path.migration_index >= 0:
+        migrated = np.arange(first, last) > path.migration_index
+    k = np.where(migrated, POOL_K, CURVE_K)
+    reserve = np.sqrt(k * LAUNCH_PRICE) * np.exp(x / 2) / 1e9  # SOL
+    lift = 2 * np.log1p(crowd_sol[first:last] / reserve)
+    top = np.maximum(x, np.append(path.hi, path.x[-1])[first:last])
+    room = np.maximum(MIGRATION_LEVEL - 0.02 - top, 0.0)
+    return np.where(migrated, lift, np.minimum(lift, room))
 
 
 # Execution on the venues. Prices are lamports per raw token unit; log-level x → price.

@@ -157,14 +157,17 @@ class WorldParams:
     # minutes; a slow one hours). alpha = tail_alpha - tail_alpha_q q + tail_alpha_noise z: q is the
     # quality skilled KOLs perceive, z a part nobody does. The optional OU pull (kappa > 0) toward
     # regime levels and the hype regimes of earlier worlds remain in the model (hype_rate0 > 0).
-    tail_alpha: float = 1.30
-    tail_alpha_q: float = 0.22
+    tail_alpha: float = 1.52
+    tail_alpha_q: float = 0.55
     tail_alpha_noise: float = 0.12
     tail_alpha_min: float = 0.55
     death_rate0: float = 15.0  # per hour: the median token's clock
     death_rate_sigma: float = 1.1  # lognormal spread of the clock across tokens
     death_rate_min: float = 0.3  # every token dies well within the 7-day label horizon
     launch_level_max: float = 1.0  # the first buyers take a token to launch × e^U(0, this)
+    # ... after the launch block's snipers spiked it by e^U(min, max) and dumped (its first 5 s).
+    sniper_lift_min: float = 0.5
+    sniper_lift_max: float = 1.0
     kappa: float = 0.0
     calm_c0: float = 1.4
     calm_c1: float = 0.45
@@ -187,17 +190,35 @@ class WorldParams:
     # Farmers buy, let their followers in and sell within a minute; scalpers take minutes, swing
     # traders tens of minutes, diamond hands hours.
     style_weights: tuple[float, ...] = (0.1, 0.3, 0.35, 0.25)
-    positions_per_day_median: float = 4.0
+    positions_per_day_median: float = 9.0  # buy decisions; a KOL passes when nothing looks good
     positions_per_day_sigma: float = 0.9
-    size_median_sol: float = 1.5
+    size_median_sol: float = 2.0
     size_sigma: float = 0.8
     skill_pick: float = 1.1  # pick utility: (skill_pick + skill_slope * skill) * q
     skill_slope: float = 0.9
     herding_max: float = 1.6
+    # A KOL perceives a token's quality q with noise of sd perception_sd0 × exp(-perception_skill ×
+    # skill) and buys its best candidate only when that looks above pick_bar: a skilled KOL's record
+    # shows its skill over time, an unskilled one buys what only looks good.
+    perception_sd0: float = 1.0
+    perception_skill: float = 0.7
+    pick_bar: float = 0.4
     # A KOL sizes up on tokens it rates: size × exp(conviction × q), conviction ~ U(min, max).
     conviction_min: float = 0.0
     conviction_max: float = 0.35
     max_token_age_h: float = 12.0
+    # Followers: every KOL buy draws a crowd of copy-traders whose SOL enters the token's reserves
+    # within seconds (time constant U(crowd_in_min_s, crowd_in_max_s)) and leaves over minutes
+    # (U(crowd_out_min_s, crowd_out_max_s)); the crowd's size is the KOL's following (lognormal
+    # across KOLs; a farmer's about ``farmer_following`` times its own buys) times a per-buy draw.
+    following_sol_median: float = 2.0
+    following_sigma: float = 0.8
+    farmer_following: float = 5.0
+    farmer_size: float = 1.5  # a farmer buys big: its size is the bait its followers see
+    crowd_in_min_s: float = 3.0
+    crowd_in_max_s: float = 15.0
+    crowd_out_min_s: float = 60.0
+    crowd_out_max_s: float = 240.0
 
     # Noise on the chain
     failed_tx_rate: float = 0.04

@@ -20,13 +20,25 @@ import numpy as np
 
 from kolray.sim import keys
 from kolray.sim.behaviour import Action, Kol, Ladder, buy_times, sample_kols
-from kolray.sim.market import Fill, TokenDynamics, TokenPath, buy, sell, simulate_path, token_dynamics
+from kolray.sim.market import (
+    Fill,
+    TokenDynamics,
+    TokenPath,
+    buy,
+    crowd_impact,
+    crowd_profile,
+    sell,
+    simulate_path,
+    token_dynamics,
+)
 from kolray.sim.oracle import DEAD_SALE_CAP_S, DEAD_SALE_DELAY_S, EntryState
 from kolray.sim.params import DUST_FRACTION, HOUR, LAMPORTS_PER_SOL, MIGRATION_LEVEL, WorldParams
 from kolray.sim.trading import Holding, apply, venue_for
 
 VIRTUAL_SOL_80_LEVEL = 2 * math.log(80 / 30)  # the curve's price ∝ virtual SOL²: 30 SOL at launch
 
+DUMP_MIN_STEPS = 30  # FACTS.md §2: tokens with ≥ 30 swaps (a step of the path stands for a swap)
+DUMP_SIGMAS = 4.0
 RECENT_WINDOW_S = 1800  # "recent" KOL buys of a token, for herding
 MOMENTUM_S = 120
 
@@ -45,6 +57,9 @@ class Token:
     death_time: float = math.inf
     migration_time: float | None = None
     peak_level: float = 0.0
+    # Followers' SOL in the reserves and the log-price lift it makes, per grid point of the path.
+    crowd: np.ndarray | None = None
+    impact: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -134,6 +149,14 @@ class CommunityResult:
     graduation_s: list[float] = field(default_factory=list)
 
 
+def is_dump(returns: np.ndarray) -> bool:
+    """Whether a return series holds a dump: a drop below the median by more than 4 robust standard
+    deviations (1.4826 × the median absolute deviation), FACTS.md §2's rule."""
+    median = float(np.median(returns))
+    scale = 1.4826 * float(np.median(np.abs(returns - median)))
+    return bool(returns.min() < median - DUMP_SIGMAS * scale)
+
+
 def _rng(params: WorldParams, community: int, purpose: int, *more: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([params.seed, community, purpose, *more]))
 
@@ -205,6 +228,8 @@ class Community:
             self.params, _rng(self.params, self.index, 4, token.index), token.launch, token.dynamics, self.end
         )
         token.path = path
+        token.crowd = np.zeros(len(path.x))
+        token.impact = np.zeros(len(path.x))
         token.death_time = path.death_time
         if path.migration_index >= 0:
             token.migration_time = path.launch + (path.migration_index + 0.5) * path.step
@@ -222,22 +247,19 @@ class Community:
         if token.peak_level > VIRTUAL_SOL_80_LEVEL:
             m["above_80"] += 1
             m["above_80_graduated"] += token.migration_time is not None and token.migration_time < self.end
-        # Real trading: the price doubled from launch at some point (a token that never did drew
-        # next to no buyers). A dump: the price halves within 60 s at least once, the death's
-        # collapse included.
-        if token.peak_level < math.log(2):
+        # FACTS.md §2's dumps: among tokens with ≥ 30 swaps, those with at least one 4σ drop by a
+        # robust rule. The twin's stand-in for a swap is a step of its path (5 s of trading): a token
+        # that trades for ≥ 30 steps, whose step returns (its death's collapse included) hold one
+        # below median - 4 × 1.4826 × MAD.
+        returns = np.diff(path.x)
+        if path.death_time < self.end:
+            last = float(path.x[-1])
+            dead = path.curve_dead_level if not path.migrated_at(path.death_time) else last - path.death_drop
+            returns = np.append(returns, dead - last)
+        if len(returns) < DUMP_MIN_STEPS:
             return
         m["traded"] += 1
-        x, lows = path.x, path.lo
-        dumped = False
-        if path.death_time < self.end:
-            dead = path.curve_dead_level if not path.migrated_at(path.death_time) else -math.inf
-            dumped = float(x[-1]) - dead >= math.log(2)
-        lag = 1
-        while not dumped and lag <= max(int(60 / path.step), 1) and lag < len(x):
-            dumped = bool((x[: len(lows) - lag + 1] - lows[lag - 1 :]).max() >= math.log(2))
-            lag += 1
-        m["dumped"] += dumped
+        m["dumped"] += is_dump(returns)
 
     # The main loop
 
@@ -258,7 +280,7 @@ class Community:
                 next_launch += 1
             for index in [i for i, tok in alive.items() if tok.death_time <= t]:
                 dead = alive.pop(index)
-                dead.path = None  # positions already planned their trades; free the memory
+                dead.path = dead.crowd = dead.impact = None  # positions planned their trades; free memory
             self._decide(t, k, alive)
         # Tokens launched after the last decision still exist on chain only through noise; their
         # paths are simulated all the same, so the market's figures cover every launch.
@@ -309,26 +331,29 @@ class Community:
             path = c.path
             i = path.index_at(t)
             back = max(i - int(MOMENTUM_S / path.step), 0)
-            momentum[j] = path.x[i] - path.x[back]
+            momentum[j] = path.x[i] + c.impact[i] - path.x[back] - c.impact[back]
+        seen = q + kol.perception_sd * self.rng.standard_normal(len(cands))
         utility = (
-            kol.pick_coef * q
+            kol.pick_coef * seen
             + kol.herding * np.log1p(recent)
             + kol.momentum_pref * momentum
             - age_h / kol.freshness_h
             + self.rng.gumbel(size=len(cands))
         )
-        token = cands[int(np.argmax(utility))]
-        self._open(t, kol, token)
+        best = int(np.argmax(utility))
+        if seen[best] < p.pick_bar:
+            return  # nothing looks good enough: the KOL passes
+        self._open(t, kol, cands[best])
 
     def _open(self, t: float, kol: Kol, token: Token) -> None:
         rng = self.rng
         path = token.path
         i_e = path.index_at(t)
-        level = float(path.x[i_e])
+        level = float(path.x[i_e] + token.impact[i_e])
         migrated = path.migrated_at(t)
         venue = venue_for(migrated, token.amm)
         size = kol.size_median * math.exp(kol.size_sigma * rng.standard_normal() + kol.conviction * token.q)
-        if rng.random() < 0.03:  # the occasional outsized bet
+        if rng.random() < 0.03 and kol.style != "farmer":  # the occasional outsized bet (not a farmer's bait)
             size *= rng.pareto(1.5) + 2
         size = int(min(max(size, 0.01 * LAMPORTS_PER_SOL), 250 * LAMPORTS_PER_SOL))
         parts = 1 if rng.random() >= kol.split_buy_prob else int(rng.integers(2, 4))
@@ -364,12 +389,14 @@ class Community:
             self.trades.append(trade)
             first_trade = first_trade or trade
             trade_time += float(rng.uniform(0.5, 4.0))
+        self._draw_crowd(t, kol, token, size)
         outcome, end_time, three_x = self._play(
             t, trade_time, kol, token, holding, kol.ladders[ladder_index], budgets, route, position_id
         )
         self.held[kol.index - self.kols[0].index][token.index] = end_time
         horizon_end = min(path.index_at(t + 7 * 86_400), len(path.hi) - 1)
-        window = path.hi[i_e : max(horizon_end, i_e + 1)]
+        stop = max(horizon_end, i_e + 1)
+        window = path.hi[i_e:stop] + token.impact[i_e:stop]
         self.positions.append(
             PositionPlan(
                 id=position_id,
@@ -386,6 +413,22 @@ class Community:
             )
         )
 
+    def _draw_crowd(self, t: float, kol: Kol, token: Token, size: int) -> None:
+        """The followers a buy draws: their SOL enters the reserves within seconds and leaves over
+        minutes, lifting the price for everyone who trades the token then (the KOL's own exits too)."""
+        path = token.path
+        # Bigger buys draw more (followers see the size), and each buy's crowd varies.
+        sol = (
+            kol.following_sol * math.sqrt(size / kol.size_median) * math.exp(0.5 * self.rng.standard_normal())
+        )
+        first = path.index_at(t) + 1
+        last = min(first + math.ceil(6 * kol.crowd_out_s / path.step), len(path.x))
+        if first >= last:
+            return
+        u = path.launch + np.arange(first, last) * path.step - t
+        token.crowd[first:last] += sol * crowd_profile(u, kol.crowd_in_s, kol.crowd_out_s)
+        token.impact[first:last] = crowd_impact(path, token.crowd, first, last)
+
     def replay(
         self,
         kol: Kol,
@@ -401,14 +444,15 @@ class Community:
         For checks of the oracle against Monte Carlo: returns the outcome and whether it made 3x,
         and leaves the community's record of trades untouched.
         """
-        saved = (self.trades, self.failed, self.rng, self.end, token.path)
+        saved = (self.trades, self.failed, self.rng, self.end, token.path, token.impact)
         self.trades, self.failed, self.rng, self.end, token.path = [], [], rng, math.inf, path
+        token.impact = np.zeros(len(path.x))  # no crowds: the oracle's own market
         try:
             outcome, _, three_x = self._play(
                 path.launch, path.launch, kol, token, holding, ladder, budgets, "direct", 0
             )
         finally:
-            self.trades, self.failed, self.rng, self.end, token.path = saved
+            self.trades, self.failed, self.rng, self.end, token.path, token.impact = saved
         return outcome, three_x
 
     def _play(
@@ -430,8 +474,9 @@ class Community:
         rng = self.rng
         path = token.path
         x = path.x
-        entry_level = float(x[path.index_at(t_entry)])
+        imp = token.impact
         j = path.index_at(t_entry)
+        entry_level = float(x[j] + imp[j])
         node = ladder.nodes[0]
         exit_at = t_entry + rng.exponential(1.0 / kol.time_exit_rate) * HOUR
         entry_budget = sum(budgets)
@@ -452,7 +497,10 @@ class Community:
                 return "open_at_end", math.inf, False
             lo = entry_level + math.log(node.lo)
             hi = entry_level + math.log(node.hi)
-            since, top, bottom = rest if rest is not None else (step_start, path.hi[j], path.lo[j])
+            # The crowds' lift holds over a step (it changes over seconds to minutes).
+            since, top, bottom = (
+                rest if rest is not None else (step_start, path.hi[j] + imp[j], path.lo[j] + imp[j])
+            )
             hit_hi = top >= hi
             hit_lo = bottom <= lo
             if hit_hi and hit_lo:
@@ -492,7 +540,8 @@ class Community:
                 left = step_end - when
                 if left > 0:
                     var = variance_per_s * left
-                    half, mid = (x[j + 1] - level) / 2, (x[j + 1] + level) / 2
+                    end_level = x[j + 1] + imp[j]
+                    half, mid = (end_level - level) / 2, (end_level + level) / 2
                     u1, u2 = 1.0 - rng.random(), 1.0 - rng.random()
                     rest = (
                         when,
@@ -507,7 +556,7 @@ class Community:
                 when = max(step_end, last + 1.0)
                 if when >= self.end:
                     return "open_at_end", math.inf, False
-                level = float(x[j + 1])
+                level = float(x[j + 1] + imp[j + 1])
                 migrated = path.migration_index >= 0 and j >= path.migration_index
                 venue = venue_for(migrated, token.amm)
                 holding, last = self._execute(

@@ -18,11 +18,6 @@ from kolray.sim.calibrate import calibrate
 from kolray.sim.world import generate_world, load_world
 
 SHARED_MARKET = Path(__file__).resolve().parents[3] / "shared" / "market"
-# Not yet within: the twin's dump rule (the price halves within 60 s) finds a dump in about 79% of
-# the tokens that doubled from launch (78% on this world), FACTS.md’s 4σ rule 92.2% (bar: 85%). Tokens that die close to
-# the launch price fall back to it by less than half. And KOL-day win rates run low: p75 about 40%
-# (the table asks 50-85%; FACTS.md: daily wins sit around 30-75%).
-KNOWN_GAPS = {"tokens with real trading that show a dump", "daily win rate, p75 over KOL-days"}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +31,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 def test_a_small_world_is_within_the_calibration_table(world) -> None:
     table = calibrate(world, facts_dir=SHARED_MARKET)
     print("\n" + "\n".join(f"{r.figure}: real {r.real_text}, twin {r.twin}, {r.within}" for r in table.rows))
-    outside = [r.figure for r in table.rows if not r.within and r.figure not in KNOWN_GAPS]
+    outside = [r.figure for r in table.rows if not r.within]
     assert not outside, outside
     # Held to the table, not let off by it: the fat tail is there, not only within a wide allowance.
     rows = {r.figure: r for r in table.rows}
@@ -45,10 +40,14 @@ def test_a_small_world_is_within_the_calibration_table(world) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="dumps: 78-79% of tokens that doubled, FACTS.md 92.2% (bar 85%)")
-def test_dumps_in_most_tokens_with_real_trading(world) -> None:
+def test_dumps_in_most_tokens_with_real_trading_and_a_top_kol_tells_a_little(world) -> None:
     rows = {r.figure: r for r in calibrate(world, facts_dir=SHARED_MARKET).rows}
-    assert rows["tokens with real trading that show a dump"].within
+    # FACTS.md's rule (a 4σ robust drop among tokens with ≥ 30 swaps): 92.2%; the bar is 85%.
+    dumps = rows["tokens with real trading that show a dump"]
+    assert dumps.within and dumps.twin >= 0.85 and dumps.n >= 1000
+    # A top KOL's presence lifts P(graduate | > 80 virtual SOL) a little (real 1.21), not to certainty.
+    lift = rows["P(graduate | virtual SOL > 80): with a top trader present ÷ all"]
+    assert lift.within and lift.twin < 1.5
 
 
 @pytest.mark.slow

@@ -144,7 +144,9 @@ def test_price_path_bridge_extremes_and_migration() -> None:
     path = simulate_path(PARAMS, rng, 1_000.0, dynamics, 1_000.0 + 3 * 86_400)
     assert np.all(path.hi >= np.maximum(path.x[:-1], path.x[1:]) - 1e-12)
     assert np.all(path.lo <= np.minimum(path.x[:-1], path.x[1:]) + 1e-12)
-    assert 0.0 <= path.x[0] <= PARAMS.launch_level_max  # where the first buyers take a fresh token
+    # The launch block: the first buyers take a fresh token to launch × e^U(0, launch_level_max) and
+    # the snipers spike it e^U(sniper_lift_min, sniper_lift_max) above that, to dump within 5 s.
+    assert PARAMS.sniper_lift_min <= path.x[0] <= PARAMS.launch_level_max + PARAMS.sniper_lift_max
     assert path.last_time >= min(path.death_time, 1_000.0 + 3 * 86_400)
     crossed = np.nonzero(path.hi >= MIGRATION_LEVEL)[0]
     assert path.migration_index == (int(crossed[0]) if len(crossed) else -1)
@@ -168,7 +170,11 @@ def test_peak_oracle_is_the_pareto_tail_and_matches_sampled_paths(community) -> 
     assert np.all(peak[near] >= expected[near] - 2e-3) and np.all(peak <= 3.0**-alphas + 2e-3)
     assert peak.std() > 0.02  # tokens differ: a signal to learn, not a constant
     rng = np.random.default_rng(7)
-    entry = plans[int(np.argmax(peak))].entry
+    # Sampled from a fresh curve (its floor and migration ahead): the check for entries on the curve.
+    entry = max(
+        (p.entry for p, v in zip(plans, peak, strict=True) if not p.entry.migrated),
+        key=lambda e: float(oracle_p_peak([e], PARAMS)[0]),
+    )
     n = 3000
     hits = sum(
         simulate_path(PARAMS, rng, 0.0, entry.dynamics, 30 * 86_400.0, x0=entry.level).hi.max() - entry.level
@@ -197,7 +203,7 @@ def test_peaks_are_fat_tailed_and_most_tokens_die_fast() -> None:
         # Pareto m^-alpha far above the curve's floor at the launch price; from x = 1 the floor
         # takes a little: sinh(alpha) / sinh(alpha (1 + ln m)).
         expected = math.sinh(alpha) / math.sinh(alpha * (1 + math.log(m)))
-        assert (peaks >= m).mean() == pytest.approx(expected, rel=0.15)
+        assert abs((peaks >= m).mean() - expected) <= 4 * math.sqrt(expected * (1 - expected) / n)
         assert expected > 0.75 * m**-alpha
     assert (peaks >= 100).mean() > 0
     assert 60 < float(np.median(lives)) < 1800
