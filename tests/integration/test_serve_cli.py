@@ -122,11 +122,15 @@ def test_kolray_serve_refuses_open_admin_routes_on_a_reachable_host(tmp_path: Pa
     assert "KOLRAY_API_KEY is not set" in " ".join(allowed.stderr.split())
 
 
+@pytest.mark.parametrize("to", ["process", "group"])
 def test_kolray_serve_on_its_own_ray_says_its_mode_and_stops_within_seconds_on_sigterm(
-    tmp_path: Path,
+    tmp_path: Path, to: str
 ) -> None:
     """`kolray serve` starting its own Ray instance in high-throughput mode (HAProxy): it says so
-    at start-up, and SIGTERM stops it in seconds (Serve's 30 s ingress drain made it ~35 s)."""
+    at start-up, and SIGTERM stops it in seconds (Serve's 30 s ingress drain made it ~35 s), sent
+    to the process alone or to its whole process group, Ray's processes included, as systemd and a
+    terminal do (Serve then waited 30 s for a controller already gone: ~40 s; now its shutdown is
+    bounded, and what remains is ray.shutdown() finding its processes gone: ~15 s)."""
     import yaml
 
     store = str(tmp_path / "store")
@@ -180,13 +184,16 @@ def test_kolray_serve_on_its_own_ray_says_its_mode_and_stops_within_seconds_on_s
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
 
         started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
+        if to == "group":
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=90)
         took = time.monotonic() - started
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    print(f"\nkolray serve (high-throughput mode) stopped {took:.1f} s after SIGTERM")
+    print(f"\nkolray serve (high-throughput mode) stopped {took:.1f} s after SIGTERM to the {to}")
     assert process.returncode == 0 and "stopped" in rest, output + rest
-    assert took < 10, f"stopping took {took:.1f} s"
+    assert took < (10 if to == "process" else 25), f"stopping took {took:.1f} s"
