@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.tune import Callback
 
 from kolray import registry, storage
+from kolray.cluster import init_ray
 from kolray.datasets import LoadedDataset, load_dataset, new_version
 from kolray.models.calibration import DEFAULT_MIN_PRECISION, CalibrationMethod
 from kolray.train import (
@@ -228,10 +229,7 @@ def _trial(
 def ensure_ray() -> None:
     """Connect to the cluster (``RAY_ADDRESS``, or the one started by ``ray start``), else start a
     local one. Inside ``ray job submit`` and tests Ray is already up."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+    init_ray(include_dashboard=False, log_to_driver=False)
 
 
 def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float) -> int:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from kolray.cluster import init_ray
 from kolray.commands._common import console, fail, out
 
 if TYPE_CHECKING:  # the CLI imports every command at start: the pipeline (torch, Tune) only when run
@@ -88,12 +89,13 @@ def demo(
     from kolray.serve import control
 
     mode = control.prepare_environment(None, None)
+    console.print(f"  Serve mode: {mode}")
     import ray
 
     started = time.perf_counter()
-    # Always a Ray of its own: attached to a running cluster, the demo's replicas and trials would
-    # not see the demo's database and storage settings.
-    info = ray.init(address="local", namespace="kolray", dashboard_host="127.0.0.1", log_to_driver=False)
+    # Always a Ray of its own ("local": loopback-only, reaped if the demo is killed): attached to a
+    # running cluster, the demo's replicas and trials would not see its database and storage settings.
+    info = init_ray("local", namespace="kolray", log_to_driver=False)
     dashboard = info.dashboard_url
     # After ray.init, which sets a SIGTERM handler of its own (sys.exit(15)): both signals stop
     # whatever runs (a stage, the deploy, the serving loop) by KeyboardInterrupt, and every path
