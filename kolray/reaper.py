@@ -20,7 +20,8 @@ import subprocess
 import sys
 import time
 
-POLL_S = 0.5
+POLL_S = 0.5  # how often the driver's liveness is checked (one file read)
+SCAN_EVERY = 6  # polls between scans of the whole process table for its descendants (~3 s)
 GRACE_S = 2.0  # after a graceful exit Ray stops its own processes: give it that long first
 TERM_S = 3.0  # then SIGTERM, and SIGKILL what is still there after this long
 
@@ -54,6 +55,14 @@ def descendants(root: int, table: dict[int, tuple[int, int]]) -> set[Process]:
     return found
 
 
+def start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def alive(processes: set[Process]) -> set[Process]:
     table = process_table()
     return {(pid, start) for pid, start in processes if table.get(pid, (0, -1))[1] == start}
@@ -68,15 +77,19 @@ def signal_all(processes: set[Process], signum: int) -> None:
 def watch(driver: int) -> None:
     """Follow ``driver`` until it exits, then end what it left running."""
     me = os.getpid()
-    table = process_table()
-    if driver not in table:
+    driver_start = start_time(driver)
+    if driver_start is None:
         return
-    driver_start = table[driver][1]
+    # The whole table only every few polls: a reaper beside a long `kolray track` should cost
+    # nothing. What Ray starts in between and ends itself needs no reaper.
     started: set[Process] = set()
-    while table.get(driver, (0, -1))[1] == driver_start:
-        started = alive(started) | {p for p in descendants(driver, table) if p[0] != me}
+    polls = 0
+    while start_time(driver) == driver_start:
+        if polls % SCAN_EVERY == 0:
+            table = process_table()
+            started = alive(started) | {p for p in descendants(driver, table) if p[0] != me}
+        polls += 1
         time.sleep(POLL_S)
-        table = process_table()
     deadline = time.monotonic() + GRACE_S
     while (left := alive(started)) and time.monotonic() < deadline:
         time.sleep(0.1)
