@@ -15,7 +15,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -100,7 +100,7 @@ def demo(
     # After ray.init, which sets a SIGTERM handler of its own (sys.exit(15)): both signals stop
     # whatever runs (a stage, the deploy, the serving loop) by KeyboardInterrupt, and every path
     # below ends with Serve and Ray shut down.
-    with _stop_signals() as (received, interrupt):
+    with _stop_signals() as received:
         console.print(f"[bold]kolray demo[/]: {kols} KOLs × {days:g} days, state in {state}")
         options = PipelineOptions(
             world_dir=root / f"world-{kols}k-{days:g}d-s{seed}",
@@ -142,17 +142,14 @@ def demo(
                     smoke.update(smoke_check(client, wallet, result.skipped))
                 stop.set()
             else:
-                # run_blocking's SIGTERM handler sets `stop` (an Event) from the main thread, and
-                # deadlocks when the signal lands while that thread holds the Event's lock in its
-                # stop.wait() loop, which is most of the time (it reaches Python through one of
-                # Ray's threads): SIGTERM gets this demo's handler back, which raises instead.
-                signal.signal(signal.SIGTERM, interrupt)
                 out.print("Ctrl-C to stop.")
 
+        signalled: int | None = None
         try:
-            # run_blocking sets SIGTERM to `stop` while it serves; a Ctrl-C ends it by KeyboardInterrupt
-            # (in the deploy or the loop); either way it shuts Serve down before returning.
-            control.run_blocking(
+            # While it runs, SIGTERM is run_blocking's (it returns it) and Ctrl-C ours; either ends
+            # it by KeyboardInterrupt (in the deploy, the smoke check or the wait), and it shuts
+            # Serve down before returning.
+            signalled = control.run_blocking(
                 None,
                 settings.serve_host,
                 settings.serve_port,
@@ -168,8 +165,8 @@ def demo(
         finally:
             if ray.is_initialized():
                 ray.shutdown()
-        if received or (stop.is_set() and not smoke):  # a signal, not the smoke check, stopped it
-            stopped(received[0] if received else signal.SIGTERM, "")
+        if received or signalled or (stop.is_set() and not smoke):  # a signal, not the smoke check
+            stopped(received[0] if received else signalled or signal.SIGTERM, "")
         if exit_after:
             failed = [name for name, check in smoke.items() if check["status"] == "FAILED"]
             for name, check in smoke.items():
@@ -181,9 +178,9 @@ def demo(
 
 
 @contextlib.contextmanager
-def _stop_signals() -> Iterator[tuple[list[int], Callable[[int, FrameType | None], None]]]:
+def _stop_signals() -> Iterator[list[int]]:
     """SIGINT and SIGTERM raise KeyboardInterrupt inside the block (whatever it is doing then) and
-    are recorded in the list yielded, with the handler; the previous handlers are back afterwards."""
+    are recorded in the list yielded; the previous handlers are back afterwards."""
     received: list[int] = []
 
     def interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -192,7 +189,7 @@ def _stop_signals() -> Iterator[tuple[list[int], Callable[[int, FrameType | None
 
     previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
     try:
-        yield received, interrupt
+        yield received
     finally:
         for signum, handler in previous.items():
             if handler is not None:

@@ -191,7 +191,12 @@ class Api:
                 changed = {m: v for m, v in current.items() if m in seen and v != seen[m] and v is not None}
                 if changed:
                     log.info("registry: new champion(s) %s; applying to the model replicas", changed)
-                    await self.service.reload(ReloadRequest.model_validate(changed))
+                    # Only the changed models move: the others keep what their config names (an
+                    # operator's pinned or archived version included), not "the champion".
+                    assert self.service.reloader is not None
+                    kept = await self.service.reloader.deployed()
+                    request = {m: kept.get(m) for m in MODEL_DEPLOYMENTS} | changed
+                    await self.service.reload(ReloadRequest(**request, allow_archived=True))
                 seen = current
             except Exception as error:  # storage hiccup, controller busy: try again next period
                 log.warning("registry watch: %s", error)

@@ -429,9 +429,10 @@ def run_blocking(
     progress: Any = None,
     allow_open_admin: bool = False,
     warn: Any = None,
-) -> None:
+) -> int | None:
     """``kolray serve``: connect to (or start) Ray, deploy, print the URLs, block until Ctrl-C or
-    SIGTERM (or ``stop``), then shut Serve down.
+    SIGTERM (or ``stop``), then shut Serve down. Returns the signal that stopped it (SIGTERM, which
+    interrupts whatever runs: the deploy, ``on_ready``, the wait), or ``None``.
 
     Before anything starts: without ``KOLRAY_API_KEY`` the admin routes are open, which is
     warned about (``warn``, default ``progress``, and the log) and refused on a host other
@@ -459,12 +460,17 @@ def run_blocking(
         dashboard = info.dashboard_url
         started_ray = True
     stop = stop or threading.Event()
-    # The handler only appends: Event.set() from a handler can deadlock on the lock that the main
-    # thread holds inside Event.wait() when the signal lands (seen: SIGTERM ignored for minutes).
     signalled: list[int] = []
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        # Raise, never stop.set(): Event.set() from a handler deadlocks on the lock the main thread
+        # holds inside Event.wait() when the signal lands (seen: SIGTERM ignored for minutes).
+        signalled.append(signum)
+        raise KeyboardInterrupt
+
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda signum, _: signalled.append(signum))
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         say("deploying the application (models, features, UI)")
         deploy(config)
@@ -482,7 +488,7 @@ def run_blocking(
         }
         if on_ready is not None:
             on_ready(urls)
-        while not (stop.is_set() or signalled):
+        while not stop.is_set():
             time.sleep(0.25)
     except KeyboardInterrupt:
         pass
@@ -494,6 +500,7 @@ def run_blocking(
         finally:
             if started_ray:
                 ray.shutdown()
+    return signalled[0] if signalled else None
 
 
 def shutdown_serve(timeout_s: float = 8.0) -> bool:
