@@ -182,3 +182,39 @@ def test_quick_demo_serves_what_it_has_and_ctrl_c_stops_everything(tmp_path: Pat
     finally:
         if demo.poll() is None or group_members(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def test_sigterm_while_the_demo_deploys_stops_it_with_143(tmp_path: Path) -> None:
+    """SIGTERM during the deploy (run_blocking's phase) is not lost: the demo stops, shut down, and
+    exits 143 rather than going on to serve or to report success."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "kolray"), "demo", "--kols", "20", "--days", "30",
+               "--trials", "1", "--max-epochs", "2", "--dir", str(tmp_path / "demo"),
+               "--port", str(port), "--exit-after"]  # fmt: skip
+    demo = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=demo_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 600
+        for line in demo.stdout:
+            lines.append(line.rstrip("\n"))
+            if "serve: deploying the application" in line or time.monotonic() > deadline:
+                break
+        assert any("serve: deploying the application" in line for line in lines), "\n".join(lines[-40:])
+        demo.send_signal(signal.SIGTERM)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    output = "\n".join(lines) + rest
+    assert demo.returncode == 143, output[-3000:]
+    assert "demo finished" not in output and "smoke healthz" not in output, output[-3000:]
