@@ -99,13 +99,13 @@ def group_members(pgid: int) -> list[str]:
     return found
 
 
-def test_quick_demo_serves_what_it_has_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    port = free_port()
+def start_quick_demo(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    """`kolray demo` on a 20 KOLs × 30 days world, in its own session: the process group a
+    terminal would Ctrl-C, and nothing of the test's."""
     command = [str(Path(sys.executable).parent / "kolray"), "demo", "--kols", "20", "--days", "30",
                "--trials", "1", "--max-epochs", "2", "--dir", str(tmp_path / "demo"),
-               "--port", str(port)]  # fmt: skip
-    # Its own session: the process group a terminal would Ctrl-C, and nothing of the test's.
-    demo = subprocess.Popen(
+               "--port", str(port), *extra]  # fmt: skip
+    return subprocess.Popen(
         command,
         cwd=ROOT,
         env=demo_env(tmp_path),
@@ -114,6 +114,11 @@ def test_quick_demo_serves_what_it_has_and_ctrl_c_stops_everything(tmp_path: Pat
         text=True,
         start_new_session=True,
     )
+
+
+def test_quick_demo_serves_what_it_has_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    port = free_port()
+    demo = start_quick_demo(tmp_path, port)
     pgid = os.getpgid(demo.pid)
     lines: list[str] = []
     serving = threading.Event()
@@ -187,19 +192,7 @@ def test_quick_demo_serves_what_it_has_and_ctrl_c_stops_everything(tmp_path: Pat
 def test_sigterm_while_the_demo_deploys_stops_it_with_143(tmp_path: Path) -> None:
     """SIGTERM during the deploy (run_blocking's phase) is not lost: the demo stops, shut down, and
     exits 143 rather than going on to serve or to report success."""
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "kolray"), "demo", "--kols", "20", "--days", "30",
-               "--trials", "1", "--max-epochs", "2", "--dir", str(tmp_path / "demo"),
-               "--port", str(port), "--exit-after"]  # fmt: skip
-    demo = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=demo_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    demo = start_quick_demo(tmp_path, free_port(), "--exit-after")
     lines: list[str] = []
     try:
         assert demo.stdout is not None
