@@ -431,8 +431,8 @@ def run_blocking(
     warn: Any = None,
 ) -> int | None:
     """``kolray serve``: connect to (or start) Ray, deploy, print the URLs, block until Ctrl-C or
-    SIGTERM (or ``stop``), then shut Serve down. Returns the signal that stopped it (SIGTERM, which
-    interrupts whatever runs: the deploy, ``on_ready``, the wait), or ``None``.
+    SIGTERM (or ``stop``), then shut Serve down. Returns the signal that stopped it (SIGTERM: it is
+    acted on once the deploy and ``on_ready`` are done), or ``None``.
 
     Before anything starts: without ``KOLRAY_API_KEY`` the admin routes are open, which is
     warned about (``warn``, default ``progress``, and the log) and refused on a host other
@@ -463,10 +463,12 @@ def run_blocking(
     signalled: list[int] = []
 
     def on_sigterm(signum: int, _frame: Any) -> None:
-        # Raise, never stop.set(): Event.set() from a handler deadlocks on the lock the main thread
-        # holds inside Event.wait() when the signal lands (seen: SIGTERM ignored for minutes).
+        # Only recorded, never stop.set(): Event.set() from a handler deadlocks on the lock the main
+        # thread holds inside Event.wait() when the signal lands (seen: SIGTERM ignored for
+        # minutes). Raising here instead made a SIGTERM sent to the whole process group end the
+        # process with status 1 (Ray's processes stopping under it). A deploy in progress finishes
+        # first; the caller learns of the signal from the return value.
         signalled.append(signum)
-        raise KeyboardInterrupt
 
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -488,7 +490,7 @@ def run_blocking(
         }
         if on_ready is not None:
             on_ready(urls)
-        while not stop.is_set():
+        while not (stop.is_set() or signalled):
             time.sleep(0.25)
     except KeyboardInterrupt:
         pass
