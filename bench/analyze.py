@@ -113,7 +113,7 @@ def populate(url: str, rows: list[dict[str, Any]]) -> None:
     from sqlalchemy import insert
 
     from kolray.db.migrate import upgrade
-    from kolray.db.models import SwapRow
+    from kolray.db.tables import SwapRow
 
     engine = upgrade(url)
     for i in range(0, len(rows), 50_000):
@@ -125,7 +125,7 @@ def _swap_count(url: str) -> int:
     from sqlalchemy import func, select
 
     from kolray.db.migrate import upgrade
-    from kolray.db.models import SwapRow
+    from kolray.db.tables import SwapRow
 
     with upgrade(url).connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(SwapRow)))
@@ -136,7 +136,7 @@ def reset(url: str) -> None:
     from sqlalchemy import delete
 
     from kolray.db.migrate import upgrade
-    from kolray.db.models import KolStatRow, Meta, PositionRow
+    from kolray.db.tables import KolStatRow, Meta, PositionRow
 
     engine = upgrade(url)
     with engine.begin() as conn:
@@ -153,7 +153,7 @@ def phase_base(url: str) -> dict[str, Any]:
 
     from kolray.analyzer import analyze  # noqa: F401  (the same imports as the real runs)
     from kolray.db.migrate import upgrade
-    from kolray.db.models import SwapRow
+    from kolray.db.tables import SwapRow
 
     with upgrade(url).connect() as conn:
         conn.scalar(select(func.count()).select_from(SwapRow))
@@ -192,7 +192,7 @@ def phase_naive(url: str) -> dict[str, Any]:
     from kolray.analyzer import WINDOWS, build_ledger, kol_stats
     from kolray.analyzer.stage import _SWAP_COLUMNS
     from kolray.db.migrate import upgrade
-    from kolray.db.models import KolStatRow, PositionRow, SwapRow
+    from kolray.db.tables import KolStatRow, PositionRow, SwapRow
 
     engine = upgrade(url)
     with engine.begin() as conn:
@@ -227,7 +227,7 @@ def phase_sql_read(url: str) -> dict[str, Any]:
 
     from kolray.analyzer.stage import _SWAP_COLUMNS
     from kolray.db.migrate import upgrade
-    from kolray.db.models import SwapRow
+    from kolray.db.tables import SwapRow
 
     n = 0
     with upgrade(url).connect() as conn:

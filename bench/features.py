@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/features.py [--kols 1800] [--days 125] [--db-url URL] [--no-scale]
 
-Generates a synthetic market shaped like the chain twin's (:mod:`kolray.features.synthetic`;
+Generates a synthetic market shaped like the chain twin's (:mod:`kolray.testing.synthetic_market`;
 about 575 positions per KOL over 125 days, so the KOL dataset has three splits too) into a
 temporary SQLite database, runs the analyzer once (setup, not measured), then measures each build
 in a fresh process:
@@ -208,8 +208,8 @@ def pandas_build(url: str, out: str) -> dict[str, dict[str, int]]:
     from sqlalchemy import text
 
     from kolray.features import BuildOptions
+    from kolray.features.build import kol_split_plan, token_split_plan
     from kolray.features.context import MintEntries, wallet_histories
-    from kolray.features.pipeline import kol_split_plan, token_split_plan
     from kolray.features.rows import RESOLVE, kol_day_range, kol_rows, token_rows
     from kolray.features.source import frame_from_rows, positions_sql, read_engine, read_snapshot
     from kolray.features.splits import SPLIT_NAMES, assign_splits
@@ -323,7 +323,7 @@ def generate(url: str, kols: int, days: float) -> dict[str, Any]:
     os.environ.setdefault("KOLRAY_LOG_LEVEL", "WARNING")
     from kolray.analyzer import analyze
     from kolray.db.migrate import upgrade
-    from kolray.features.synthetic import MarketParams, populate
+    from kolray.testing.synthetic_market import MarketParams, populate
 
     engine = upgrade(url)
     started = time.perf_counter()

@@ -6,12 +6,12 @@ Runs the pipeline the demo runs (twin world → tracked over JSON-RPC → positi
 features → Tune search → one evaluation on the frozen test split) in a scratch database and storage,
 then prints what the evaluation reports said, for the same test rows:
 
-- token (P(3x) of a buy): the TokenPredictor, logistic regression and boosted trees on all
+- token (P(3x) of a buy): the TokenNet, logistic regression and boosted trees on all
   features, boosted trees on the seed's seven features alone, and the oracle (the twin's own
   probability from its latent variables: the best any model could do). ROC-AUC, PR-AUC, Brier and
   the precision/recall at each model's threshold (highest recall with precision ≥ the target on
   validation), each with its bootstrap 95% interval; the base-rate predictor's Brier for reference.
-- KOL (3x rate over the next 7/30 days): the KOLPredictor, persistence (the past rate carries on),
+- KOL (3x rate over the next 7/30 days): the KolNet, persistence (the past rate carries on),
   ridge and the oracle rate: RMSE and R² per horizon.
 
 Also checks the issue's goals and says which hold. Nothing is tuned towards them: the figures are
@@ -34,13 +34,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TOKEN_ROWS = {
-    "model": "TokenPredictor",
+    "model": "TokenNet",
     "logistic": "logistic",
     "gbt": "boosted trees",
     "gbt_seed7": "boosted trees, seed's 7",
     "oracle": "oracle",
 }
-KOL_ROWS = {"model": "KOLPredictor", "persistence": "persistence", "ridge": "ridge", "oracle": "oracle"}
+KOL_ROWS = {"model": "KolNet", "persistence": "persistence", "ridge": "ridge", "oracle": "oracle"}
 TOKEN_METRICS = ("roc_auc", "pr_auc", "brier", "precision", "recall")
 KOL_METRICS = ("rmse_7d", "r2_7d", "rmse_30d", "r2_30d")
 
@@ -172,7 +172,7 @@ def main() -> int:
         import ray
 
         from kolray.config import get_settings
-        from kolray.evaluate import read_report
+        from kolray.learn.evaluate import read_report
         from kolray.pipeline import run_pipeline
 
         get_settings.cache_clear()

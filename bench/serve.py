@@ -7,7 +7,7 @@ servers, one after the other so they never share the cores:
 - ``fastapi``: one uvicorn process serving :func:`kolray.serve.api.build_app` with the model held
   in-process (:class:`~kolray.serve.service.LocalScorer`): the floor for this request path;
 - ``serve``: the Ray Serve application (``kolray.serve.app:build``: HTTP proxy → ingress replica →
-  batched ``TokenModel`` replica), deployed from a config exactly as ``kolray serve`` does.
+  batched ``TokenClassifier`` replica), deployed from a config exactly as ``kolray serve`` does.
 
 Both run the same routes, coalescing, model and feature source, measured twice: ``database``, the
 product path (point-in-time features computed from the database by :mod:`kolray.features`), and
@@ -87,7 +87,7 @@ def run_fastapi(port: int, env: dict[str, str], features: str) -> None:
     import uvicorn
 
     from kolray.serve.api import build_app
-    from kolray.serve.models import ModelHolder
+    from kolray.serve.holder import ModelHolder
     from kolray.serve.service import KolrayService, LocalScorer
 
     torch.set_num_threads(1)
@@ -104,8 +104,8 @@ def run_fastapi(port: int, env: dict[str, str], features: str) -> None:
 
 def deploy_app(port: int, env: dict[str, str], features: str) -> None:
     """The app as `kolray serve` deploys it (declaratively), on this process's Ray."""
-    from kolray.serve import sample
     from kolray.serve.control import deploy, wait_until_serving
+    from kolray.testing import serving_world as sample
 
     deploy(sample.app_config(env, port, feature_source=features))
     wait_until_serving(f"http://127.0.0.1:{port}")
@@ -195,7 +195,7 @@ async def load(url: str, stream: Stream, concurrency: int, seconds: float, warmu
 
 SERVE_ROLES = (
     ("ServeReplica:kolray:KolrayApi", "ingress"),
-    ("ServeReplica:kolray:TokenModel", "token_model"),
+    ("ServeReplica:kolray:TokenClassifier", "token_model"),
     ("ServeReplica:kolray:KolModel", "kol_model"),
     ("HAProxyManager", "haproxy_manager"),
     ("haproxy", "haproxy"),
@@ -291,7 +291,7 @@ FEATURE_SOURCES = {
     "database": "kolray.serve.lookup:database_features",
     # Every feature unknown (the model's training means): no lookup work at all, so what is left
     # is the serving path itself — HTTP, Serve's hops, coalescing and batching, the model.
-    "none": "kolray.serve.sample:unknown_features",
+    "none": "kolray.testing.serving_world:unknown_features",
 }
 
 
@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ray import serve
 
     from kolray.db import upgrade
-    from kolray.serve import sample
     from kolray.serve.control import prepare_environment
+    from kolray.testing import serving_world as sample
 
     started = time.perf_counter()
     load_before = os.getloadavg()[0]

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--interval-hours must be > 0")
 
     from kolray.config import SettingsError, get_settings
-    from kolray.continuous import CycleOptions, run_schedule, train_cycle
+    from kolray.learn.stage import CycleOptions, run_schedule, train_cycle
     from kolray.logs import configure_logging
 
     try:

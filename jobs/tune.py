@@ -2,7 +2,7 @@
 
     ray job submit --working-dir . -- python jobs/tune.py --model all --trials 16 --gpus-per-trial 0.25
 
-Thin on purpose: it parses arguments and calls :func:`kolray.tune.train_and_register`, the same
+Thin on purpose: it parses arguments and calls :func:`kolray.learn.tune.train_and_register`, the same
 function ``kolray tune`` calls. Prints one JSON line per model.
 """
 
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset_version and args.model == "all":
         parser.error("--dataset-version needs --model token or --model kol")
 
+    from kolray.learn.tune import TuneOptions, ensure_ray, train_and_register
     from kolray.logs import configure_logging
-    from kolray.tune import TuneOptions, ensure_ray, train_and_register
 
     configure_logging()
     ensure_ray()

@@ -353,7 +353,7 @@ def write_dataset(
 
 
 def _code_version() -> str:
-    from kolray.registry import code_version
+    from kolray.learn.registry import code_version
 
     return code_version()
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from kolray.db.engine import session_scope
-from kolray.db.models import Kol
+from kolray.db.tables import Kol
 
 
 class InvalidWallet(ValueError):

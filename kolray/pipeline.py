@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kolray.backtest import BacktestError, BacktestOptions
 from kolray.backtest import backtest_stage as run_backtest_stage
-from kolray.train import TrainError
-from kolray.tune import ModelKind, TuneOptions, train_and_register
+from kolray.learn.train import TrainError
+from kolray.learn.tune import ModelKind, TuneOptions, train_and_register
 
 Say = Callable[[str], None]
 
@@ -190,8 +190,8 @@ def run_pipeline(options: PipelineOptions, say: Say = print) -> PipelineResult:
 def tune_stage(
     model: ModelKind, dataset_version: str, options: PipelineOptions, result: PipelineResult, say: Say
 ) -> None:
-    """``tune:<model>``: :func:`kolray.tune.train_and_register` on the dataset. A dataset the model
-    cannot be trained on (:class:`~kolray.train.TrainError`: no positive label in a split, an empty
+    """``tune:<model>``: :func:`kolray.learn.tune.train_and_register` on the dataset. A dataset the model
+    cannot be trained on (:class:`~kolray.learn.train.TrainError`: no positive label in a split, an empty
     split; a short world's) skips the model with the reason, as a missing dataset does: the
     pipeline goes on with what it has, and Serve answers for the model with a 503 that says so."""
     try:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from kolray.db.engine import session_scope
-from kolray.db.models import Cursor, Kol, Run, SwapRow
+from kolray.db.tables import Cursor, Kol, Run, SwapRow
 
 STAGES = ("track", "analyze", "features", "tune", "continuous_train", "pipeline")
 
@@ -104,7 +104,7 @@ def last_runs(engine: Engine) -> list[RunStatus]:
 
 
 def model_status(storage_uri: str | None = None) -> list[ModelStatus]:
-    from kolray import registry
+    from kolray.learn import registry
 
     out: list[ModelStatus] = []
     for model in ("token", "kol"):

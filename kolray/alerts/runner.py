@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from kolray.alerts.evaluate import Evaluation, ModelSource, evaluate, start_watermark
+from kolray.alerts.detect import Evaluation, ModelSource, evaluate, start_watermark
 from kolray.alerts.rules import AlertRules
 from kolray.alerts.webhooks import Deliverer, Webhook, webhooks_from_urls
 from kolray.config import Settings, get_settings

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from kolray.alerts.rules import AlertPayload
-from kolray.db.models import AlertRow
+from kolray.db.tables import AlertRow
 from kolray.secrets import redact_secret_url
 
 

@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from kolray.alerts.rules import AlertPayload
-from kolray.db.models import AlertRow
+from kolray.db.tables import AlertRow
 from kolray.secrets import redact_secret_url, redact_text, register_secret
 
 log = logging.getLogger(__name__)

@@ -151,7 +151,7 @@ class Position:
             return None
         return unrealised_value(self.tokens_remaining, self.token_decimals, self.last_price_sol)
 
-    # Database rows (kolray.db.models.PositionRow)
+    # Database rows (kolray.db.tables.PositionRow)
 
     def to_row(self) -> dict[str, Any]:
         """Column values for ``PositionRow`` (without ``id``)."""

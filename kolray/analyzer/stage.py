@@ -65,7 +65,7 @@ from kolray.analyzer.positions import (
 from kolray.analyzer.stats import WINDOWS, kol_stats_windows
 from kolray.chain.types import WSOL_MINT
 from kolray.db.locks import database_lock
-from kolray.db.models import KolStatRow, Meta, PositionRow, Run, SwapRow, now_s
+from kolray.db.tables import KolStatRow, Meta, PositionRow, Run, SwapRow, now_s
 
 log = logging.getLogger(__name__)
 

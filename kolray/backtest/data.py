@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from kolray.analyzer.positions import SWAP_FIELDS, swap_price_sol
 from kolray.backtest.engine import KolSell, PriceTape, Signal
 from kolray.datasets import LoadedDataset
-from kolray.db.models import PositionRow, SwapRow
+from kolray.db.tables import PositionRow, SwapRow
 
 CHUNK = 500  # mints per IN (...) query
 

@@ -164,9 +164,9 @@ def run_backtest(
     explicitly requested strategy that cannot run) and :class:`LookaheadError` when the model may
     have been trained on the replayed period (unless ``allow_lookahead``: then it is flagged).
     """
-    from kolray import registry
     from kolray.datasets import DatasetError, load_dataset, new_version
     from kolray.features.source import read_engine
+    from kolray.learn import registry
 
     options = options or BacktestOptions()
     say = progress or (lambda _message: None)
@@ -306,7 +306,7 @@ def _decide(
         return decisions, -ranks, None, description, None, None
 
     if spec.kind == "model":
-        from kolray import registry
+        from kolray.learn import registry
 
         try:
             model = (

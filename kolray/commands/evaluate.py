@@ -38,8 +38,8 @@ def evaluate(
     the validation-chosen threshold, precision@k, with bootstrap 95% intervals; KOL: RMSE, MAE, R².
     """
     from kolray.datasets import DatasetError
-    from kolray.evaluate import evaluate_version
-    from kolray.registry import RegistryError, list_versions
+    from kolray.learn.evaluate import evaluate_version
+    from kolray.learn.registry import RegistryError, list_versions
 
     chosen = models_for(model)
     if version and len(chosen) > 1:

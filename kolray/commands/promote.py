@@ -28,7 +28,7 @@ def promote(
     """
     from rich.table import Table
 
-    from kolray import registry
+    from kolray.learn import registry
 
     if model not in registry.MODEL_KINDS:
         fail(f"MODEL must be token or kol, not {model!r}")

@@ -71,9 +71,9 @@ def tune(
     it beats the current champion on the same test split.
     """
     from kolray.datasets import DatasetError
-    from kolray.registry import RegistryError
-    from kolray.train import TrainError
-    from kolray.tune import TuneFailed, TuneOptions, train_and_register
+    from kolray.learn.registry import RegistryError
+    from kolray.learn.train import TrainError
+    from kolray.learn.tune import TuneFailed, TuneOptions, train_and_register
 
     chosen = models_for(model)
     if dataset_version and len(chosen) > 1:

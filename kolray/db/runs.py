@@ -16,7 +16,7 @@ def record_run(kind: str, status: str, summary: dict[str, Any], database: Engine
     the run log is informative, so a database problem is logged, never raised — the run's real
     output (swaps, models, reports) is already stored."""
     from kolray.db.engine import session_scope
-    from kolray.db.models import Run, now_s
+    from kolray.db.tables import Run, now_s
 
     try:
         if database is None:

@@ -1,6 +1,6 @@
 """Point-in-time feature datasets with Ray Data, and the same features for single requests.
 
-- :func:`build_features` (:mod:`kolray.features.pipeline`): database → versioned token and KOL
+- :func:`build_features` (:mod:`kolray.features.build`): database → versioned token and KOL
   datasets under the storage URI (local or ``s3://``), split by time with purging and an embargo.
 - :func:`token_features_online`, :func:`kol_features_online`, :class:`ServingFeatures`
   (:mod:`kolray.features.online`): the features of a request, computed by the same code.
@@ -28,7 +28,7 @@ _PIPELINE = ("BuildOptions", "BuildResult", "build_features")
 def __getattr__(name: str) -> object:
     # The build imports Ray Data; Serve's replicas only need the online functions above.
     if name in _PIPELINE:
-        from kolray.features import pipeline
+        from kolray.features import build as pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'kolray.features' has no attribute {name!r}")

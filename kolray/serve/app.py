@@ -2,12 +2,12 @@
 
 Three deployments:
 
-- ``TokenModel`` and ``KolModel`` (one class, :class:`ModelServer`): hold a registered model
+- ``TokenClassifier`` and ``KolModel`` (one class, :class:`ModelServer`): hold a registered model
   version and answer batched scoring calls (``@serve.batch``: requests that queue while a
   forward pass runs share the next one, counted in rows). Their ``user_config`` is
   ``{"version": V}`` (``null``: the champion at start-up); a new ``user_config`` reaches the running
   replicas through ``reconfigure`` (a Serve "lightweight update": no restart), which loads V beside
-  the current version and swaps one reference — see :mod:`kolray.serve.models`.
+  the current version and swaps one reference — see :mod:`kolray.serve.holder`.
 - ``KolrayApi`` (:class:`Api`): the FastAPI ingress with the HTTP routes and the Gradio UI at
   ``/ui``, both built inside the replica (``__serve_build_asgi_app__``; Gradio objects cannot be
   pickled). It computes point-in-time features from the database (no older than ``feature_ttl_s``) and
@@ -33,14 +33,14 @@ from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from kolray.serve.control import ADMIN_OPEN_WARNING
+from kolray.serve.holder import ModelHolder, Scores
 from kolray.serve.lookup import DEFAULT_SOURCE, FeatureBlock
-from kolray.serve.models import ModelHolder, Scores
 
 log = logging.getLogger("kolray.serve")
 
 APP_NAME = "kolray"
 API_DEPLOYMENT = "KolrayApi"
-MODEL_DEPLOYMENTS = {"token": "TokenModel", "kol": "KolModel"}
+MODEL_DEPLOYMENTS = {"token": "TokenClassifier", "kol": "KolModel"}
 # Rows per forward pass: one request may carry up to 1000 items, so a batch always fits one.
 MAX_BATCH_ROWS = 4096
 # How long a batch waits for more requests after its first. 0: take what has queued. Under load
@@ -178,7 +178,7 @@ class Api:
         ``kolray promote`` also calls ``/v1/admin/reload`` so that its change is immediate. The
         change goes through the same path as that route: a champion the replicas cannot load
         leaves the deployed config as it was, and is tried again next period."""
-        from kolray import registry
+        from kolray.learn import registry
         from kolray.serve.schemas import ReloadRequest
 
         seen: dict[str, str | None] = {}

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.engine import Engine
 
-from kolray.db.models import Kol, KolStatRow, PositionRow, SwapRow
+from kolray.db.tables import Kol, KolStatRow, PositionRow, SwapRow
 from kolray.serve.schemas import iso
 
 LAMPORTS_PER_SOL = 1_000_000_000

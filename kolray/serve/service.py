@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kolray.cache import TtlCache
 from kolray.serve import queries
 from kolray.serve.coalesce import Coalescer
+from kolray.serve.holder import FeatureColumnsMissing, ModelHolder, NoModel, Scores
 from kolray.serve.lookup import (
     DEFAULT_SOURCE,
     CachedFeatures,
@@ -37,7 +38,6 @@ from kolray.serve.lookup import (
     TokenQuery,
     load_source,
 )
-from kolray.serve.models import FeatureColumnsMissing, ModelHolder, NoModel, Scores
 from kolray.serve.schemas import (
     Forecast,
     Health,
@@ -338,8 +338,8 @@ class KolrayService:
         only logged (the replica still starts and answers 503 until the database is back)."""
         # The model routes and the registry watch import the registry (and with it torch), request
         # validation imports solders: both would otherwise load on first use, after the freeze.
-        from kolray import registry  # noqa: F401
         from kolray.kols import validate_wallet
+        from kolray.learn import registry  # noqa: F401
 
         probe = TokenQuery(validate_wallet(SYSTEM_PROGRAM), amount_sol=1.0, entry_time=int(time.time()))
         try:
@@ -524,7 +524,8 @@ class KolrayService:
         return out
 
     async def models(self) -> ModelsOut:
-        from kolray import registry, storage
+        from kolray import storage
+        from kolray.learn import registry
 
         states = {}
         for name, scorer in (("token", self.token), ("kol", self.kol)):
@@ -628,7 +629,7 @@ class KolrayService:
         node, scale-up) loads what served before, not the refused version. Asking again for a
         version the config already names, but which the replicas do not serve, makes them try
         to load it again (e.g. once its files are repaired)."""
-        from kolray import registry
+        from kolray.learn import registry
 
         reloader = self.reloader
         if reloader is None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from kolray.chain.types import Swap
 from kolray.db.engine import session_scope
-from kolray.db.models import Cursor, SwapRow
+from kolray.db.tables import Cursor, SwapRow
 
 _INSERT_CHUNK = 400  # rows per INSERT: well under SQLite's bound-variable limit
 

@@ -99,8 +99,8 @@ def main(world_dir: str, work: str) -> None:
     out["extra"] = len(set(stored) - truth)
 
     # Tune across the two nodes left (head + one worker): three 1-CPU trials.
-    from kolray.models import synthetic
-    from kolray.tune import TuneOptions, train_and_register
+    from kolray.learn.tune import TuneOptions, train_and_register
+    from kolray.testing import synthetic_datasets as synthetic
 
     store = str(Path(work) / "store")
     synthetic.write_token_dataset(store, n_rows=1500, seed=3)

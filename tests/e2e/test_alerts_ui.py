@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from kolray.alerts import AlertRules, ModelSource, evaluate, start_watermark
+from kolray.alerts import AlertRules, ModelSource, start_watermark
+from kolray.alerts import detect as evaluate
 from kolray.db import upgrade
-from kolray.db.models import SwapRow
-from kolray.serve import control, sample
+from kolray.db.tables import SwapRow
+from kolray.serve import control
+from kolray.testing import serving_world as sample
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
@@ -48,7 +50,7 @@ def site(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site
     from ray import serve
 
     from kolray.backtest import BacktestOptions, run_backtest, save_report
-    from kolray.backtest import sample as hand
+    from kolray.testing import backtest_world as hand
 
     root = tmp_path_factory.mktemp("alerts-ui")
     env = {

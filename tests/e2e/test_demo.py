@@ -73,7 +73,7 @@ def test_demo_exit_after_serves_both_champions(tmp_path: Path) -> None:
         assert line and "ok" in line.split(check, 1)[1], f"smoke check {check}: {line!r}\n{output[-3000:]}"
 
     # Both models were promoted into the demo's own registry, never the user's.
-    from kolray import registry
+    from kolray.learn import registry
 
     store = str(tmp_path / "demo" / "state" / "store")
     assert registry.champion_version("token", store) is not None

@@ -42,6 +42,6 @@ def test_pipeline_job_succeeds(ray_head, tmp_path: Path) -> None:
     assert stages == ["world", "kols", "track", "analyze", "features", "tune:token"]
     assert summary["models"]["token"]["promoted"] is True
     # What the job wrote is where the job's settings said: a champion in the registry.
-    from kolray import registry
+    from kolray.learn import registry
 
     assert registry.champion_version("token", str(state / "store")) == summary["models"]["token"]["version"]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from kolray.db import upgrade
-from kolray.serve import control, sample
+from kolray.serve import control
+from kolray.testing import serving_world as sample
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "ui"

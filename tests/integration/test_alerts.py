@@ -29,7 +29,7 @@ import httpx
 import pytest
 from sqlalchemy import insert, select
 
-import kolray.registry  # noqa: F401 - the model stack's import cost is paid before timing anything
+import kolray.learn.registry  # noqa: F401 - the model stack's import cost is paid before timing anything
 from kolray.alerts import (
     AlertRules,
     AlertRunner,
@@ -41,11 +41,11 @@ from kolray.alerts import (
     start_watermark,
     tracking_hook,
 )
-from kolray.backtest import sample as hand
 from kolray.cli import main
 from kolray.config import load_settings
 from kolray.db import upgrade
-from kolray.db.models import AlertRow, Kol, SwapRow
+from kolray.db.tables import AlertRow, Kol, SwapRow
+from kolray.testing import backtest_world as hand
 
 DAY = 86_400
 T1 = 1_717_000_000
@@ -177,7 +177,7 @@ def test_a_lost_race_swap_arriving_late_is_still_evaluated(world) -> None:
 
 @pytest.fixture(scope="module")
 def models_store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from kolray.serve import sample
+    from kolray.testing import serving_world as sample
 
     store = str(tmp_path_factory.mktemp("alert-models") / "store")
     sample.register_models(store, versions=1, reports=False)
@@ -185,8 +185,8 @@ def models_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_p3x_rule_uses_the_champion_like_the_api(tmp_path: Path, models_store: str) -> None:
-    from kolray import registry
-    from kolray.serve.models import ModelHolder
+    from kolray.learn import registry
+    from kolray.serve.holder import ModelHolder
     from kolray.serve.schemas import TokenItem, iso
     from kolray.serve.service import KolrayService, LocalScorer
 
@@ -701,7 +701,7 @@ def served(world, tmp_path: Path) -> Iterator[tuple[str, Any, str]]:
     import uvicorn
 
     from kolray.serve.api import build_app
-    from kolray.serve.models import ModelHolder
+    from kolray.serve.holder import ModelHolder
     from kolray.serve.service import KolrayService, LocalScorer
 
     store = str(tmp_path / "store")

@@ -15,7 +15,7 @@ from kolray.analyzer import parse_as_of
 from kolray.cli import main
 from kolray.config import get_settings
 from kolray.db.migrate import upgrade
-from kolray.db.models import KolStatRow, PositionRow, SwapRow
+from kolray.db.tables import KolStatRow, PositionRow, SwapRow
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000

@@ -19,7 +19,7 @@ from kolray.analyzer import (
 )
 from kolray.analyzer import stage as stage_module
 from kolray.chain.types import Swap
-from kolray.db.models import KolStatRow, Meta, PositionRow, Run, SwapRow
+from kolray.db.tables import KolStatRow, Meta, PositionRow, Run, SwapRow
 
 SOL = 1_000_000_000
 T0 = 1_700_000_000

@@ -28,7 +28,7 @@ from kolray.analyzer import (
     kol_stats,
 )
 from kolray.chain.types import LAMPORTS_PER_SOL, Swap
-from kolray.db.models import SwapRow
+from kolray.db.tables import SwapRow
 
 SWAP_KEYS = [f for f in Swap.__dataclass_fields__]
 

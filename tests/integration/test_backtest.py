@@ -1,7 +1,7 @@
 """Backtests through the database and the dataset format, checked by hand; the no-lookahead guard
 with real registered models; ``kolray backtest``.
 
-The world is :mod:`kolray.backtest.sample` (its docstring lists every trade). Execution: delay
+The world is :mod:`kolray.testing.backtest_world` (its docstring lists every trade). Execution: delay
 30 s, slippage 1%, fee 1% per fill, 0.0005 SOL per transaction, stake 1 SOL. A copy paying the
 observed price p holds 0.99 / (1.01 p) tokens; a sell of a share of them at p' returns
 tokens × share × p' × 0.99².
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kolray import registry, storage
+from kolray import storage
 from kolray.backtest import (
     BacktestError,
     BacktestOptions,
@@ -29,8 +29,9 @@ from kolray.backtest import (
     sample,
     save_report,
 )
-from kolray.backtest.sample import HOUR, T
 from kolray.cli import main
+from kolray.learn import registry
+from kolray.testing.backtest_world import HOUR, T
 
 DAY = 86_400
 HAND = [StrategySpec.parse(s) for s in ("copy_all", "top_kols:1", "oracle:0.5")]
@@ -58,7 +59,7 @@ def run(hand, strategies=HAND, **options):
     )
 
 
-# What each copy makes, by hand (see the module docstring and kolray.backtest.sample).
+# What each copy makes, by hand (see the module docstring and kolray.testing.backtest_world).
 TOKENS_1 = 0.99 / (1.01 * 1.2e-6)  # A's M1 buy copied 30 s late, after B paid 1.2e-6 at T+10
 PNL_1 = TOKENS_1 * (0.5 * 3e-6 + 0.5 * 2e-6) * 0.99**2 - 1 - 3 * 0.0005  # half at 3e-6, rest at 2e-6
 PNL_3 = 0.99 / (1.01 * 2e-6) * 2e-6 * 0.99**2 - 1 - 2 * 0.0005  # C still holds: valued at 2e-6 at the end
@@ -159,7 +160,7 @@ def train_model(store: str, first: int, days: float, *, plan: bool) -> tuple[str
 
     from kolray.datasets import load_dataset, write_dataset
     from kolray.features import TOKEN_FEATURES
-    from kolray.train import TokenTrainConfig, token_arrays, train_token_model
+    from kolray.learn.train import TokenTrainConfig, token_arrays, train_token_model
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(7)

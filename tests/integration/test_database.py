@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kolray.db.engine import make_engine, session_scope
 from kolray.db.migrate import current_revision, head_revision, upgrade
-from kolray.db.models import Base, SwapRow
+from kolray.db.tables import Base, SwapRow
 
 U64_MAX = 2**64 - 1
 

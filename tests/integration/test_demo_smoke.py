@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from kolray import registry
 from kolray.commands.demo import smoke_check
 from kolray.db import upgrade
-from kolray.serve import sample
+from kolray.learn import registry
 from kolray.serve.api import build_app
-from kolray.serve.models import ModelHolder
+from kolray.serve.holder import ModelHolder
 from kolray.serve.service import KolrayService, LocalReloader, LocalScorer
+from kolray.testing import serving_world as sample
 
 NO_POSITIVES = "dataset token/20260101T000000Z-00000000: no positive label_3x in the val split"
 NO_KOL_DATASET = "no day has its 30-day target window and 7-day horizon behind the cutoff"

@@ -16,13 +16,13 @@ from sqlalchemy import delete, select
 from kolray import datasets
 from kolray.analyzer import analyze
 from kolray.db.migrate import upgrade
-from kolray.db.models import Run, SwapRow
+from kolray.db.tables import Run, SwapRow
 from kolray.features import BuildOptions, FeatureError, build_features
 from kolray.features.definitions import KOL_FEATURES, SEED_TOKEN_FEATURES, TOKEN_FEATURES
 from kolray.features.rows import token_rows
 from kolray.features.source import read_all_positions, read_all_tokens, read_snapshot
 from kolray.features.splits import SPLIT_NAMES, SplitPlan
-from kolray.features.synthetic import MarketParams, populate
+from kolray.testing.synthetic_market import MarketParams, populate
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400

@@ -22,7 +22,7 @@ from kolray.features import (
 )
 from kolray.features.online import HistoryCache
 from kolray.features.source import read_all_positions, read_snapshot
-from kolray.features.synthetic import MarketParams, populate
+from kolray.testing.synthetic_market import MarketParams, populate
 
 DAY = 86_400
 MARKET = MarketParams(kols=8, days=125, positions_per_kol_day=3.0, seed=11)

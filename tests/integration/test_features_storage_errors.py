@@ -17,10 +17,10 @@ from kolray.analyzer import analyze
 from kolray.cli import main
 from kolray.commands.features import _write_error
 from kolray.db.migrate import upgrade
-from kolray.db.models import Run
-from kolray.features.pipeline import BuildOptions, build_features
+from kolray.db.tables import Run
+from kolray.features.build import BuildOptions, build_features
 from kolray.features.source import FeatureError
-from kolray.features.synthetic import MarketParams, populate
+from kolray.testing.synthetic_market import MarketParams, populate
 
 
 def feature_runs() -> list[str]:

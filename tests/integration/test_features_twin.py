@@ -15,7 +15,7 @@ from sqlalchemy import insert
 from kolray import datasets
 from kolray.analyzer import analyze
 from kolray.db.migrate import upgrade
-from kolray.db.models import SwapRow
+from kolray.db.tables import SwapRow
 from kolray.features import BuildOptions, build_features
 
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from kolray import registry
 from kolray.backtest import list_reports, load_report
-from kolray.backtest import sample as backtest_sample
 from kolray.config import get_settings
 from kolray.datasets import load_dataset, write_dataset
 from kolray.db import upgrade
 from kolray.db.engine import session_scope
-from kolray.db.models import Run
-from kolray.models import synthetic
+from kolray.db.tables import Run
+from kolray.learn import registry
 from kolray.pipeline import PipelineOptions, PipelineResult, backtest_stage, tune_stage
+from kolray.testing import backtest_world as backtest_sample
+from kolray.testing import synthetic_datasets as synthetic
 
 QUICK = PipelineOptions(world_dir=Path("unused"), trials=1, max_epochs=1)
 

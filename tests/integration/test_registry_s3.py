@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from kolray import registry, storage
+from kolray import storage
 from kolray.datasets import list_versions, load_dataset
-from kolray.models import synthetic
-from kolray.train import TokenTrainConfig, fit_token_baselines, token_arrays, train_token_model
+from kolray.learn import registry
+from kolray.learn.train import TokenTrainConfig, fit_token_baselines, token_arrays, train_token_model
+from kolray.testing import synthetic_datasets as synthetic
 
 torch.set_num_threads(1)
 

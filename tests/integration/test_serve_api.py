@@ -19,14 +19,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
-from kolray import registry
 from kolray.db import upgrade
-from kolray.db.models import Kol, KolStatRow, PositionRow, SwapRow
-from kolray.serve import sample
+from kolray.db.tables import Kol, KolStatRow, PositionRow, SwapRow
+from kolray.learn import registry
 from kolray.serve.api import build_app
-from kolray.serve.models import ModelHolder
+from kolray.serve.holder import ModelHolder
 from kolray.serve.schemas import MAX_ITEMS, iso
 from kolray.serve.service import KolrayService, LocalReloader, LocalScorer
+from kolray.testing import serving_world as sample
 
 UNKNOWN_WALLET = sample.pubkey(99, "nobody")
 QUIET_KOL = sample.pubkey(99, "quiet")  # tracked, never traded

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from kolray.db import upgrade
-from kolray.serve import sample
+from kolray.testing import serving_world as sample
 
 ROOT = Path(__file__).resolve().parents[2]
 

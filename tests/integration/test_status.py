@@ -9,7 +9,7 @@ import pytest
 from kolray.cli import main
 from kolray.db.engine import session_scope
 from kolray.db.migrate import upgrade
-from kolray.db.models import Cursor, Kol, Run
+from kolray.db.tables import Cursor, Kol, Run
 from kolray.status import collect_status, tracker_status
 
 A = "AG27WXxPym3K73JFKtpRxwbMfnRnuPu5bn6juzcvq5rp"

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from kolray.chain.types import Swap
 from kolray.db.engine import session_scope
-from kolray.db.models import Cursor, SwapRow
+from kolray.db.tables import Cursor, SwapRow
 from kolray.tracker.store import CursorPosition, WalletProgress, commit_progress, load_cursors
 
 WALLET = "AG27WXxPym3K73JFKtpRxwbMfnRnuPu5bn6juzcvq5rp"

@@ -16,7 +16,7 @@ from kolray.analyzer import (
     last_prices,
 )
 from kolray.chain.types import WSOL_MINT, Swap
-from kolray.db.models import SwapRow
+from kolray.db.tables import SwapRow
 
 W = "Wallet1111111111111111111111111111111111111"
 W2 = "Wallet2222222222222222222222222222222222222"

@@ -11,7 +11,7 @@ import pytest
 
 from kolray import datasets
 from kolray.datasets import DatasetManifest, DatasetNotFound, ManifestMismatch
-from kolray.models import synthetic
+from kolray.testing import synthetic_datasets as synthetic
 
 
 def _frames(n: int = 30, gap: int = 100) -> dict[str, pd.DataFrame]:

@@ -13,10 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from kolray import evaluate
 from kolray.datasets import load_dataset
-from kolray.models import synthetic
-from kolray.train import (
+from kolray.learn import evaluate
+from kolray.learn.train import (
     KOLTrainConfig,
     TokenTrainConfig,
     fit_kol_baselines,
@@ -26,6 +25,7 @@ from kolray.train import (
     train_kol_model,
     train_token_model,
 )
+from kolray.testing import synthetic_datasets as synthetic
 
 torch.set_num_threads(1)
 CONTRACT_TEST_KEYS = {"roc_auc", "pr_auc", "brier", "precision", "recall", "threshold", "n", "n_pos"}
@@ -147,9 +147,9 @@ def test_kol_report_compares_against_persistence_and_ridge(tmp_path_factory: pyt
 
 
 def test_evaluate_and_promote_commands(token_setup, data_dir: Path, tmp_path: Path, capsys) -> None:
-    from kolray import registry
     from kolray.cli import main
     from kolray.config import get_settings
+    from kolray.learn import registry
 
     ds, model, baselines = token_setup
     root = get_settings().storage_uri

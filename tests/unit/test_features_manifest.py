@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from kolray import datasets
+from kolray.features.build import BuildOptions, BuildResult, _finish, _split_stats
 from kolray.features.definitions import DAY, KOL_TARGETS, TOKEN_LABEL_COLUMNS
-from kolray.features.pipeline import BuildOptions, BuildResult, _finish, _split_stats
 from kolray.features.splits import SplitPlan
 
 VERSION = "20250601T000000Z-0000abcd"

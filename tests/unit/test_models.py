@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from kolray.datasets import LoadedDataset, load_dataset
-from kolray.evaluate import average_precision, kol_metrics, roc_auc
-from kolray.models import FeatureMismatch, KOLPredictor, TokenPredictor, build_network, synthetic
-from kolray.train import (
+from kolray.learn.evaluate import average_precision, kol_metrics, roc_auc
+from kolray.learn.nets import KolNet, TokenNet, build_network
+from kolray.learn.predictors import FeatureMismatch
+from kolray.learn.train import (
     KOLTrainConfig,
     TokenTrainConfig,
     fit_kol_baselines,
@@ -19,6 +20,7 @@ from kolray.train import (
     train_kol_model,
     train_token_model,
 )
+from kolray.testing import synthetic_datasets as synthetic
 
 torch.set_num_threads(1)
 
@@ -38,17 +40,17 @@ def kol_ds(tmp_path_factory: pytest.TempPathFactory) -> LoadedDataset:
 
 
 def test_token_predictor_structure_and_logits() -> None:
-    net = TokenPredictor(5, widths=[16, 8], dropout=0.2)
+    net = TokenNet(5, widths=[16, 8], dropout=0.2)
     kinds = [type(m).__name__ for m in net.body]
     assert kinds == ["Linear", "LayerNorm", "ReLU", "Dropout"] * 2
     out = net(torch.randn(7, 5))
     assert out.shape == (7,)
     with pytest.raises(ValueError):
-        TokenPredictor(5, widths=[])
+        TokenNet(5, widths=[])
 
 
 def test_kol_predictor_uses_attention_over_feature_tokens_and_two_heads() -> None:
-    net = KOLPredictor(6, d_model=8, n_heads=2, n_layers=1)
+    net = KolNet(6, d_model=8, n_heads=2, n_layers=1)
     assert isinstance(net.encoder.layers[0].self_attn, torch.nn.MultiheadAttention)
     assert len(net.heads) == 2
     x = torch.randn(4, 6)
@@ -56,7 +58,7 @@ def test_kol_predictor_uses_attention_over_feature_tokens_and_two_heads() -> Non
     out = net(x)
     assert out.shape == (4, 2) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="multiple of n_heads"):
-        KOLPredictor(6, d_model=10, n_heads=4)
+        KolNet(6, d_model=10, n_heads=4)
 
 
 def test_normaliser_is_fitted_on_train_and_travels_in_the_state_dict() -> None:
@@ -64,7 +66,7 @@ def test_normaliser_is_fitted_on_train_and_travels_in_the_state_dict() -> None:
     x = rng.normal(5.0, 2.0, (500, 3)).astype(np.float32)
     x[:10, 1] = np.nan
     x[:, 2] = 7.0  # constant column: std stays 1, not 0
-    net = TokenPredictor(3, widths=[4])
+    net = TokenNet(3, widths=[4])
     net.normalizer.fit(x)
     assert net.normalizer.mean[0].item() == pytest.approx(float(x[:, 0].mean()), rel=1e-4)
     assert net.normalizer.std[2].item() == 1.0

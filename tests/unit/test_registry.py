@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from kolray import registry, storage
+from kolray import storage
 from kolray.datasets import LoadedDataset, load_dataset
-from kolray.models import synthetic
-from kolray.models.predictors import TokenModel
-from kolray.train import (
+from kolray.learn import registry
+from kolray.learn.predictors import TokenClassifier
+from kolray.learn.train import (
     KOLTrainConfig,
     TokenTrainConfig,
     finalize_token,
@@ -27,6 +27,7 @@ from kolray.train import (
     train_kol_model,
     train_token_model,
 )
+from kolray.testing import synthetic_datasets as synthetic
 
 torch.set_num_threads(1)
 
@@ -45,12 +46,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, LoadedDataset]
     return root, load_dataset("token", storage_uri=root)
 
 
-def trained(ds: LoadedDataset, epochs: int = 4) -> TokenModel:
+def trained(ds: LoadedDataset, epochs: int = 4) -> TokenClassifier:
     model, _ = train_token_model(token_arrays(ds), TokenTrainConfig(widths=[16], max_epochs=epochs))
     return model
 
 
-def untrained(ds: LoadedDataset) -> TokenModel:
+def untrained(ds: LoadedDataset) -> TokenClassifier:
     """Random weights (normaliser fitted): a model that should lose any fair comparison."""
     data = token_arrays(ds)
     torch.manual_seed(123)
@@ -255,19 +256,19 @@ def test_safetensors_whose_length_prefix_reads_as_a_pickle_signature_loads(
 def test_token_network_whose_weights_start_like_a_pickle_registers_and_serves(tmp_path: Path) -> None:
     """47 features, widths [32, 16, 16]: the network's own safetensors header is 1,152 bytes, so
     model.safetensors starts 0x80 0x04. It registers, becomes champion and predicts."""
-    from kolray.models.calibration import Calibrator, ThresholdChoice
-    from kolray.models.nets import TokenPredictor
+    from kolray.learn.calibration import Calibrator, ThresholdChoice
+    from kolray.learn.nets import TokenNet
 
     root = str(tmp_path)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    network = TokenPredictor(47, widths=[32, 16, 16]).eval()
+    network = TokenNet(47, widths=[32, 16, 16]).eval()
     network.normalizer.fit(rng.normal(size=(500, 47)))
     columns = [f"f{i}" for i in range(47)]
     threshold = ThresholdChoice(
         threshold=0.5, policy="best_f1", min_precision=0.5, val_precision=0.5, val_recall=0.5, val_f1=0.5
     )
-    model = TokenModel(network, Calibrator(method="platt", a=1.0, b=0.0), threshold, columns)
+    model = TokenClassifier(network, Calibrator(method="platt", a=1.0, b=0.0), threshold, columns)
     meta = registry.register(model, dataset_version="20240101T000000Z-00000000", storage_uri=root)
     weights = (tmp_path / "models" / "token" / meta.version / "model.safetensors").read_bytes()
     assert int.from_bytes(weights[:8], "little") == 1152 and weights[:2] == b"\x80\x04"
@@ -322,9 +323,9 @@ def test_safetensors_check_agrees_with_the_safetensors_library() -> None:
     safetensors library loads (measured over every header byte: 18,588 variants, no disagreement)."""
     from safetensors.torch import load, save
 
-    from kolray.models.nets import TokenPredictor
+    from kolray.learn.nets import TokenNet
 
-    network = TokenPredictor(47, widths=[32, 16, 16])
+    network = TokenNet(47, widths=[32, 16, 16])
     genuine = save({k: v.contiguous() for k, v in network.state_dict().items()}, metadata={"a": "b"})
     header_end = 8 + int.from_bytes(genuine[:8], "little")
     rng = np.random.default_rng(1)

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from kolray.serve.coalesce import Coalescer
+from kolray.serve.holder import FeatureColumnsMissing, ModelHolder, NoModel
 from kolray.serve.lookup import CachedFeatures, FeatureBlock, FeaturesUnavailable, TokenQuery
-from kolray.serve.models import FeatureColumnsMissing, ModelHolder, NoModel
 from kolray.serve.schemas import MIN_TIME_S, iso, parse_time
 
 ROOT = Path(__file__).resolve().parents[2]

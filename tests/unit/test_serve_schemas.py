@@ -17,7 +17,7 @@ from solders.pubkey import Pubkey
 
 from kolray.kols import InvalidWallet, validate_wallet
 from kolray.serve.api import build_app
-from kolray.serve.models import ModelHolder
+from kolray.serve.holder import ModelHolder
 from kolray.serve.schemas import TokenItem
 from kolray.serve.service import KolrayService, LocalScorer
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kolray.datasets import LoadedDataset, load_dataset
-from kolray.models import choose_threshold, fit_calibrator, synthetic
-from kolray.train import (
+from kolray.learn.calibration import choose_threshold, fit_calibrator
+from kolray.learn.train import (
     TokenTrainConfig,
     TrainError,
     fit_token_baselines,
@@ -21,6 +21,7 @@ from kolray.train import (
     token_arrays,
     train_token_model,
 )
+from kolray.testing import synthetic_datasets as synthetic
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import pool
 
 from kolray.db.engine import make_engine
-from kolray.db.models import Base
+from kolray.db.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

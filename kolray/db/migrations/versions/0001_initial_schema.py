@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import kolray.db.models
+import kolray.db.tables
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -105,9 +105,9 @@ def upgrade() -> None:
         sa.Column("entry_price_sol", sa.Float(), nullable=True),
         sa.Column("entry_market_cap_sol", sa.Float(), nullable=True),
         sa.Column("token_decimals", sa.Integer(), nullable=False),
-        sa.Column("tokens_bought", kolray.db.models.RawAmount(length=40), nullable=False),
-        sa.Column("tokens_sold", kolray.db.models.RawAmount(length=40), nullable=False),
-        sa.Column("tokens_untracked", kolray.db.models.RawAmount(length=40), nullable=False),
+        sa.Column("tokens_bought", kolray.db.tables.RawAmount(length=40), nullable=False),
+        sa.Column("tokens_sold", kolray.db.tables.RawAmount(length=40), nullable=False),
+        sa.Column("tokens_untracked", kolray.db.tables.RawAmount(length=40), nullable=False),
         sa.Column("cost_lamports", sa.BigInteger(), nullable=False),
         sa.Column("proceeds_lamports", sa.BigInteger(), nullable=False),
         sa.Column("untracked_lamports", sa.BigInteger(), nullable=False),
@@ -160,13 +160,13 @@ def upgrade() -> None:
         sa.Column("wallet", sa.String(length=44), nullable=False),
         sa.Column("mint", sa.String(length=44), nullable=False),
         sa.Column("side", sa.String(length=4), nullable=False),
-        sa.Column("token_amount", kolray.db.models.RawAmount(length=40), nullable=False),
+        sa.Column("token_amount", kolray.db.tables.RawAmount(length=40), nullable=False),
         sa.Column("token_decimals", sa.Integer(), nullable=False),
         sa.Column("sol_amount", sa.BigInteger(), nullable=False),
         sa.Column("dex", sa.String(length=32), nullable=False),
         sa.Column("program_id", sa.String(length=44), nullable=True),
         sa.Column("quote_mint", sa.String(length=44), nullable=True),
-        sa.Column("quote_amount", kolray.db.models.RawAmount(length=40), nullable=True),
+        sa.Column("quote_amount", kolray.db.tables.RawAmount(length=40), nullable=True),
         sa.Column("quote_decimals", sa.Integer(), nullable=True),
         sa.Column("fee", sa.BigInteger(), nullable=False),
         sa.Column("rent", sa.BigInteger(), nullable=False),

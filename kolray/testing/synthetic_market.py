@@ -170,7 +170,7 @@ def populate(
     import pyarrow.parquet as pq
     from sqlalchemy import insert
 
-    from kolray.db.models import SwapRow
+    from kolray.db.tables import SwapRow
 
     writer = None
     counts = {"swaps": 0, "entries": 0}

@@ -8,7 +8,7 @@
      "baselines": {name: {same keys}}, "oracle": {same keys} | null, ...}
 
 Precision, recall and F1 are at each predictor's own threshold, chosen on validation by the policy
-of :mod:`kolray.models.calibration`; the oracle's threshold is chosen the same way on the
+of :mod:`kolray.learn.calibration`; the oracle's threshold is chosen the same way on the
 validation ``oracle_p3x``. Intervals: percentile bootstrap over test rows (``n_boot`` resamples,
 fixed seed). The KOL report has the same top-level keys with RMSE/MAE/R² per target in ``test``,
 ``baselines`` (persistence, ridge) and ``oracle`` (the twin's latent rates, when present).
@@ -30,9 +30,9 @@ import pandas as pd
 
 from kolray import storage
 from kolray.datasets import LoadedDataset
-from kolray.models.baselines import KOLBaseline, TokenBaseline
-from kolray.models.calibration import choose_threshold
-from kolray.models.predictors import KOLModel, TokenModel
+from kolray.learn.baselines import KOLBaseline, TokenBaseline
+from kolray.learn.calibration import choose_threshold
+from kolray.learn.predictors import KolForecaster, TokenClassifier
 
 PRECISION_AT = (10, 50, 100)
 TOKEN_KEYS = ("roc_auc", "pr_auc", "brier", "precision", "recall", "f1", "threshold", "n", "n_pos")
@@ -159,7 +159,7 @@ def _token_block(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int, se
 
 
 def evaluate_token(
-    model: TokenModel,
+    model: TokenClassifier,
     baselines: dict[str, TokenBaseline],
     ds: LoadedDataset,
     *,
@@ -285,7 +285,7 @@ def permutation_importance(
 
 
 def evaluate_kol(
-    model: KOLModel,
+    model: KolForecaster,
     baselines: dict[str, KOLBaseline],
     ds: LoadedDataset,
     *,
@@ -495,8 +495,8 @@ def evaluate_version(
 ) -> tuple[dict[str, Any], list[str]]:
     """Re-evaluate a registered version (default: the champion, else the newest) on its dataset's
     test split with its stored baselines; write the report. Returns (report, locations)."""
-    from kolray import registry
     from kolray.datasets import load_dataset
+    from kolray.learn import registry
 
     if version is None:
         version = registry.champion_version(model, storage_uri)
@@ -508,7 +508,7 @@ def evaluate_version(
     loaded = registry.load_version(model, version, storage_uri, with_baselines=True)
     ds = load_dataset(model, loaded.dataset_version, storage_uri)
     if model == "token":
-        assert isinstance(loaded.predictor, TokenModel)
+        assert isinstance(loaded.predictor, TokenClassifier)
         report, images = evaluate_token(
             loaded.predictor,
             loaded.baselines,
@@ -518,7 +518,7 @@ def evaluate_version(
             seed=seed,  # type: ignore[arg-type]
         )
     else:
-        assert isinstance(loaded.predictor, KOLModel)
+        assert isinstance(loaded.predictor, KolForecaster)
         report, images = evaluate_kol(
             loaded.predictor,
             loaded.baselines,

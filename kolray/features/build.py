@@ -568,7 +568,7 @@ def _finish(
 
 
 def _code_version() -> str:
-    from kolray.registry import code_version
+    from kolray.learn.registry import code_version
 
     return code_version()
 
@@ -739,7 +739,7 @@ def _configured_storage() -> str:
 def _start_run(engine: Any, options: BuildOptions) -> int:
     from sqlalchemy import insert
 
-    from kolray.db.models import Run, now_s
+    from kolray.db.tables import Run, now_s
 
     with engine.begin() as conn:
         return conn.execute(
@@ -757,7 +757,7 @@ def _start_run(engine: Any, options: BuildOptions) -> int:
 def _end_run(engine: Any, run_id: int, status: str, summary: dict[str, Any]) -> None:
     from sqlalchemy import update
 
-    from kolray.db.models import Run, now_s
+    from kolray.db.tables import Run, now_s
 
     with engine.begin() as conn:
         conn.execute(

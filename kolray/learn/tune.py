@@ -37,11 +37,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from ray.tune import Callback
 
-from kolray import registry, storage
+from kolray import storage
 from kolray.cluster import init_ray
 from kolray.datasets import LoadedDataset, load_dataset, new_version
-from kolray.models.calibration import DEFAULT_MIN_PRECISION, CalibrationMethod
-from kolray.train import (
+from kolray.learn import registry
+from kolray.learn.calibration import DEFAULT_MIN_PRECISION, CalibrationMethod
+from kolray.learn.train import (
     KOLArrays,
     KOLTrainConfig,
     TokenArrays,
@@ -340,7 +341,7 @@ def run_search(
     from ray.tune.search import BasicVariantGenerator
     from safetensors.torch import load as load_safetensors
 
-    from kolray.models.nets import build_network
+    from kolray.learn.nets import build_network
 
     ensure_ray()
     metric, mode = METRIC[model]
@@ -510,8 +511,8 @@ def train_and_register(
 
     # Calibration, threshold and baselines: validation only; then the single look at test.
     t0 = time.perf_counter()
-    from kolray.evaluate import evaluate_kol, evaluate_token, write_report
-    from kolray.models.predictors import KOLModel
+    from kolray.learn.evaluate import evaluate_kol, evaluate_token, write_report
+    from kolray.learn.predictors import KolForecaster
 
     threads = max(1, int(options.cpus_per_trial))
     if model == "token":
@@ -525,7 +526,7 @@ def train_and_register(
         )
     else:
         assert isinstance(data, KOLArrays)
-        predictor = KOLModel(search.network, list(data.feature_columns), list(data.targets))
+        predictor = KolForecaster(search.network, list(data.feature_columns), list(data.targets))
         baselines = fit_kol_baselines(data)
         report, images = evaluate_kol(
             predictor, baselines, ds, version=version, n_boot=options.n_boot, seed=options.seed

@@ -2,7 +2,7 @@
 format (never pickles), and scored by plain numpy at load time.
 
 Token baselines return raw scores on the logit scale; like the deep model they get a calibrator
-and a threshold fitted on validation (see :mod:`kolray.models.calibration`), so the comparison is
+and a threshold fitted on validation (see :mod:`kolray.learn.calibration`), so the comparison is
 like for like. KOL baselines return rates (n, 2): 7-day and 30-day.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kolray.models.calibration import Calibrator, ThresholdChoice
+from kolray.learn.calibration import Calibrator, ThresholdChoice
 
 
 def standardise_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

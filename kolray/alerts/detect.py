@@ -41,7 +41,7 @@ from kolray.alerts.webhooks import Webhook, initial_deliveries
 from kolray.analyzer import KolStatsIndex, build_ledger, iter_wallet_positions
 from kolray.analyzer.positions import SWAP_FIELDS
 from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
-from kolray.db.models import AlertRow, Kol, Meta, SwapRow, now_s
+from kolray.db.tables import AlertRow, Kol, Meta, SwapRow, now_s
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class ModelSource:
     def warm(self) -> None:
         """Import the model stack and load the champion now (if any), so that the first buys
         after start-up are not scored seconds late."""
-        from kolray import registry
+        from kolray.learn import registry
 
         try:
             registry.load_champion("token", self.storage_uri)
@@ -136,8 +136,8 @@ class ModelSource:
             log.debug("alerts: no token model to warm up: %s", error)
 
     def score(self, buys: Sequence[Buy]) -> tuple[np.ndarray, float | None, str]:
-        from kolray import registry
         from kolray.features import token_features_online
+        from kolray.learn import registry
 
         model = registry.load_champion("token", self.storage_uri)
         items = [
@@ -297,7 +297,7 @@ def _facts(
     # P(3x): always computed when a model exists (the other rules' messages show it too).
     scorable = [b for b in buys if b.amount_sol > 0]
     if model is not None and scorable:
-        from kolray.registry import NoChampion
+        from kolray.learn.registry import NoChampion
 
         try:
             p, threshold, version = model.score(scorable)

@@ -118,7 +118,7 @@ def hand_swaps() -> tuple[list[dict[str, Any]], HandWorld]:
 def populate(engine: Engine) -> HandWorld:
     """Insert the KOLs and swaps and run the analyzer (full)."""
     from kolray.analyzer import analyze
-    from kolray.db.models import Kol, SwapRow
+    from kolray.db.tables import Kol, SwapRow
 
     rows, world = hand_swaps()
     with engine.begin() as conn:
@@ -142,7 +142,7 @@ def write_token_dataset(engine: Engine, world: HandWorld, storage_uri: str) -> s
     from sqlalchemy import select
 
     from kolray.datasets import write_dataset
-    from kolray.db.models import PositionRow
+    from kolray.db.tables import PositionRow
     from kolray.features import TOKEN_FEATURES
 
     with engine.connect() as conn:

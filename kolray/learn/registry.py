@@ -43,16 +43,16 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from kolray import storage
-from kolray.models.baselines import (
+from kolray.learn.baselines import (
     KOL_PREDICTORS,
     TOKEN_SCORERS,
     KOLBaseline,
     TokenBaseline,
     baseline_type,
 )
-from kolray.models.calibration import Calibrator, ThresholdChoice
-from kolray.models.nets import KOLPredictor, TokenPredictor, build_network
-from kolray.models.predictors import KOLModel, TokenModel
+from kolray.learn.calibration import Calibrator, ThresholdChoice
+from kolray.learn.nets import KolNet, TokenNet, build_network
+from kolray.learn.predictors import KolForecaster, TokenClassifier
 
 ModelKind = Literal["token", "kol"]
 Stage = Literal["candidate", "champion", "archived"]
@@ -384,7 +384,7 @@ def champion_version(model: str, storage_uri: str | None = None) -> str | None:
 # Registering
 
 
-def _network_meta(network: TokenPredictor | KOLPredictor) -> tuple[dict[str, Any], dict[str, list[float]]]:
+def _network_meta(network: TokenNet | KolNet) -> tuple[dict[str, Any], dict[str, list[float]]]:
     return (
         {"class": type(network).__name__, "hparams": network.hparams()},
         {
@@ -395,7 +395,7 @@ def _network_meta(network: TokenPredictor | KOLPredictor) -> tuple[dict[str, Any
 
 
 def register(
-    predictor: TokenModel | KOLModel,
+    predictor: TokenClassifier | KolForecaster,
     *,
     dataset_version: str,
     baselines: dict[str, TokenBaseline] | dict[str, KOLBaseline] | None = None,
@@ -410,7 +410,7 @@ def register(
 
     from kolray.datasets import new_version, parse_version_time
 
-    kind: ModelKind = "token" if isinstance(predictor, TokenModel) else "kol"
+    kind: ModelKind = "token" if isinstance(predictor, TokenClassifier) else "kol"
     version = version or new_version()
     index = read_index(kind, storage_uri)
     if any(v.version == version for v in index.versions):
@@ -454,8 +454,8 @@ def register(
         network=network_meta,
         normalisation=normalisation,
         train_config=train_config or {},
-        calibrator=predictor.calibrator if isinstance(predictor, TokenModel) else None,
-        threshold=predictor.threshold if isinstance(predictor, TokenModel) else None,
+        calibrator=predictor.calibrator if isinstance(predictor, TokenClassifier) else None,
+        threshold=predictor.threshold if isinstance(predictor, TokenClassifier) else None,
         baselines=baseline_meta,
         metrics=metrics,
         primary_metric=primary,
@@ -503,7 +503,7 @@ class LoadedModel:
     model: ModelKind
     version: str
     meta: VersionMeta
-    predictor: TokenModel | KOLModel
+    predictor: TokenClassifier | KolForecaster
     baselines: dict[str, TokenBaseline | KOLBaseline] = field(default_factory=dict)
 
     @property
@@ -602,15 +602,15 @@ def _load_uncached(kind: ModelKind, entry: RegistryEntry, root_uri: str, with_ba
     network = build_network(kind, meta.network["hparams"])
     network.load_state_dict(state, strict=True)
     network.eval()
-    predictor: TokenModel | KOLModel
+    predictor: TokenClassifier | KolForecaster
     if kind == "token":
         if meta.calibrator is None or meta.threshold is None:
             raise RegistryError(f"token/{entry.version}: metadata lacks calibrator or threshold")
-        assert isinstance(network, TokenPredictor)
-        predictor = TokenModel(network, meta.calibrator, meta.threshold, list(meta.feature_columns))
+        assert isinstance(network, TokenNet)
+        predictor = TokenClassifier(network, meta.calibrator, meta.threshold, list(meta.feature_columns))
     else:
-        assert isinstance(network, KOLPredictor)
-        predictor = KOLModel(network, list(meta.feature_columns), list(meta.targets))
+        assert isinstance(network, KolNet)
+        predictor = KolForecaster(network, list(meta.feature_columns), list(meta.targets))
 
     baselines: dict[str, TokenBaseline | KOLBaseline] = {}
     if with_baselines:
@@ -693,7 +693,7 @@ def promote_if_better(
     ``dataset``: the candidate's :class:`~kolray.datasets.LoadedDataset` if already in memory.
     """
     from kolray.datasets import load_dataset
-    from kolray.evaluate import primary_metric_value
+    from kolray.learn.evaluate import primary_metric_value
 
     kind = _check_kind(model)
     metric, mode = PRIMARY_METRIC[kind]

@@ -50,7 +50,7 @@ def populate(
 ) -> SampleWorld:
     """Insert KOLs and swaps ending at ``end`` (unix seconds) and run the analyzer."""
     from kolray.analyzer import analyze
-    from kolray.db.models import Kol, SwapRow
+    from kolray.db.tables import Kol, SwapRow
 
     rng = np.random.default_rng(seed)
     start = end - days * DAY
@@ -221,10 +221,10 @@ def register_models(
     on one core, plus a few for each report."""
     import torch
 
-    from kolray import registry
     from kolray.datasets import load_dataset
-    from kolray.evaluate import evaluate_version
-    from kolray.train import (
+    from kolray.learn import registry
+    from kolray.learn.evaluate import evaluate_version
+    from kolray.learn.train import (
         KOLTrainConfig,
         TokenTrainConfig,
         fit_kol_baselines,

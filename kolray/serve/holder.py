@@ -36,7 +36,7 @@ class FeatureColumnsMissing(RuntimeError):
 
 def registry_loader(model: str, version: str | None, storage_uri: str | None) -> Any:
     """The registry's verified loader: a version, or the champion when ``version`` is None."""
-    from kolray import registry
+    from kolray.learn import registry
 
     if version is None:
         return registry.load_champion(model, storage_uri)
@@ -54,7 +54,7 @@ class Scores:
 
 @dataclass(frozen=True)
 class _Active:
-    loaded: Any  # kolray.registry.LoadedModel
+    loaded: Any  # kolray.learn.registry.LoadedModel
     columns_cache: dict[tuple[str, ...], np.ndarray]
 
 

@@ -2,7 +2,7 @@
 
 One cycle is :func:`train_cycle`; ``jobs/continuous_train.py`` runs it every ``--interval-hours``
 (or ``--once``). A new candidate replaces the champion only when it beats it on the same frozen
-test split (:mod:`kolray.registry`); either way Serve is told, so a promotion made by any writer
+test split (:mod:`kolray.learn.registry`); either way Serve is told, so a promotion made by any writer
 reaches the replicas at once.
 """
 
@@ -40,8 +40,8 @@ def train_cycle(options: CycleOptions, say: Callable[[str], None] = log.info) ->
     from kolray.config import get_settings
     from kolray.db.migrate import upgrade
     from kolray.features import BuildOptions, build_features
+    from kolray.learn.tune import TuneOptions, train_and_register
     from kolray.serve.control import notify_serve
-    from kolray.tune import TuneOptions, train_and_register
 
     started = time.perf_counter()
     result = CycleResult()

@@ -1,7 +1,7 @@
 """Trained predictors as used after training: network + what turns its output into a decision.
 
-- :class:`TokenModel`: logits → calibrated P(3x) → yes/no at the validation-chosen threshold.
-- :class:`KOLModel`: rates of 3x positions over the next 7 and 30 days.
+- :class:`TokenClassifier`: logits → calibrated P(3x) → yes/no at the validation-chosen threshold.
+- :class:`KolForecaster`: rates of 3x positions over the next 7 and 30 days.
 
 Inference runs on CPU in float32 under ``torch.inference_mode``; inputs are the manifest's
 ``feature_columns`` in order (a DataFrame is reordered by name, an array must already be).
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kolray.models.calibration import Calibrator, ThresholdChoice, sigmoid
-from kolray.models.nets import KOLPredictor, TokenPredictor
+from kolray.learn.calibration import Calibrator, ThresholdChoice, sigmoid
+from kolray.learn.nets import KolNet, TokenNet
 
 INFERENCE_BATCH = 65_536
 
@@ -54,13 +54,13 @@ def network_outputs(network: torch.nn.Module, x: np.ndarray, device: str = "cpu"
             chunk = torch.from_numpy(rows).to(device)
             outs.append(network(chunk).float().cpu().numpy())
     if not outs:
-        return np.zeros((0,) if isinstance(network, TokenPredictor) else (0, 2), dtype=np.float32)
+        return np.zeros((0,) if isinstance(network, TokenNet) else (0, 2), dtype=np.float32)
     return np.concatenate(outs)
 
 
 @dataclass
-class TokenModel:
-    network: TokenPredictor
+class TokenClassifier:
+    network: TokenNet
     calibrator: Calibrator
     threshold: ThresholdChoice
     feature_columns: list[str]
@@ -78,8 +78,8 @@ class TokenModel:
 
 
 @dataclass
-class KOLModel:
-    network: KOLPredictor
+class KolForecaster:
+    network: KolNet
     feature_columns: list[str]
     targets: list[str]
 

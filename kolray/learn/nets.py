@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kolray.models.baselines import standardise_fit
+from kolray.learn.baselines import standardise_fit
 
 # Standardised inputs are clipped: heavy-tailed on-chain features (market caps, sizes) would
 # otherwise put a few rows at hundreds of standard deviations and dominate the first layer.
@@ -38,13 +38,13 @@ class FeatureNormalizer(nn.Module):
         return z.clamp(-CLIP, CLIP)
 
 
-class TokenPredictor(nn.Module):
+class TokenNet(nn.Module):
     """MLP: [Linear → LayerNorm → ReLU → Dropout] × depth → Linear(1). Returns logits of P(3x)."""
 
     def __init__(self, n_features: int, widths: Sequence[int] = (128, 64), dropout: float = 0.1) -> None:
         super().__init__()
         if n_features < 1 or not widths or min(widths) < 1:
-            raise ValueError(f"bad TokenPredictor sizes: n_features={n_features}, widths={list(widths)}")
+            raise ValueError(f"bad TokenNet sizes: n_features={n_features}, widths={list(widths)}")
         self.n_features = n_features
         self.widths = [int(w) for w in widths]
         self.dropout = float(dropout)
@@ -64,7 +64,7 @@ class TokenPredictor(nn.Module):
         return {"n_features": self.n_features, "widths": self.widths, "dropout": self.dropout}
 
 
-class KOLPredictor(nn.Module):
+class KolNet(nn.Module):
     """Feature-token transformer: each scalar feature becomes a token (value × its own vector + its
     own bias, as in FT-Transformer), a learned [CLS] token is prepended, multi-head self-attention
     mixes them, and the [CLS] output feeds two separate heads: the 7-day and the 30-day 3x rate.
@@ -137,7 +137,7 @@ def build_network(kind: str, hparams: dict[str, object]) -> nn.Module:
     """Rebuild a network from the hyper-parameters stored beside its weights."""
     params = dict(hparams)
     if kind == "token":
-        return TokenPredictor(**params)  # type: ignore[arg-type]
+        return TokenNet(**params)  # type: ignore[arg-type]
     if kind == "kol":
-        return KOLPredictor(**params)  # type: ignore[arg-type]
+        return KolNet(**params)  # type: ignore[arg-type]
     raise ValueError(f"unknown model kind {kind!r}: token or kol")

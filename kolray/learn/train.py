@@ -6,7 +6,7 @@ Token model
 - Early stopping on validation PR-AUC (average precision), patience ``patience`` epochs; the best
   epoch's weights are kept.
 - Calibration (Platt by default) and the decision threshold (highest recall at precision ≥ 0.7,
-  else best F1) are fitted on the **validation split only**: see :mod:`kolray.models.calibration`.
+  else best F1) are fitted on the **validation split only**: see :mod:`kolray.learn.calibration`.
   The test split is never touched here.
 
 KOL model
@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kolray.datasets import LoadedDataset
-from kolray.models.baselines import (
+from kolray.learn.baselines import (
     GBTScorer,
     KOLBaseline,
     LogisticScorer,
@@ -41,14 +41,14 @@ from kolray.models.baselines import (
     RidgeRates,
     TokenBaseline,
 )
-from kolray.models.calibration import (
+from kolray.learn.calibration import (
     DEFAULT_MIN_PRECISION,
     CalibrationMethod,
     choose_threshold,
     fit_calibrator,
 )
-from kolray.models.nets import KOLPredictor, TokenPredictor
-from kolray.models.predictors import KOLModel, TokenModel, network_outputs
+from kolray.learn.nets import KolNet, TokenNet
+from kolray.learn.predictors import KolForecaster, TokenClassifier, network_outputs
 
 Imbalance = Literal["none", "pos_weight", "focal"]
 # (epoch, metrics, network, improved) → None. Tune reports (and checkpoints when improved) here.
@@ -338,8 +338,8 @@ def _fit_network(
 # Token model
 
 
-def make_token_network(n_features: int, config: TokenTrainConfig) -> TokenPredictor:
-    return TokenPredictor(n_features, widths=config.widths, dropout=config.dropout)
+def make_token_network(n_features: int, config: TokenTrainConfig) -> TokenNet:
+    return TokenNet(n_features, widths=config.widths, dropout=config.dropout)
 
 
 def train_token_network(
@@ -394,23 +394,23 @@ def train_token_network(
 
 
 def finalize_token(
-    network: TokenPredictor,
+    network: TokenNet,
     data: TokenArrays,
     calibration: CalibrationMethod = "platt",
     min_precision: float = DEFAULT_MIN_PRECISION,
-) -> TokenModel:
+) -> TokenClassifier:
     """Calibrator and threshold from the **validation split only**."""
     logits = network_outputs(network, data.x_val).astype(np.float64)
     calibrator = fit_calibrator(logits, data.y_val, calibration)
     threshold = choose_threshold(calibrator(logits), data.y_val, min_precision)
-    return TokenModel(network, calibrator, threshold, list(data.feature_columns))
+    return TokenClassifier(network, calibrator, threshold, list(data.feature_columns))
 
 
 def train_token_model(
     data: TokenArrays, config: TokenTrainConfig, on_epoch: EpochCallback | None = None
-) -> tuple[TokenModel, NetworkFit]:
+) -> tuple[TokenClassifier, NetworkFit]:
     fit = train_token_network(data, config, on_epoch)
-    assert isinstance(fit.network, TokenPredictor)
+    assert isinstance(fit.network, TokenNet)
     return finalize_token(fit.network, data, config.calibration, config.min_precision), fit
 
 
@@ -453,8 +453,8 @@ def fit_token_baselines(
 # KOL model
 
 
-def make_kol_network(n_features: int, config: KOLTrainConfig) -> KOLPredictor:
-    return KOLPredictor(
+def make_kol_network(n_features: int, config: KOLTrainConfig) -> KolNet:
+    return KolNet(
         n_features,
         d_model=config.d_model,
         n_heads=config.n_heads,
@@ -502,10 +502,10 @@ def train_kol_network(
 
 def train_kol_model(
     data: KOLArrays, config: KOLTrainConfig, on_epoch: EpochCallback | None = None
-) -> tuple[KOLModel, NetworkFit]:
+) -> tuple[KolForecaster, NetworkFit]:
     fit = train_kol_network(data, config, on_epoch)
-    assert isinstance(fit.network, KOLPredictor)
-    return KOLModel(fit.network, list(data.feature_columns), list(data.targets)), fit
+    assert isinstance(fit.network, KolNet)
+    return KolForecaster(fit.network, list(data.feature_columns), list(data.targets)), fit
 
 
 def fit_kol_baselines(data: KOLArrays) -> dict[str, KOLBaseline]:
