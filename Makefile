@@ -40,6 +40,8 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/mypy bench  # apart: bench/ and jobs/ both have an analyze.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
