@@ -7,7 +7,7 @@ servers, one after the other so they never share the cores:
 - ``fastapi``: one uvicorn process serving :func:`kolray.serve.api.build_app` with the model held
   in-process (:class:`~kolray.serve.service.LocalScorer`): the floor for this request path;
 - ``serve``: the Ray Serve application (``kolray.serve.app:build``: HTTP proxy → ingress replica →
-  batched ``TokenClassifier`` replica), deployed from a config exactly as ``kolray serve`` does.
+  batched ``TokenModel`` replica), deployed from a config exactly as ``kolray serve`` does.
 
 Both run the same routes, coalescing, model and feature source, measured twice: ``database``, the
 product path (point-in-time features computed from the database by :mod:`kolray.features`), and
@@ -195,7 +195,7 @@ async def load(url: str, stream: Stream, concurrency: int, seconds: float, warmu
 
 SERVE_ROLES = (
     ("ServeReplica:kolray:KolrayApi", "ingress"),
-    ("ServeReplica:kolray:TokenClassifier", "token_model"),
+    ("ServeReplica:kolray:TokenModel", "token_model"),
     ("ServeReplica:kolray:KolModel", "kol_model"),
     ("HAProxyManager", "haproxy_manager"),
     ("haproxy", "haproxy"),

@@ -2,7 +2,7 @@
 
 Three deployments:
 
-- ``TokenClassifier`` and ``KolModel`` (one class, :class:`ModelServer`): hold a registered model
+- ``TokenModel`` and ``KolModel`` (one class, :class:`ModelServer`): hold a registered model
   version and answer batched scoring calls (``@serve.batch``: requests that queue while a
   forward pass runs share the next one, counted in rows). Their ``user_config`` is
   ``{"version": V}`` (``null``: the champion at start-up); a new ``user_config`` reaches the running
@@ -40,7 +40,7 @@ log = logging.getLogger("kolray.serve")
 
 APP_NAME = "kolray"
 API_DEPLOYMENT = "KolrayApi"
-MODEL_DEPLOYMENTS = {"token": "TokenClassifier", "kol": "KolModel"}
+MODEL_DEPLOYMENTS = {"token": "TokenModel", "kol": "KolModel"}
 # Rows per forward pass: one request may carry up to 1000 items, so a batch always fits one.
 MAX_BATCH_ROWS = 4096
 # How long a batch waits for more requests after its first. 0: take what has queued. Under load

@@ -381,9 +381,9 @@ async def test_a_refused_reload_then_a_crashed_model_replica_keeps_serving_the_c
     # The deployed config is as it was: a replica that starts now loads the champion.
     assert control.deployed_versions("kolray")["token"] in (None, champion)
 
-    outage = await kill_under_load(served, "TokenClassifier")
+    outage = await kill_under_load(served, "TokenModel")
     with capsys.disabled():
-        print("\n" + outage.report("TokenClassifier killed after a refused reload"))
+        print("\n" + outage.report("TokenModel killed after a refused reload"))
     assert not outage.failures_after_replacement, outage.failures_after_replacement[:5]
     assert {a.version for a in outage.answers if a.status == 200} == {champion}
     assert served_version(served.url) == champion
@@ -409,9 +409,9 @@ async def test_a_replica_that_cannot_load_its_configured_version_falls_back_and_
     await asyncio.to_thread(control.wait_for_update, "kolray")
     assert served_version(served.url) == champion  # the running replica kept its version
 
-    outage = await kill_under_load(served, "TokenClassifier", after_s=1.0)
+    outage = await kill_under_load(served, "TokenModel", after_s=1.0)
     with capsys.disabled():
-        print("\n" + outage.report("TokenClassifier killed while its config names an unloadable version"))
+        print("\n" + outage.report("TokenModel killed while its config names an unloadable version"))
     assert not outage.failures_after_replacement, outage.failures_after_replacement[:5]
     token = httpx.get(f"{served.url}/healthz", timeout=10).json()["models"]["token"]
     assert token["version"] == champion and token["loaded"]
@@ -427,7 +427,7 @@ async def test_a_replica_that_cannot_load_its_configured_version_falls_back_and_
 
 @pytest.mark.parametrize(
     ("deployment", "path"),
-    [("KolrayApi", "/v1/predict/token"), ("TokenClassifier", "/v1/predict/token"), ("KolModel", "/v1/kols/")],
+    [("KolrayApi", "/v1/predict/token"), ("TokenModel", "/v1/predict/token"), ("KolModel", "/v1/kols/")],
 )
 async def test_a_crashed_replica_of_each_kind_is_replaced_and_answers_come_back(
     served: Served, deployment: str, path: str, capsys: pytest.CaptureFixture[str]
