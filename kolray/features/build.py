@@ -39,9 +39,15 @@ from ray.data.datasource import Datasource, ReadTask
 from sqlalchemy import text
 
 from kolray import datasets, storage
+from kolray.analyzer.stage import analyzer_lock
 from kolray.chain.types import WSOL_MINT
 from kolray.cluster import init_ray
+from kolray.config import get_settings
+from kolray.db.engine import make_engine
+from kolray.db.migrate import upgrade
+from kolray.db.tables import Run, now_s
 from kolray.features import oracle as oracle_module
+from kolray.features import peaks
 from kolray.features.context import wallet_histories
 from kolray.features.definitions import (
     DAY,
@@ -83,6 +89,8 @@ from kolray.features.splits import (
     assign_splits,
     plan_splits,
 )
+from kolray.learn.versions import code_version
+from kolray.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +294,9 @@ def shard_batch(
             cutoff=token.cutoff,
             histories=histories,
         )
+        rows = peaks.with_peak_columns(
+            rows, peaks.shard_prices(url, shard, watermark), horizon_s, oracle_world
+        )
         stats["token"] = _write_dataset_rows(
             rows,
             TOKEN_SCHEMA,
@@ -427,7 +438,6 @@ def _storage_options(uri: str) -> dict[str, Any]:
 
     if not uri.startswith("s3://"):
         return {}
-    from kolray.config import get_settings
 
     options = dict(get_settings().storage_options())
     for env, key in (
@@ -568,8 +578,6 @@ def _finish(
 
 
 def _code_version() -> str:
-    from kolray.learn.registry import code_version
-
     return code_version()
 
 
@@ -590,11 +598,8 @@ def build_features(
     options = options or BuildOptions()
     progress = progress or (lambda phase, done, total: None)
     started = time.perf_counter()
-    from kolray.db.migrate import upgrade
 
     if database_url is None:
-        from kolray.config import get_settings
-
         database_url = get_settings().database_url
 
     root = options.storage_uri or _configured_storage()
@@ -609,8 +614,6 @@ def build_features(
     try:
         result = _build(database_url, options, progress)
     except BaseException as error:
-        from kolray.secrets import redact_text
-
         _end_run(writer, run_id, "failed", {"error": redact_text(f"{type(error).__name__}: {error}")[:500]})
         raise
     result.seconds = time.perf_counter() - started
@@ -621,15 +624,12 @@ def build_features(
 
 
 def _build(url: str, options: BuildOptions, progress: Progress) -> BuildResult:
-    from kolray.analyzer.stage import analyzer_lock
-
     storage_uri = options.storage_uri or _configured_storage()
     version = options.version or datasets.new_version()
     init_ray(include_dashboard=False, log_to_driver=False)
     if options.oracle_world is not None:
         oracle_module.check_world(options.oracle_world)
     worker_options = _storage_options(storage_uri)
-    from kolray.db.engine import make_engine
 
     lock_engine = make_engine(url)
     try:
@@ -731,15 +731,11 @@ def _build(url: str, options: BuildOptions, progress: Progress) -> BuildResult:
 
 
 def _configured_storage() -> str:
-    from kolray.config import get_settings
-
     return get_settings().storage_uri
 
 
 def _start_run(engine: Any, options: BuildOptions) -> int:
     from sqlalchemy import insert
-
-    from kolray.db.tables import Run, now_s
 
     with engine.begin() as conn:
         return conn.execute(
@@ -756,8 +752,6 @@ def _start_run(engine: Any, options: BuildOptions) -> int:
 
 def _end_run(engine: Any, run_id: int, status: str, summary: dict[str, Any]) -> None:
     from sqlalchemy import update
-
-    from kolray.db.tables import Run, now_s
 
     with engine.begin() as conn:
         conn.execute(

@@ -74,8 +74,10 @@ EXTRA_TOKEN_FEATURES: list[str] = [
 ]
 TOKEN_FEATURES: list[str] = SEED_TOKEN_FEATURES + EXTRA_TOKEN_FEATURES
 TOKEN_ID_COLUMNS: list[str] = ["wallet", "mint", "entry_time", "entry_signature"]
-TOKEN_LABEL_COLUMNS: list[str] = ["label_3x"]
-TOKEN_EVAL_COLUMNS: list[str] = ["multiple", "oracle_p3x"]
+# label_3x: the KOL realised 3x; peak_3x: the token traded at 3x the entry price (kolray.features.peaks).
+TOKEN_LABEL_COLUMNS: list[str] = ["label_3x", "peak_3x"]
+# The twin's truth (evaluation only): its P(label_3x), its P(peak_3x) and its own peak_3x.
+TOKEN_EVAL_COLUMNS: list[str] = ["multiple", "oracle_p3x", "oracle_p_peak3x", "twin_peak_3x"]
 
 TOKEN_SCHEMA = pa.schema(
     [
@@ -85,8 +87,11 @@ TOKEN_SCHEMA = pa.schema(
         pa.field("entry_signature", pa.string()),
         *(pa.field(name, pa.float32()) for name in TOKEN_FEATURES),
         pa.field("label_3x", pa.int8()),
+        pa.field("peak_3x", pa.int8()),
         pa.field("multiple", pa.float64()),
         pa.field("oracle_p3x", pa.float64()),
+        pa.field("oracle_p_peak3x", pa.float64()),
+        pa.field("twin_peak_3x", pa.float64()),
     ]
 )
 

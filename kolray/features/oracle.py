@@ -51,19 +51,22 @@ def check_world(world_dir: str) -> None:
         )
 
 
-def lookup(world_dir: str, signatures: np.ndarray) -> np.ndarray:
-    """``oracle_p3x`` per signature (NaN where the world has none). Streams the files with the
-    signatures as a filter, so memory follows the query, not the world."""
+def lookup(world_dir: str, signatures: np.ndarray, column: str = ORACLE_COLUMN) -> np.ndarray:
+    """``column`` (default ``oracle_p3x``; also ``oracle_p_peak3x`` or ``peak_3x``) per signature,
+    as floats (NaN where the world has none). Streams the files with the signatures as a filter,
+    so memory follows the query, not the world."""
     out = np.full(len(signatures), np.nan)
     if not len(signatures):
         return out
     wanted = pa.array([str(s) for s in signatures], type=pa.string())
     position = {s: i for i, s in enumerate(wanted.to_pylist())}
-    for path, column in oracle_files(world_dir):
+    for path, key in oracle_files(world_dir):
         dataset = pads.dataset(path, format="parquet")
-        table = dataset.to_table(columns=[column, ORACLE_COLUMN], filter=pc.field(column).isin(wanted))
-        values = table.column(ORACLE_COLUMN).to_numpy(zero_copy_only=False)
-        for signature, value in zip(table.column(column).to_pylist(), values, strict=True):
-            if value is not None and not np.isnan(value):
+        if column not in dataset.schema.names:
+            continue
+        table = dataset.to_table(columns=[key, column], filter=pc.field(key).isin(wanted))
+        values = table.column(column).to_pylist()
+        for signature, value in zip(table.column(key).to_pylist(), values, strict=True):
+            if value is not None and not np.isnan(float(value)):
                 out[position[signature]] = float(value)
     return out
