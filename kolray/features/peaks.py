@@ -28,7 +28,6 @@ from sqlalchemy import text
 from kolray.chain.types import WSOL_MINT
 from kolray.features import oracle as oracle_module
 from kolray.features.context import THREE_X
-from kolray.features.rows import RESOLVE
 from kolray.features.source import WalletShard, read_engine
 
 PEAK_LABEL = "peak_3x"
@@ -182,8 +181,12 @@ def with_peak_columns(
     rows: pd.DataFrame, prices: MintPrices, horizon_s: int, oracle_world: str | None = None
 ) -> pd.DataFrame:
     """Token rows (:func:`kolray.features.rows.token_rows`) with ``peak_3x`` and, from a twin world,
-    its ``oracle_p_peak3x`` and ``twin_peak_3x`` (evaluation only; NaN without a world). Rows now
-    resolve at ``entry_time + H`` at the latest (the peak's window), whatever the KOL did."""
+    its ``oracle_p_peak3x`` and ``twin_peak_3x`` (evaluation only; NaN without a world).
+
+    The rows keep ``label_3x``'s resolution time, so the splits stay those of the KOL's own label:
+    ``peak_3x`` is known only at ``entry_time + H``, and a learner that trains on it purges the rows
+    whose window runs into the next split (:func:`kolray.learn.train.token_arrays`); purging here
+    would leave a 30-day world without a validation split for either label."""
     out = rows.copy()
     out[PEAK_LABEL] = peak_labels(out, prices, horizon_s)
     signatures = out["entry_signature"].to_numpy(dtype=object)
@@ -193,6 +196,4 @@ def with_peak_columns(
             if oracle_world
             else np.full(len(out), np.nan)
         )
-    entry = out["entry_time"].to_numpy(dtype=np.int64)
-    out[RESOLVE] = np.maximum(out[RESOLVE].to_numpy(dtype=np.int64), entry + horizon_s)
     return out
