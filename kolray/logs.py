@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from kolray.config import get_settings
 from kolray.secrets import redact_text
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -112,8 +113,6 @@ class CurrentStderrHandler(logging.StreamHandler):
 def configure_logging(level: str | None = None, fmt: str | None = None, stream: Any = None) -> None:
     """Install the kolray handler on the root logger (idempotent; call in every process and actor)."""
     if level is None or fmt is None:
-        from kolray.config import get_settings
-
         try:
             settings = get_settings()
             level = level or settings.log_level

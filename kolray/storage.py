@@ -19,6 +19,8 @@ from typing import Any
 
 import fsspec
 
+from kolray.config import get_settings
+
 
 def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
@@ -37,7 +39,6 @@ def _options_for(uri: str, options: dict[str, Any] | None) -> dict[str, Any]:
         return options
     if not uri.startswith("s3://"):
         return {}
-    from kolray.config import get_settings
 
     return get_settings().storage_options()
 

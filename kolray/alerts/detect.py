@@ -40,8 +40,13 @@ from kolray.alerts.rules import AlertPayload, AlertRules, Buy, Facts, dedupe_key
 from kolray.alerts.webhooks import Webhook, initial_deliveries
 from kolray.analyzer import KolStatsIndex, build_ledger, iter_wallet_positions
 from kolray.analyzer.positions import SWAP_FIELDS
+from kolray.analyzer.stage import _committed_watermark
 from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
 from kolray.db.tables import AlertRow, Kol, Meta, SwapRow, now_s
+from kolray.features import token_features_online
+from kolray.learn import registry
+from kolray.learn.registry import NoChampion
+from kolray.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +105,6 @@ def _write_watermark(conn: Connection, swap_id: int) -> None:
 
 def committed_watermark(engine: Engine) -> int:
     """The largest swap id below which no swap can still appear (shared with the analyzer)."""
-    from kolray.analyzer.stage import _committed_watermark
 
     with engine.begin() as conn:
         return _committed_watermark(conn)
@@ -128,7 +132,6 @@ class ModelSource:
     def warm(self) -> None:
         """Import the model stack and load the champion now (if any), so that the first buys
         after start-up are not scored seconds late."""
-        from kolray.learn import registry
 
         try:
             registry.load_champion("token", self.storage_uri)
@@ -136,9 +139,6 @@ class ModelSource:
             log.debug("alerts: no token model to warm up: %s", error)
 
     def score(self, buys: Sequence[Buy]) -> tuple[np.ndarray, float | None, str]:
-        from kolray.features import token_features_online
-        from kolray.learn import registry
-
         model = registry.load_champion("token", self.storage_uri)
         items = [
             {"wallet": b.wallet, "amount_sol": b.amount_sol, "entry_time": b.time, "mint": b.mint}
@@ -297,14 +297,10 @@ def _facts(
     # P(3x): always computed when a model exists (the other rules' messages show it too).
     scorable = [b for b in buys if b.amount_sol > 0]
     if model is not None and scorable:
-        from kolray.learn.registry import NoChampion
-
         try:
             p, threshold, version = model.score(scorable)
         except Exception as error:
             from sqlalchemy.exc import OperationalError
-
-            from kolray.secrets import redact_text
 
             result.p3x_unavailable = (
                 str(error)

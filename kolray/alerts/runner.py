@@ -23,7 +23,10 @@ from kolray.alerts.detect import Evaluation, ModelSource, evaluate, start_waterm
 from kolray.alerts.rules import AlertRules
 from kolray.alerts.webhooks import Deliverer, Webhook, webhooks_from_urls
 from kolray.config import Settings, get_settings
+from kolray.db import upgrade
 from kolray.db.locks import database_lock
+from kolray.features.source import read_engine
+from kolray.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,6 @@ class AlertRunner:
         from_start: bool = False,
         use_model: bool = True,
     ) -> None:
-        from kolray.db import upgrade
-        from kolray.features.source import read_engine
-
         settings = settings or get_settings()
         self.database_url = database_url or settings.database_url
         self.storage_uri = storage_uri or settings.storage_uri
@@ -168,8 +168,6 @@ class AlertRunner:
             try:
                 result = await asyncio.to_thread(self.evaluate_once)
             except Exception as error:
-                from kolray.secrets import redact_text
-
                 self.errors += 1
                 self.last_error = redact_text(f"{type(error).__name__}: {error}")
                 log.warning("alerts: evaluation failed (retried): %s", self.last_error)

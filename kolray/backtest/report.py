@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kolray import storage
 from kolray.backtest.engine import Execution, Metrics
 from kolray.backtest.strategies import StrategySpec
+from kolray.config import get_settings
 
 REPORT_DIR = ("reports", "backtest")
 
@@ -202,8 +203,6 @@ def equity_png(report: BacktestReport) -> bytes:
 def report_uri(report_id: str, storage_uri: str | None = None, name: str | None = None) -> str:
     root = storage_uri
     if root is None:
-        from kolray.config import get_settings
-
         root = get_settings().storage_uri
     parts = [*REPORT_DIR, report_id] + ([name] if name else [])
     return storage.join(root, *parts)

@@ -11,9 +11,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kolray.analyzer import iter_wallet_positions
 from kolray.backtest.data import BacktestError, SignalSet, load_signals
 from kolray.backtest.engine import Execution, metrics, replay
-from kolray.backtest.report import BacktestReport, ModelCheck, StrategyResult, equity_png
+from kolray.backtest.report import BacktestReport, ModelCheck, StrategyResult, equity_png, save_report
 from kolray.backtest.strategies import (
     DEFAULT_MIN_SCORED,
     DEFAULT_STRATEGIES,
@@ -24,6 +25,11 @@ from kolray.backtest.strategies import (
     kol_pnl_table,
     top_kols,
 )
+from kolray.config import get_settings
+from kolray.datasets import DatasetError, load_dataset, new_version, read_manifest
+from kolray.db.runs import record_run
+from kolray.features.source import read_engine
+from kolray.learn import registry
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +98,6 @@ def trained_through(model_dataset: str, storage_uri: str | None) -> tuple[int | 
     """When everything a model trained on dataset ``model_dataset`` used was known: the start of
     that dataset's test split (purging keeps every train/validation label resolved before it), or,
     for a dataset without a split plan, its last validation entry plus the label horizon."""
-    from kolray.datasets import DatasetError, read_manifest
 
     try:
         manifest = read_manifest("token", model_dataset, storage_uri)
@@ -164,15 +169,10 @@ def run_backtest(
     explicitly requested strategy that cannot run) and :class:`LookaheadError` when the model may
     have been trained on the replayed period (unless ``allow_lookahead``: then it is flagged).
     """
-    from kolray.datasets import DatasetError, load_dataset, new_version
-    from kolray.features.source import read_engine
-    from kolray.learn import registry
 
     options = options or BacktestOptions()
     say = progress or (lambda _message: None)
     if database_url is None or storage_uri is None:
-        from kolray.config import get_settings
-
         settings = get_settings()
         database_url = database_url or settings.database_url
         storage_uri = storage_uri or settings.storage_uri
@@ -290,8 +290,6 @@ def _decide(
         return copy_all(n), None, None, "copy every KOL opening buy", None, None
 
     if spec.kind == "top_kols":
-        from kolray.analyzer import iter_wallet_positions
-
         k = spec.top_k or DEFAULT_TOP_K
         wallets, pnl, scored = kol_pnl_table(iter_wallet_positions(engine), times, options.top_kols_window)
         if not wallets:
@@ -306,8 +304,6 @@ def _decide(
         return decisions, -ranks, None, description, None, None
 
     if spec.kind == "model":
-        from kolray.learn import registry
-
         try:
             model = (
                 registry.load_version("token", options.model_version, storage_uri)
@@ -375,12 +371,8 @@ def backtest_stage(
     """The whole ``kolray backtest`` stage (the command and the demo pipeline call it): the run, its
     report kept under ``<storage>/reports/backtest/`` (``save``) where the API and the UI's Backtest
     tab find it, and the run logged for ``kolray status``. Raises what :func:`run_backtest` raises."""
-    from kolray.backtest.report import save_report
-    from kolray.db.runs import record_run
 
     if storage_uri is None:
-        from kolray.config import get_settings
-
         storage_uri = get_settings().storage_uri
     run = run_backtest(options, database_url=database_url, storage_uri=storage_uri, progress=progress)
     location = save_report(run.report, run.png, run.trades, storage_uri) if save else None

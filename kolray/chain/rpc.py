@@ -47,6 +47,7 @@ from typing import Any, Literal, Protocol
 import httpx2
 import orjson
 
+from kolray.config import get_settings
 from kolray.logs import redact_http_client_logs
 from kolray.secrets import redact_text, redact_url, register_secret
 
@@ -229,8 +230,6 @@ class RpcClient:
     def from_settings(cls, settings: Any = None, **overrides: Any) -> RpcClient:
         """A client for ``settings.rpc_urls`` with its timeout, retries and batch size."""
         if settings is None:
-            from kolray.config import get_settings
-
             settings = get_settings()
         options: dict[str, Any] = {
             "timeout_s": settings.rpc_timeout_s,

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from kolray.config import get_settings
 from kolray.secrets import redact_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -75,8 +76,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def get_engine(url: str | None = None) -> Engine:
     """The process-wide engine for ``url`` (default: the configured database)."""
     if url is None:
-        from kolray.config import get_settings
-
         url = get_settings().database_url
     url = normalize_url(url)
     with _engines_lock:

@@ -7,6 +7,11 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from kolray.config import get_settings
+from kolray.db.engine import session_scope
+from kolray.db.migrate import upgrade
+from kolray.db.tables import Run, now_s
+
 log = logging.getLogger(__name__)
 
 
@@ -15,14 +20,9 @@ def record_run(kind: str, status: str, summary: dict[str, Any], database: Engine
     of ``database`` (default: the configured one, migrated first). Returns whether it was written:
     the run log is informative, so a database problem is logged, never raised — the run's real
     output (swaps, models, reports) is already stored."""
-    from kolray.db.engine import session_scope
-    from kolray.db.tables import Run, now_s
 
     try:
         if database is None:
-            from kolray.config import get_settings
-            from kolray.db.migrate import upgrade
-
             database = upgrade(get_settings().database_url)
         with session_scope(database) as session:
             session.add(Run(kind=kind, finished_at=now_s(), status=status, summary=_json_safe(summary)))

@@ -46,6 +46,7 @@ from kolray.features.definitions import (
     token_feature_values,
 )
 from kolray.features.source import read_engine, read_wallet_positions
+from kolray.secrets import redact_url
 
 
 class TokenRequest(BaseModel):
@@ -359,6 +360,4 @@ class ServingFeatures:
         )
 
     def __repr__(self) -> str:
-        from kolray.secrets import redact_url
-
         return f"ServingFeatures({redact_url(self.url)}, refresh_s={self.refresh_s})"

@@ -41,6 +41,7 @@ from kolray.sim.params import (
     CURVE_VIRTUAL_SOL0,
     CURVE_VIRTUAL_TOKENS_AT_COMPLETION,
     HOUR,
+    LAMPORTS_PER_SOL,
     LAUNCH_PRICE,
     MIGRATION_LEVEL,
     POOL_K,
@@ -50,6 +51,7 @@ from kolray.sim.params import (
     PUMPSWAP_LP_FEE_BPS,
     PUMPSWAP_PROTOCOL_FEE_BPS,
     RAYDIUM_FEE_BPS,
+    TOKEN_SUPPLY_RAW,
     WorldParams,
 )
 
@@ -304,8 +306,6 @@ def price_of(level: float) -> float:
 
 
 def market_cap_sol(level: float) -> float:
-    from kolray.sim.params import LAMPORTS_PER_SOL, TOKEN_SUPPLY_RAW
-
     return price_of(level) * TOKEN_SUPPLY_RAW / LAMPORTS_PER_SOL
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 from solders.signature import Signature
 
+from kolray.sim import keys
 from kolray.sim.encodings import to_json_parsed
 from kolray.sim.params import GENESIS_SLOT, SLOTS_PER_SECOND
 from kolray.sim.store import FLAG_LEGACY, ChainPart, addr_bytes, sig_bytes
@@ -211,8 +212,6 @@ class Node:
         }
 
     def get_latest_blockhash(self, params: list[Any], slot: int) -> dict[str, Any]:
-        from kolray.sim import keys
-
         return {
             "context": self._context(slot),
             "value": {

@@ -24,6 +24,11 @@ import numpy as np
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
+from kolray.analyzer import analyze
+from kolray.datasets import write_dataset
+from kolray.db.tables import Kol, PositionRow, SwapRow
+from kolray.features import TOKEN_FEATURES
+
 HOUR = 3_600
 DAY = 86_400
 SOL = 1_000_000_000
@@ -117,8 +122,6 @@ def hand_swaps() -> tuple[list[dict[str, Any]], HandWorld]:
 
 def populate(engine: Engine) -> HandWorld:
     """Insert the KOLs and swaps and run the analyzer (full)."""
-    from kolray.analyzer import analyze
-    from kolray.db.tables import Kol, SwapRow
 
     rows, world = hand_swaps()
     with engine.begin() as conn:
@@ -140,10 +143,6 @@ def write_token_dataset(engine: Engine, world: HandWorld, storage_uri: str) -> s
     validation, the four test buys in test; returns its version."""
     import pandas as pd
     from sqlalchemy import select
-
-    from kolray.datasets import write_dataset
-    from kolray.db.tables import PositionRow
-    from kolray.features import TOKEN_FEATURES
 
     with engine.connect() as conn:
         positions = conn.execute(

@@ -17,6 +17,25 @@ import numpy as np
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
+from kolray.analyzer import analyze
+from kolray.datasets import load_dataset, write_dataset
+from kolray.db.tables import Kol, SwapRow
+from kolray.features import KOL_FEATURES, KOL_TARGETS, TOKEN_FEATURES
+from kolray.features.definitions import KOL_PERSISTENCE
+from kolray.learn import registry
+from kolray.learn.stage import evaluate_version
+from kolray.learn.train import (
+    KOLTrainConfig,
+    TokenTrainConfig,
+    fit_kol_baselines,
+    fit_token_baselines,
+    kol_arrays,
+    token_arrays,
+    train_kol_model,
+    train_token_model,
+)
+from kolray.serve.lookup import DEFAULT_SOURCE
+
 DAY = 86_400
 SOL = 1_000_000_000
 NAMES = [
@@ -49,8 +68,6 @@ def populate(
     engine: Engine, n_kols: int = 12, days: int = 40, seed: int = 0, end: int = 1_717_200_000
 ) -> SampleWorld:
     """Insert KOLs and swaps ending at ``end`` (unix seconds) and run the analyzer."""
-    from kolray.analyzer import analyze
-    from kolray.db.tables import Kol, SwapRow
 
     rng = np.random.default_rng(seed)
     start = end - days * DAY
@@ -151,10 +168,6 @@ def write_datasets(storage_uri: str, seed: int = 0, rows: int = 3000) -> tuple[s
     random features and a planted signal: what the sample models train on. Returns the versions."""
     import pandas as pd
 
-    from kolray.datasets import write_dataset
-    from kolray.features import KOL_FEATURES, KOL_TARGETS, TOKEN_FEATURES
-    from kolray.features.definitions import KOL_PERSISTENCE
-
     rng = np.random.default_rng(seed)
     start = 1_700_000_000
     # Token: one row per buy; P(3x) rises with the KOL's record and the token's market cap.
@@ -221,20 +234,6 @@ def register_models(
     on one core, plus a few for each report."""
     import torch
 
-    from kolray.datasets import load_dataset
-    from kolray.learn import registry
-    from kolray.learn.evaluate import evaluate_version
-    from kolray.learn.train import (
-        KOLTrainConfig,
-        TokenTrainConfig,
-        fit_kol_baselines,
-        fit_token_baselines,
-        kol_arrays,
-        token_arrays,
-        train_kol_model,
-        train_token_model,
-    )
-
     torch.set_num_threads(1)
     token_version, kol_version = write_datasets(storage_uri, seed)
     token_ds = load_dataset("token", token_version, storage_uri)
@@ -279,8 +278,6 @@ class UnknownFeatures:
     Production serving uses :func:`kolray.serve.lookup.database_features`."""
 
     def __init__(self, engine: Engine) -> None:
-        from kolray.features import KOL_FEATURES, TOKEN_FEATURES
-
         self.token_columns = list(TOKEN_FEATURES)
         self.kol_columns = list(KOL_FEATURES)
 
@@ -313,8 +310,6 @@ def app_config(
     KOLRAY_* settings of a test or benchmark). Declarative, like ``kolray serve``, so that hot
     reload works."""
     from ray.serve.schema import ServeDeploySchema
-
-    from kolray.serve.lookup import DEFAULT_SOURCE
 
     return ServeDeploySchema.model_validate(
         {

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from kolray.db.tables import SwapRow
+
 DAY = 86_400
 SOL = 1_000_000_000
 T0 = 1_700_000_000
@@ -169,8 +171,6 @@ def populate(
     import pyarrow as pa
     import pyarrow.parquet as pq
     from sqlalchemy import insert
-
-    from kolray.db.tables import SwapRow
 
     writer = None
     counts = {"swaps": 0, "entries": 0}

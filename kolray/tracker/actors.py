@@ -22,8 +22,12 @@ from typing import Any
 
 import ray
 
+from kolray.db.migrate import upgrade
+from kolray.logs import configure_logging
+from kolray.secrets import redact_text, register_secret
 from kolray.tracker.poller import PollPolicy, WalletPollResult, poll_wallet
 from kolray.tracker.ratelimit import RateLimiter
+from kolray.tracker.source import RpcChainSource
 from kolray.tracker.store import CommitResult, WalletProgress, commit_progress, load_cursors
 
 log = logging.getLogger(__name__)
@@ -62,9 +66,6 @@ class WriterActor:
     them in one transaction (each wallet in its own savepoint)."""
 
     def __init__(self, database_url: str, max_batch: int = 64, flush_ms: float = 20.0) -> None:
-        from kolray.db.migrate import upgrade
-        from kolray.logs import configure_logging
-
         configure_logging()
         self.engine = upgrade(database_url)
         self.max_batch = max_batch
@@ -120,9 +121,6 @@ class PollerActor:
         client_options: dict[str, Any],
         wallet_concurrency: int = 32,
     ) -> None:
-        from kolray.logs import configure_logging
-        from kolray.secrets import register_secret
-
         configure_logging()
         for url in rpc_urls:
             register_secret(url)
@@ -144,9 +142,6 @@ class PollerActor:
 
     async def _ensure_source(self) -> Any:
         if self.source is None:
-            from kolray.db.migrate import upgrade
-            from kolray.tracker.source import RpcChainSource
-
             self.engine = await asyncio.to_thread(upgrade, self.database_url)
             self.source = RpcChainSource.create(self.rpc_urls, limiter=self.limiter, **self.client_options)
         return self.source
@@ -179,8 +174,6 @@ class PollerActor:
                         should_stop=lambda: self.stopping,
                     )
                 except Exception as error:  # one wallet's failure never stops the others
-                    from kolray.secrets import redact_text
-
                     log.warning(
                         "wallet poll failed", extra={"wallet": wallet, "error": redact_text(str(error))}
                     )

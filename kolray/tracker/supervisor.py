@@ -19,6 +19,10 @@ from pydantic import BaseModel, Field
 
 from kolray.cluster import init_ray
 from kolray.config import Settings, get_settings
+from kolray.db.migrate import upgrade
+from kolray.db.runs import record_run
+from kolray.kols import list_kols
+from kolray.tracker import actors
 from kolray.tracker.poller import PollPolicy
 
 log = logging.getLogger(__name__)
@@ -183,8 +187,6 @@ class Tracker:
         import ray
         import ray.util.scheduling_strategies
 
-        from kolray.tracker import actors
-
         init_ray(namespace="kolray", log_to_driver=False)
         self.options = options
         ns = actors.NAMESPACE
@@ -331,9 +333,6 @@ class Tracker:
 
 
 def active_wallets(database_url: str) -> list[str]:
-    from kolray.db.migrate import upgrade
-    from kolray.kols import list_kols
-
     return [k.wallet for k in list_kols(upgrade(database_url), active_only=True)]
 
 
@@ -402,6 +401,4 @@ def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
 
 
 def _record_run(database_url: str, kind: str, summary: SyncSummary) -> None:
-    from kolray.db.runs import record_run
-
     record_run(kind, "ok" if not summary.wallet_errors else "partial", summary.model_dump(), database_url)
