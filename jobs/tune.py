@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset_version and args.model == "all":
         parser.error("--dataset-version needs --model token or --model kol")
 
-    from kolray.learn.tune import TuneOptions, ensure_ray, train_and_register
+    from kolray.learn.stage import train_and_register
+    from kolray.learn.tune import TuneOptions, ensure_ray
     from kolray.logs import configure_logging
 
     configure_logging()

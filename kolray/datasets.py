@@ -1,5 +1,5 @@
 """Versioned feature datasets: the format shared by ``kolray.features`` (writer) and the learning
-stages (readers). See docs/internals.md "Feature datasets".
+stages (readers); ``docs/features.md`` describes the format.
 
 Layout under the storage URI::
 
@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import secrets
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -27,11 +24,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kolray import storage
+from kolray.config import get_settings
+from kolray.learn.versions import code_version as current_code_version
+from kolray.learn.versions import new_version, parse_version_time
 
 DatasetName = Literal["token", "kol"]
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 FORMAT_VERSION = 1
-_VERSION_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 class DatasetError(ValueError):
@@ -47,6 +46,8 @@ class ManifestMismatch(DatasetError):
 
 
 class SplitInfo(BaseModel):
+    """Rows, time range and label balance of one split, as recorded in the manifest."""
+
     model_config = ConfigDict(extra="forbid")
 
     rows: int = Field(ge=0)
@@ -139,6 +140,7 @@ class DatasetManifest(BaseModel):
         return self
 
     def to_json(self) -> dict[str, Any]:
+        """The manifest as JSON-ready data (``schema`` under its alias)."""
         return self.model_dump(mode="json", by_alias=True)
 
 
@@ -153,17 +155,21 @@ class LoadedDataset:
 
     @property
     def name(self) -> str:
+        """``token`` or ``kol``."""
         return self.manifest.name
 
     @property
     def version(self) -> str:
+        """The dataset version id."""
         return self.manifest.version
 
     @property
     def feature_columns(self) -> list[str]:
+        """The model input columns, in order."""
         return list(self.manifest.feature_columns)
 
     def split(self, split: str) -> pd.DataFrame:
+        """The frame of ``train``, ``val`` or ``test``."""
         if split not in SPLITS:
             raise KeyError(f"unknown split {split!r}; one of {list(SPLITS)}")
         return getattr(self, split)
@@ -176,31 +182,9 @@ class LoadedDataset:
 # Versions and locations
 
 
-def new_version(now: float | None = None) -> str:
-    """``YYYYMMDDTHHMMSSZ-<8 hex>``: sorts by creation time; the random tail keeps two builds in the
-    same second apart."""
-    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime(_VERSION_FORMAT)
-    return f"{stamp}-{secrets.token_hex(4)}"
-
-
-def parse_version_time(version: str) -> int:
-    """Creation time (unix s) encoded in a version id; ``ValueError`` if it is not one."""
-    stamp, _, tail = version.partition("-")
-    try:
-        moment = datetime.strptime(stamp, _VERSION_FORMAT).replace(tzinfo=UTC)
-        int(tail, 16)
-    except ValueError:
-        raise ValueError(f"not a version id (YYYYMMDDTHHMMSSZ-<8 hex>): {version!r}") from None
-    if len(tail) != 8:
-        raise ValueError(f"not a version id (YYYYMMDDTHHMMSSZ-<8 hex>): {version!r}")
-    return int(moment.timestamp())
-
-
 def _root(storage_uri: str | None) -> str:
     if storage_uri is not None:
         return storage_uri
-    from kolray.config import get_settings
-
     return get_settings().storage_uri
 
 
@@ -225,6 +209,7 @@ def list_versions(name: str, storage_uri: str | None = None) -> list[str]:
 
 
 def latest_version(name: str, storage_uri: str | None = None) -> str:
+    """The newest complete version; :class:`DatasetNotFound` when there is none."""
     versions = list_versions(name, storage_uri)
     if not versions:
         raise DatasetNotFound(
@@ -235,6 +220,7 @@ def latest_version(name: str, storage_uri: str | None = None) -> str:
 
 
 def read_manifest(name: str, version: str, storage_uri: str | None = None) -> DatasetManifest:
+    """The validated manifest of a version; :class:`DatasetNotFound` or :class:`ManifestMismatch`."""
     uri = storage.join(dataset_uri(name, version, storage_uri), "manifest.json")
     if not storage.exists(uri):
         known = list_versions(name, storage_uri)
@@ -261,6 +247,7 @@ def arrow_schema_strings(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def describe_split(frame: pd.DataFrame, time_column: str, label_columns: list[str]) -> SplitInfo:
+    """The :class:`SplitInfo` of a frame."""
     times = frame[time_column]
     return SplitInfo(
         rows=len(frame),
@@ -331,7 +318,7 @@ def write_dataset(
         name=name,
         version=version,
         created_at=parse_version_time(version),
-        code_version=code_version or _code_version(),
+        code_version=code_version or current_code_version(),
         source=source or {},
         feature_columns=feature_columns,
         label_columns=label_columns,
@@ -350,12 +337,6 @@ def write_dataset(
         write_split(name, version, split, splits[split], storage_uri)
     write_manifest(manifest, storage_uri)
     return manifest
-
-
-def _code_version() -> str:
-    from kolray.learn.registry import code_version
-
-    return code_version()
 
 
 # Reading

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from kolray.backtest import BacktestError, BacktestOptions
 from kolray.backtest import backtest_stage as run_backtest_stage
 from kolray.learn.train import TrainError
-from kolray.learn.tune import ModelKind, TuneOptions, train_and_register
+from kolray.learn.stage import train_and_register
+from kolray.learn.tune import ModelKind, TuneOptions
 
 Say = Callable[[str], None]
 

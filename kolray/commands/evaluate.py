@@ -38,7 +38,7 @@ def evaluate(
     the validation-chosen threshold, precision@k, with bootstrap 95% intervals; KOL: RMSE, MAE, R².
     """
     from kolray.datasets import DatasetError
-    from kolray.learn.evaluate import evaluate_version
+    from kolray.learn.stage import evaluate_version
     from kolray.learn.registry import RegistryError, list_versions
 
     chosen = models_for(model)

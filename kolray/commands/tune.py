@@ -73,7 +73,8 @@ def tune(
     from kolray.datasets import DatasetError
     from kolray.learn.registry import RegistryError
     from kolray.learn.train import TrainError
-    from kolray.learn.tune import TuneFailed, TuneOptions, train_and_register
+    from kolray.learn.stage import train_and_register
+    from kolray.learn.tune import TuneFailed, TuneOptions
 
     chosen = models_for(model)
     if dataset_version and len(chosen) > 1:

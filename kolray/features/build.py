@@ -47,6 +47,7 @@ from kolray.db.engine import make_engine
 from kolray.db.migrate import upgrade
 from kolray.db.tables import Run, now_s
 from kolray.features import oracle as oracle_module
+from kolray.features import peaks
 from kolray.features.context import wallet_histories
 from kolray.features.definitions import (
     DAY,
@@ -88,7 +89,7 @@ from kolray.features.splits import (
     assign_splits,
     plan_splits,
 )
-from kolray.learn.registry import code_version
+from kolray.learn.versions import code_version
 from kolray.secrets import redact_text
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,9 @@ def shard_batch(
             horizon_s=horizon_s,
             cutoff=token.cutoff,
             histories=histories,
+        )
+        rows = peaks.with_peak_columns(
+            rows, peaks.shard_prices(url, shard, watermark), horizon_s, oracle_world
         )
         stats["token"] = _write_dataset_rows(
             rows,

@@ -37,6 +37,7 @@ def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
 
 
 def column_index(all_columns: list[str], wanted: list[str]) -> list[int]:
+    """Positions of ``wanted`` in ``all_columns``; ``KeyError`` naming the missing ones."""
     missing = [c for c in wanted if c not in all_columns]
     if missing:
         raise KeyError(f"feature columns {missing} are not in the input ({len(all_columns)} columns)")
@@ -60,6 +61,7 @@ class LogisticScorer:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, columns: list[str], seed: int = 0) -> LogisticScorer:
+        """Fit on the training split."""
         from sklearn.linear_model import LogisticRegression
 
         mean, std = standardise_fit(x)
@@ -68,9 +70,11 @@ class LogisticScorer:
         return cls(columns, mean, std, lr.coef_[0].astype(np.float64), float(lr.intercept_[0]))
 
     def scores(self, x: np.ndarray) -> np.ndarray:
+        """Raw scores (logit scale) for rows in ``columns`` order."""
         return _standardise(x, self.mean, self.std) @ self.coef + self.intercept
 
     def to_files(self, name: str) -> dict[str, bytes]:
+        """The stored form: ``baselines/<name>.json``."""
         body = {
             "type": self.kind,
             "columns": self.columns,
@@ -83,6 +87,7 @@ class LogisticScorer:
 
     @classmethod
     def from_files(cls, name: str, files: dict[str, bytes]) -> LogisticScorer:
+        """Rebuild from :meth:`to_files` output."""
         body = json.loads(files[f"baselines/{name}.json"])
         return cls(
             body["columns"],
@@ -114,6 +119,7 @@ class GBTScorer:
         seed: int = 0,
         n_threads: int = 1,
     ) -> GBTScorer:
+        """Fit on train with early stopping on validation."""
         import lightgbm as lgb
 
         params = {
@@ -147,6 +153,7 @@ class GBTScorer:
 
     @property
     def booster(self) -> Any:
+        """The LightGBM booster, parsed from its model text once."""
         if self._booster is None:
             import lightgbm as lgb
 
@@ -154,14 +161,17 @@ class GBTScorer:
         return self._booster
 
     def scores(self, x: np.ndarray) -> np.ndarray:
+        """Raw scores (logit scale) for rows in ``columns`` order."""
         return np.asarray(self.booster.predict(np.asarray(x, dtype=np.float64), raw_score=True))
 
     def to_files(self, name: str) -> dict[str, bytes]:
+        """The stored form: LightGBM's model text and a JSON header."""
         head = json.dumps({"type": self.kind, "columns": self.columns}).encode()
         return {f"baselines/{name}.json": head, f"baselines/{name}.txt": self.model_text.encode()}
 
     @classmethod
     def from_files(cls, name: str, files: dict[str, bytes]) -> GBTScorer:
+        """Rebuild from :meth:`to_files` output."""
         head = json.loads(files[f"baselines/{name}.json"])
         return cls(head["columns"], files[f"baselines/{name}.txt"].decode())
 
@@ -182,6 +192,7 @@ class TokenBaseline:
     threshold: ThresholdChoice
 
     def predict_proba(self, x_all: np.ndarray, all_columns: list[str]) -> np.ndarray:
+        """Calibrated P(3x) for rows of the full feature matrix."""
         x = x_all[:, column_index(all_columns, self.scorer.columns)]
         return self.calibrator(self.scorer.scores(x))
 
@@ -201,18 +212,22 @@ class PersistenceRates:
 
     @classmethod
     def fit(cls, y: np.ndarray, columns: list[str]) -> PersistenceRates:
+        """Remember the past-rate columns, and the training mean of each target as the fallback."""
         return cls(columns, np.nanmean(y, axis=0))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """The past rates (NaN → the fallback), clipped to [0, 1], shape (n, 2)."""
         x = np.asarray(x, dtype=np.float64)
         return np.clip(np.where(np.isnan(x), self.fallback, x), 0.0, 1.0)
 
     def to_files(self, name: str) -> dict[str, bytes]:
+        """The stored form: ``baselines/<name>.json``."""
         body = {"type": self.kind, "columns": self.columns, "fallback": self.fallback.tolist()}
         return {f"baselines/{name}.json": json.dumps(body).encode()}
 
     @classmethod
     def from_files(cls, name: str, files: dict[str, bytes]) -> PersistenceRates:
+        """Rebuild from :meth:`to_files` output."""
         body = json.loads(files[f"baselines/{name}.json"])
         return cls(body["columns"], np.asarray(body["fallback"]))
 
@@ -234,6 +249,7 @@ class RidgeRates:
     def fit(
         cls, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, columns: list[str]
     ) -> RidgeRates:
+        """Fit on train, keeping the alpha with the lowest validation RMSE."""
         from sklearn.linear_model import Ridge
 
         mean, std = standardise_fit(x)
@@ -249,9 +265,11 @@ class RidgeRates:
         return cls(columns, mean, std, np.atleast_2d(ridge.coef_), np.atleast_1d(ridge.intercept_), alpha)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Forecast rates, clipped to [0, 1], shape (n, 2)."""
         return np.clip(_standardise(x, self.mean, self.std) @ self.coef.T + self.intercept, 0.0, 1.0)
 
     def to_files(self, name: str) -> dict[str, bytes]:
+        """The stored form: ``baselines/<name>.json``."""
         body = {
             "type": self.kind,
             "columns": self.columns,
@@ -265,6 +283,7 @@ class RidgeRates:
 
     @classmethod
     def from_files(cls, name: str, files: dict[str, bytes]) -> RidgeRates:
+        """Rebuild from :meth:`to_files` output."""
         b = json.loads(files[f"baselines/{name}.json"])
         return cls(
             b["columns"],
@@ -284,10 +303,13 @@ KOL_PREDICTORS: dict[str, type[PersistenceRates] | type[RidgeRates]] = {
 
 @dataclass
 class KOLBaseline:
+    """A named KOL baseline predictor."""
+
     name: str
     predictor: PersistenceRates | RidgeRates
 
     def predict(self, x_all: np.ndarray, all_columns: list[str]) -> np.ndarray:
+        """Forecast rates for rows of the full feature matrix, shape (n, 2)."""
         return self.predictor.predict(x_all[:, column_index(all_columns, self.predictor.columns)])
 
 

@@ -23,6 +23,7 @@ DEFAULT_MIN_PRECISION = 0.7
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, computed through tanh so large inputs do not overflow."""
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 

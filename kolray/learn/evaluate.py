@@ -1,6 +1,6 @@
 """Evaluation on the test split: metrics with bootstrap intervals, baselines, the oracle, plots.
 
-``report.json`` (DESIGN.md §3 "Files") for the token model::
+``report.json`` for the token model::
 
     {"model", "version", "dataset_version",
      "test": {roc_auc, pr_auc, brier, precision, recall, f1, threshold, n, n_pos,
@@ -13,6 +13,7 @@ validation ``oracle_p3x``. Intervals: percentile bootstrap over test rows (``n_b
 fixed seed). The KOL report has the same top-level keys with RMSE/MAE/R² per target in ``test``,
 ``baselines`` (persistence, ridge) and ``oracle`` (the twin's latent rates, when present).
 
+The metrics themselves are in :mod:`kolray.learn.metrics`, shared with training and the search.
 Every report states, in ``comparison``, whether the deep model beats each baseline on the primary
 metric: a model that does not is reported as such.
 """
@@ -26,107 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from kolray import storage
+from kolray.config import get_settings
 from kolray.datasets import LoadedDataset
 from kolray.learn.baselines import KOLBaseline, TokenBaseline
 from kolray.learn.calibration import choose_threshold
+from kolray.learn.metrics import average_precision, bootstrap_ci, kol_metrics, roc_auc, token_metrics
 from kolray.learn.predictors import KolForecaster, TokenClassifier
 
-PRECISION_AT = (10, 50, 100)
 TOKEN_KEYS = ("roc_auc", "pr_auc", "brier", "precision", "recall", "f1", "threshold", "n", "n_pos")
-
-
-# Metrics (numpy: fast enough to bootstrap)
-
-
-def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mann–Whitney form with average ranks for ties; NaN with one class."""
-    y = np.asarray(y).astype(bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = pd.Series(np.asarray(p, dtype=np.float64)).rank(method="average").to_numpy()
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def average_precision(y: np.ndarray, p: np.ndarray) -> float:
-    """PR-AUC as average precision (sklearn's definition: step-wise, ties grouped)."""
-    y = np.asarray(y).astype(np.float64)
-    n_pos = y.sum()
-    if n_pos == 0:
-        return float("nan")
-    order = np.argsort(-np.asarray(p, dtype=np.float64), kind="stable")
-    ps, ys = np.asarray(p)[order], y[order]
-    tp = np.cumsum(ys)
-    k = np.arange(1, len(ys) + 1)
-    last = np.r_[ps[1:] != ps[:-1], True]
-    tp, k = tp[last], k[last]
-    recall = tp / n_pos
-    precision = tp / k
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def token_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    y = np.asarray(y).astype(int)
-    p = np.asarray(p, dtype=np.float64)
-    predicted = p >= threshold
-    tp = int((predicted & (y == 1)).sum())
-    n_pred, n_pos = int(predicted.sum()), int(y.sum())
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_pos if n_pos else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if n_pos and (precision + recall) > 0 else 0.0
-    out = {
-        "roc_auc": roc_auc(y, p),
-        "pr_auc": average_precision(y, p),
-        "brier": float(np.mean((p - y) ** 2)) if len(y) else float("nan"),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "threshold": float(threshold),
-        "n": len(y),
-        "n_pos": n_pos,
-    }
-    order = np.argsort(-p, kind="stable")
-    for k in PRECISION_AT:
-        if len(y) >= k:
-            out[f"precision_at_{k}"] = float(y[order[:k]].mean())
-    return out
-
-
-def kol_metrics(
-    pred: np.ndarray, y: np.ndarray, suffixes: tuple[str, str] = ("7d", "30d")
-) -> dict[str, float]:
-    out: dict[str, float] = {"n": len(y)}
-    for i, suffix in enumerate(suffixes):
-        err = np.asarray(pred[:, i], dtype=np.float64) - y[:, i]
-        var = float(np.var(y[:, i]))
-        out[f"rmse_{suffix}"] = float(np.sqrt(np.mean(err**2)))
-        out[f"mae_{suffix}"] = float(np.mean(np.abs(err)))
-        out[f"r2_{suffix}"] = float(1 - np.mean(err**2) / var) if var > 0 else float("nan")
-    out["rmse"] = float(np.mean([out[f"rmse_{s}"] for s in suffixes]))
-    return out
-
-
-def bootstrap_ci(
-    metric_fn: Callable[[np.ndarray], dict[str, float]], n: int, n_boot: int, seed: int
-) -> dict[str, list[float]]:
-    """Percentile 95% intervals of every metric ``metric_fn(indices)`` returns (NaN resamples skipped)."""
-    if n == 0 or n_boot <= 0:
-        return {}
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        for key, value in metric_fn(rng.integers(0, n, n)).items():
-            samples.setdefault(key, []).append(value)
-    out = {}
-    for key, values in samples.items():
-        arr = np.asarray(values, dtype=np.float64)
-        arr = arr[np.isfinite(arr)]
-        if len(arr):
-            out[key] = [float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))]
-    return out
 
 
 _NO_CI = {"n", "n_pos", "threshold"}
@@ -194,7 +104,7 @@ def evaluate_token(
     importance = permutation_importance(
         lambda m: average_precision(y, model.predict_proba(m)), x, cols, seed=seed
     )
-    report = {
+    report: dict[str, Any] = {
         "model": "token",
         "version": version,
         "dataset_version": ds.version,
@@ -230,7 +140,7 @@ def compare(
     """Does the deep model beat each baseline on ``metric``? Stated plainly, never hidden."""
     sign = 1 if mode == "max" else -1
     ours = test.get(metric)
-    beats = {}
+    beats: dict[str, bool | None] = {}
     for name, block in baselines.items():
         theirs = block.get(metric)
         if ours is None or theirs is None or not np.isfinite(ours) or not np.isfinite(theirs):
@@ -294,6 +204,7 @@ def evaluate_kol(
     seed: int = 0,
     plots: bool = True,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The KOL report and its PNGs (name → bytes), from the test split."""
     cols = ds.feature_columns
     x = ds.features("test")
     y = ds.test[model.targets].to_numpy(dtype=np.float64)
@@ -319,7 +230,7 @@ def evaluate_kol(
     importance = permutation_importance(
         lambda m: -kol_metrics(model.predict(m), y)["rmse"], x, cols, seed=seed
     )
-    report = {
+    report: dict[str, Any] = {
         "model": "kol",
         "version": version,
         "dataset_version": ds.version,
@@ -334,18 +245,6 @@ def evaluate_kol(
     images = kol_plots(y, preds, importance) if plots else {}
     report["plots"] = sorted(images)
     return _clean(report), images
-
-
-# The primary metric (registry's promote_if_better)
-
-
-def primary_metric_value(loaded: Any, ds: LoadedDataset) -> float:
-    """Token: test PR-AUC; KOL: mean test RMSE of the two targets. ``loaded``: a registry LoadedModel."""
-    x = ds.test[loaded.feature_columns].to_numpy(dtype=np.float32)
-    if loaded.model == "token":
-        return average_precision(ds.test["label_3x"].to_numpy(), loaded.predict_proba(x))
-    y = ds.test[loaded.targets].to_numpy(dtype=np.float64)
-    return kol_metrics(loaded.predict_proba(x), y)["rmse"]
 
 
 # Plots
@@ -372,6 +271,7 @@ def _figure(size: tuple[float, float] = (5.5, 4.5)) -> tuple[Any, Any]:
 def token_plots(
     y: np.ndarray, probs: dict[str, np.ndarray], importance: dict[str, float]
 ) -> dict[str, bytes]:
+    """ROC, precision–recall, calibration and importance plots as PNG bytes."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     images: dict[str, bytes] = {}
@@ -419,6 +319,7 @@ def token_plots(
 
 
 def kol_plots(y: np.ndarray, preds: dict[str, np.ndarray], importance: dict[str, float]) -> dict[str, bytes]:
+    """Predicted against realised rates per target, and importance, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -449,9 +350,8 @@ def _importance_plot(importance: dict[str, float], xlabel: str) -> bytes:
 
 
 def report_uri(model: str, version: str, storage_uri: str | None = None) -> str:
+    """``<storage>/reports/<model>/<version>``."""
     if storage_uri is None:
-        from kolray.config import get_settings
-
         storage_uri = get_settings().storage_uri
     return storage.join(storage_uri, "reports", model, version)
 
@@ -482,50 +382,5 @@ def write_report(
 
 
 def read_report(model: str, version: str, storage_uri: str | None = None) -> dict[str, Any]:
+    """The stored ``report.json`` of a version."""
     return storage.read_json(storage.join(report_uri(model, version, storage_uri), "report.json"))
-
-
-def evaluate_version(
-    model: str,
-    version: str | None = None,
-    storage_uri: str | None = None,
-    n_boot: int = 500,
-    seed: int = 0,
-    local_dir: Path | None = None,
-) -> tuple[dict[str, Any], list[str]]:
-    """Re-evaluate a registered version (default: the champion, else the newest) on its dataset's
-    test split with its stored baselines; write the report. Returns (report, locations)."""
-    from kolray.datasets import load_dataset
-    from kolray.learn import registry
-
-    if version is None:
-        version = registry.champion_version(model, storage_uri)
-        if version is None:
-            versions = registry.list_versions(model, storage_uri)
-            if not versions:
-                raise registry.VersionNotFound(f"no {model} model registered yet: run `kolray tune`")
-            version = versions[-1].version
-    loaded = registry.load_version(model, version, storage_uri, with_baselines=True)
-    ds = load_dataset(model, loaded.dataset_version, storage_uri)
-    if model == "token":
-        assert isinstance(loaded.predictor, TokenClassifier)
-        report, images = evaluate_token(
-            loaded.predictor,
-            loaded.baselines,
-            ds,
-            version=version,
-            n_boot=n_boot,
-            seed=seed,  # type: ignore[arg-type]
-        )
-    else:
-        assert isinstance(loaded.predictor, KolForecaster)
-        report, images = evaluate_kol(
-            loaded.predictor,
-            loaded.baselines,
-            ds,
-            version=version,
-            n_boot=n_boot,
-            seed=seed,  # type: ignore[arg-type]
-        )
-    report["code_version"] = loaded.meta.code_version
-    return report, write_report(report, images, storage_uri, local_dir)

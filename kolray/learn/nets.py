@@ -20,6 +20,9 @@ CLIP = 8.0
 class FeatureNormalizer(nn.Module):
     """(x - mean) / std with NaN → 0 (the training mean), then clipped to ±CLIP."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, n_features: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
@@ -33,6 +36,7 @@ class FeatureNormalizer(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise, fill NaN with 0 and clip."""
         z = (x - self.mean) / self.std
         z = torch.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP)
         return z.clamp(-CLIP, CLIP)
@@ -58,9 +62,11 @@ class TokenNet(nn.Module):
         self.head = nn.Linear(width_in, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of P(3x), shape (batch,)."""
         return self.head(self.body(self.normalizer(x))).squeeze(-1)
 
     def hparams(self) -> dict[str, object]:
+        """The constructor arguments, stored beside the weights."""
         return {"n_features": self.n_features, "widths": self.widths, "dropout": self.dropout}
 
 
@@ -114,6 +120,7 @@ class KolNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the 7-day and 30-day rates, shape (batch, 2)."""
         missing = torch.isnan(x).unsqueeze(-1)
         z = self.normalizer(x).unsqueeze(-1)  # (B, F, 1)
         tokens = z * self.value_weight + self.value_bias  # (B, F, D)
@@ -123,6 +130,7 @@ class KolNet(nn.Module):
         return torch.cat([head(pooled) for head in self.heads], dim=-1)
 
     def hparams(self) -> dict[str, object]:
+        """The constructor arguments, stored beside the weights."""
         return {
             "n_features": self.n_features,
             "d_model": self.d_model,

@@ -60,12 +60,15 @@ def network_outputs(network: torch.nn.Module, x: np.ndarray, device: str = "cpu"
 
 @dataclass
 class TokenClassifier:
+    """The token network with its calibrator and threshold: P(3x) and the yes/no decision."""
+
     network: TokenNet
     calibrator: Calibrator
     threshold: ThresholdChoice
     feature_columns: list[str]
 
     def scores(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Raw network outputs (logits) per row, float64."""
         return network_outputs(self.network, as_matrix(features, self.feature_columns)).astype(np.float64)
 
     def predict_proba(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
@@ -79,6 +82,8 @@ class TokenClassifier:
 
 @dataclass
 class KolForecaster:
+    """The KOL network: forecast 3x rates over the next 7 and 30 days."""
+
     network: KolNet
     feature_columns: list[str]
     targets: list[str]
@@ -88,4 +93,5 @@ class KolForecaster:
         return sigmoid(network_outputs(self.network, as_matrix(features, self.feature_columns)))
 
     def predict(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """The forecast rates (the same as :meth:`predict_proba`)."""
         return self.predict_proba(features)

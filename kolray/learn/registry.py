@@ -23,26 +23,27 @@ one: the candidate replaces the champion only if it scores better **on the candi
 use the same feature columns in the same order; otherwise nothing changes and the decision says why.
 
 Writers update ``registry.json`` by read-modify-write: run one trainer per model at a time (the
-continuous trainer does).
+continuous cycle does).
 """
 
 from __future__ import annotations
 
 import hashlib
-import subprocess
+import json
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from kolray import storage
+from kolray.config import get_settings
+from kolray.datasets import LoadedDataset, load_dataset
 from kolray.learn.baselines import (
     KOL_PREDICTORS,
     TOKEN_SCORERS,
@@ -51,19 +52,16 @@ from kolray.learn.baselines import (
     baseline_type,
 )
 from kolray.learn.calibration import Calibrator, ThresholdChoice
+from kolray.learn.metrics import PRIMARY_METRIC, primary_metric_value
 from kolray.learn.nets import KolNet, TokenNet, build_network
 from kolray.learn.predictors import KolForecaster, TokenClassifier
+from kolray.learn.versions import code_version, new_version, parse_version_time
 
 ModelKind = Literal["token", "kol"]
 Stage = Literal["candidate", "champion", "archived"]
 MODEL_KINDS: tuple[ModelKind, ModelKind] = ("token", "kol")
 FORMAT_VERSION = 1
 SAFE_SUFFIXES = (".safetensors", ".json", ".txt")
-# The metric that decides "better": PR-AUC for the rare 3x label, mean RMSE (7d, 30d) for KOL rates.
-PRIMARY_METRIC: dict[str, tuple[str, Literal["max", "min"]]] = {
-    "token": ("pr_auc", "max"),
-    "kol": ("rmse", "min"),
-}
 
 
 class RegistryError(ValueError):
@@ -71,11 +69,11 @@ class RegistryError(ValueError):
 
 
 class VersionNotFound(RegistryError):
-    pass
+    """No registered version of that model by that id (or none at all)."""
 
 
 class NoChampion(RegistryError):
-    pass
+    """The model has no champion yet."""
 
 
 class TamperedArtifact(RegistryError):
@@ -90,6 +88,8 @@ class UnsafeArtifact(RegistryError):
 
 
 class FileEntry(BaseModel):
+    """The sha256 and size recorded for one stored artifact."""
+
     model_config = ConfigDict(extra="forbid")
 
     sha256: str
@@ -97,6 +97,8 @@ class FileEntry(BaseModel):
 
 
 class BaselineMeta(BaseModel):
+    """How to rebuild a stored baseline: its type, columns, and (token) calibration and threshold."""
+
     model_config = ConfigDict(extra="forbid")
 
     type: str
@@ -106,6 +108,8 @@ class BaselineMeta(BaseModel):
 
 
 class VersionMeta(BaseModel):
+    """``meta.json`` of a version: everything needed to rebuild, verify and judge it."""
+
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
@@ -129,6 +133,8 @@ class VersionMeta(BaseModel):
 
 
 class HistoryEvent(BaseModel):
+    """One line of a model's registry history (register, promote, prune)."""
+
     model_config = ConfigDict(extra="forbid")
 
     at: int
@@ -138,6 +144,8 @@ class HistoryEvent(BaseModel):
 
 
 class RegistryEntry(BaseModel):
+    """A version as listed in ``registry.json``: stage, provenance and the sha256 of its metadata."""
+
     model_config = ConfigDict(extra="forbid")
 
     version: str
@@ -150,6 +158,8 @@ class RegistryEntry(BaseModel):
 
 
 class RegistryIndex(BaseModel):
+    """``registry.json`` of a model: its versions, the champion, and the history."""
+
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
@@ -159,6 +169,7 @@ class RegistryIndex(BaseModel):
     history: list[HistoryEvent] = Field(default_factory=list)
 
     def entry(self, version: str) -> RegistryEntry:
+        """The listed version ``version``; :class:`VersionNotFound` otherwise."""
         for item in self.versions:
             if item.version == version:
                 return item
@@ -170,41 +181,23 @@ class RegistryIndex(BaseModel):
 
 
 def sha256(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
 def columns_sha(columns: list[str]) -> str:
+    """sha256 of an ordered list of feature columns: equal only for the same columns in the same order."""
     return sha256("\n".join(columns).encode())
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git commit of the checkout kolray runs from, else the package version."""
-    from kolray import __version__
-
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"git:{sha}" if sha else f"kolray-{__version__}"
 
 
 def _root(storage_uri: str | None) -> str:
     if storage_uri is not None:
         return storage_uri
-    from kolray.config import get_settings
-
     return get_settings().storage_uri
 
 
 def model_uri(model: str, version: str | None = None, storage_uri: str | None = None) -> str:
+    """``<storage>/models/<model>[/<version>]``."""
     parts = ["models", model] + ([version] if version else [])
     return storage.join(_root(storage_uri), *parts)
 
@@ -212,7 +205,7 @@ def model_uri(model: str, version: str | None = None, storage_uri: str | None = 
 def _check_kind(model: str) -> ModelKind:
     if model not in MODEL_KINDS:
         raise RegistryError(f"unknown model {model!r}: one of {', '.join(MODEL_KINDS)}")
-    return model  # type: ignore[return-value]
+    return cast(ModelKind, model)
 
 
 def looks_pickled(data: bytes) -> bool:
@@ -269,8 +262,6 @@ def safetensors_problem(data: bytes) -> str | None:
     (plus an optional string-to-string ``__metadata__``), with the tensors' byte ranges matching
     their dtype and shape, contiguous from 0, and ending exactly at the end of the file.
     """
-    import json
-
     if len(data) < 8:
         return f"{len(data)} bytes, shorter than the 8-byte header length"
     header_len = int.from_bytes(data[:8], "little")
@@ -357,6 +348,7 @@ def _read_verified(uri: str, name: str, entry: FileEntry | None, expected_sha: s
 
 
 def read_index(model: str, storage_uri: str | None = None) -> RegistryIndex:
+    """A model's ``registry.json`` (an empty index before the first registration)."""
     kind = _check_kind(model)
     uri = storage.join(model_uri(kind, storage_uri=storage_uri), "registry.json")
     if not storage.exists(uri):
@@ -373,6 +365,7 @@ def _write_index(index: RegistryIndex, storage_uri: str | None) -> None:
 
 
 def list_versions(model: str, storage_uri: str | None = None) -> list[RegistryEntry]:
+    """The registered versions of a model, oldest first."""
     return list(read_index(model, storage_uri).versions)
 
 
@@ -407,8 +400,6 @@ def register(
 ) -> VersionMeta:
     """Store a trained model (and its baselines) as a new **candidate** version."""
     from safetensors.torch import save as save_safetensors
-
-    from kolray.datasets import new_version, parse_version_time
 
     kind: ModelKind = "token" if isinstance(predictor, TokenClassifier) else "kol"
     version = version or new_version()
@@ -483,8 +474,6 @@ def register(
 
 
 def _meta_bytes(meta: VersionMeta) -> bytes:
-    import json
-
     return json.dumps(meta.model_dump(mode="json"), indent=1, sort_keys=True).encode()
 
 
@@ -508,24 +497,30 @@ class LoadedModel:
 
     @property
     def feature_columns(self) -> list[str]:
+        """The input columns, in order."""
         return list(self.meta.feature_columns)
 
     @property
     def targets(self) -> list[str]:
+        """The predicted targets (token: ``label_3x``; KOL: the 7-day and 30-day rates)."""
         return list(self.meta.targets)
 
     @property
     def dataset_version(self) -> str:
+        """The dataset version it was trained and evaluated on."""
         return self.meta.dataset_version
 
     @property
     def threshold(self) -> float | None:
+        """Token: the decision threshold on P(3x); KOL: None."""
         return self.meta.threshold.threshold if self.meta.threshold else None
 
     def predict_proba(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Token: calibrated P(3x), shape (n,); KOL: the forecast rates, shape (n, 2)."""
         return self.predictor.predict_proba(features)
 
     def predict(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Token: True at or above the threshold; KOL: the forecast rates."""
         return self.predictor.predict(features)
 
 
@@ -557,6 +552,7 @@ def load_version(
 
 
 def clear_cache() -> None:
+    """Forget the loaded versions held in this process."""
     with _CACHE_LOCK:
         _CACHE.clear()
 
@@ -671,6 +667,8 @@ def promote(
 
 
 class PromotionDecision(BaseModel):
+    """What :func:`promote_if_better` decided, on which values, and why."""
+
     model: ModelKind
     candidate: str
     champion_before: str | None
@@ -683,7 +681,7 @@ class PromotionDecision(BaseModel):
 
 
 def promote_if_better(
-    model: str, candidate: str, storage_uri: str | None = None, dataset: Any | None = None
+    model: str, candidate: str, storage_uri: str | None = None, dataset: LoadedDataset | None = None
 ) -> PromotionDecision:
     """Promote ``candidate`` only if it beats the champion on the candidate's frozen test split.
 
@@ -692,9 +690,6 @@ def promote_if_better(
     uses other feature columns it cannot be scored on that split, and nothing changes.
     ``dataset``: the candidate's :class:`~kolray.datasets.LoadedDataset` if already in memory.
     """
-    from kolray.datasets import load_dataset
-    from kolray.learn.evaluate import primary_metric_value
-
     kind = _check_kind(model)
     metric, mode = PRIMARY_METRIC[kind]
     index = read_index(kind, storage_uri)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -47,6 +48,7 @@ from kolray.learn.calibration import (
     choose_threshold,
     fit_calibrator,
 )
+from kolray.learn.metrics import kol_selection_metrics, token_selection_metrics
 from kolray.learn.nets import KolNet, TokenNet
 from kolray.learn.predictors import KolForecaster, TokenClassifier, network_outputs
 
@@ -63,6 +65,8 @@ class TrainError(ValueError):
 
 
 class TokenTrainConfig(BaseModel):
+    """Hyper-parameters and policies of one token-model training run."""
+
     model_config = ConfigDict(extra="forbid")
 
     widths: list[int] = Field(default_factory=lambda: [128, 64])
@@ -81,6 +85,8 @@ class TokenTrainConfig(BaseModel):
 
 
 class KOLTrainConfig(BaseModel):
+    """Hyper-parameters of one KOL-model training run."""
+
     model_config = ConfigDict(extra="forbid")
 
     d_model: int = Field(default=32, ge=4)
@@ -98,6 +104,7 @@ class KOLTrainConfig(BaseModel):
 
 
 def resolve_device(device: str = "auto") -> str:
+    """``auto`` → ``cuda`` when present, else ``cpu``; a CUDA device without CUDA is an error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -106,6 +113,7 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed numpy and torch (and make cuDNN deterministic) for a repeatable run."""
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
@@ -119,6 +127,8 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class TokenArrays:
+    """A token dataset as float32 arrays per split, with the oracle's probabilities when known."""
+
     feature_columns: list[str]
     x_train: np.ndarray
     y_train: np.ndarray
@@ -134,6 +144,8 @@ class TokenArrays:
 
 @dataclass
 class KOLArrays:
+    """A KOL dataset as float32 arrays per split; ``persistence_columns`` feed the persistence baseline."""
+
     feature_columns: list[str]
     targets: list[str]
     x_train: np.ndarray
@@ -147,7 +159,7 @@ class KOLArrays:
     oracle_test: np.ndarray | None = None
 
 
-def _oracle(frame, column: str) -> np.ndarray | None:
+def _oracle(frame: pd.DataFrame, column: str) -> np.ndarray | None:
     if column not in frame.columns or frame[column].isna().all():
         return None
     return frame[column].to_numpy(dtype=np.float64)
@@ -163,6 +175,7 @@ def _check_rows(ds: LoadedDataset) -> None:
 
 
 def token_arrays(ds: LoadedDataset, label: str = "label_3x") -> TokenArrays:
+    """The arrays of a token dataset; :class:`TrainError` without positives in train or validation."""
     m = ds.manifest
     _check_rows(ds)
     if label not in m.label_columns:
@@ -191,6 +204,7 @@ KOL_ORACLES = ["oracle_rate_7d", "oracle_rate_30d"]
 
 
 def kol_arrays(ds: LoadedDataset) -> KOLArrays:
+    """The arrays of a KOL dataset; :class:`TrainError` when targets or persistence features are missing."""
     m = ds.manifest
     _check_rows(ds)
     missing = [t for t in KOL_TARGETS if t not in m.label_columns]
@@ -226,7 +240,7 @@ def kol_arrays(ds: LoadedDataset) -> KOLArrays:
     )
 
 
-# Losses and metrics
+# Losses
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -237,27 +251,13 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> tor
     return ((1 - p_t) ** gamma * bce).mean()
 
 
-def pr_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
-
-
-def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
-
-
-def rmse(pred: np.ndarray, y: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(pred, dtype=np.float64) - y) ** 2)))
-
-
 # The training loop shared by both networks
 
 
 @dataclass
 class NetworkFit:
+    """A fitted network with its best epoch, the monitored value there, and the per-epoch history."""
+
     network: nn.Module  # best epoch's weights, on CPU, eval mode
     best_epoch: int
     best_metric: float
@@ -339,6 +339,7 @@ def _fit_network(
 
 
 def make_token_network(n_features: int, config: TokenTrainConfig) -> TokenNet:
+    """An untrained :class:`~kolray.learn.nets.TokenNet` sized by ``config``."""
     return TokenNet(n_features, widths=config.widths, dropout=config.dropout)
 
 
@@ -371,7 +372,7 @@ def train_token_network(
     y_val = data.y_val
 
     def val_metrics(logits: np.ndarray) -> dict[str, float]:
-        return {"val_pr_auc": pr_auc(y_val, logits), "val_roc_auc": roc_auc(y_val, logits)}
+        return token_selection_metrics(y_val, logits)
 
     return _fit_network(
         network,
@@ -409,6 +410,7 @@ def finalize_token(
 def train_token_model(
     data: TokenArrays, config: TokenTrainConfig, on_epoch: EpochCallback | None = None
 ) -> tuple[TokenClassifier, NetworkFit]:
+    """Fit the network, then its calibrator and threshold on validation."""
     fit = train_token_network(data, config, on_epoch)
     assert isinstance(fit.network, TokenNet)
     return finalize_token(fit.network, data, config.calibration, config.min_precision), fit
@@ -454,6 +456,7 @@ def fit_token_baselines(
 
 
 def make_kol_network(n_features: int, config: KOLTrainConfig) -> KolNet:
+    """An untrained :class:`~kolray.learn.nets.KolNet` sized by ``config``."""
     return KolNet(
         n_features,
         d_model=config.d_model,
@@ -467,6 +470,7 @@ def make_kol_network(n_features: int, config: KOLTrainConfig) -> KolNet:
 def train_kol_network(
     data: KOLArrays, config: KOLTrainConfig, on_epoch: EpochCallback | None = None
 ) -> NetworkFit:
+    """Fit the transformer with early stopping on the mean validation RMSE. Normalisation: train only."""
     seed_everything(config.seed)
     network = make_kol_network(data.x_train.shape[1], config)
     network.normalizer.fit(data.x_train)
@@ -476,9 +480,7 @@ def train_kol_network(
         return F.binary_cross_entropy_with_logits(logits, target)
 
     def val_metrics(logits: np.ndarray) -> dict[str, float]:
-        pred = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-        per = [rmse(pred[:, i], y_val[:, i]) for i in range(pred.shape[1])]
-        return {"val_rmse": float(np.mean(per)), "val_rmse_7d": per[0], "val_rmse_30d": per[1]}
+        return kol_selection_metrics(y_val, logits)
 
     return _fit_network(
         network,
@@ -503,6 +505,7 @@ def train_kol_network(
 def train_kol_model(
     data: KOLArrays, config: KOLTrainConfig, on_epoch: EpochCallback | None = None
 ) -> tuple[KolForecaster, NetworkFit]:
+    """Fit the network and wrap it as a :class:`~kolray.learn.predictors.KolForecaster`."""
     fit = train_kol_network(data, config, on_epoch)
     assert isinstance(fit.network, KolNet)
     return KolForecaster(fit.network, list(data.feature_columns), list(data.targets)), fit

@@ -1,4 +1,4 @@
-"""Hyper-parameter search with Ray Tune, then evaluate once, register, promote if better.
+"""Hyper-parameter search with Ray Tune: the best network of a dataset version.
 
 - Search spaces: :func:`token_search_space`, :func:`kol_search_space` (widths/depth or attention
   sizes, dropout, learning rate, weight decay, batch size, and for tokens the imbalance handling).
@@ -14,10 +14,8 @@
   ``<storage_uri>/tune/<model>-<version>/`` on a local path or ``s3://``. Tune keeps its own
   experiment state there too (``tuner.pkl``, ``params.pkl``); kolray never loads those.
 
-:func:`train_and_register` is the whole stage for one model and a dataset version: search → best
-checkpoint → calibration + threshold on validation → baselines → one evaluation on the test split →
-registry candidate → report → promote if it beats the champion → prune. The continuous trainer
-calls it after building features.
+:func:`run_search` returns the best trial's best network; :func:`kolray.learn.stage.train_and_register`
+turns it into a registered, evaluated candidate.
 """
 
 from __future__ import annotations
@@ -30,38 +28,29 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.tune import Callback
 
 from kolray import storage
 from kolray.cluster import init_ray
-from kolray.datasets import LoadedDataset, load_dataset, new_version
-from kolray.learn import registry
 from kolray.learn.calibration import DEFAULT_MIN_PRECISION, CalibrationMethod
+from kolray.learn.metrics import SELECTION_METRIC
+from kolray.learn.nets import build_network
+from kolray.learn.registry import ModelKind
 from kolray.learn.train import (
     KOLArrays,
     KOLTrainConfig,
     TokenArrays,
     TokenTrainConfig,
-    finalize_token,
-    fit_kol_baselines,
-    fit_token_baselines,
-    kol_arrays,
-    token_arrays,
     train_kol_network,
     train_token_network,
 )
 
-ModelKind = Literal["token", "kol"]
 Progress = Callable[[str], None]
-METRIC: dict[str, tuple[str, Literal["max", "min"]]] = {
-    "token": ("val_pr_auc", "max"),
-    "kol": ("val_rmse", "min"),
-}
 
 
 _STORAGE_ENV = (
@@ -79,6 +68,8 @@ class TuneFailed(RuntimeError):
 
 
 class TuneOptions(BaseModel):
+    """The search (trials, resources, epochs) and what follows it (calibration, report, promotion)."""
+
     model_config = ConfigDict(extra="forbid")
 
     trials: int = Field(default=8, ge=1, description="Trials (samples of the search space).")
@@ -101,6 +92,7 @@ class TuneOptions(BaseModel):
 
 
 def token_search_space() -> dict[str, Any]:
+    """The token MLP's search space: width, depth, dropout, optimiser, batch, imbalance handling."""
     from ray import tune
 
     return {
@@ -116,6 +108,7 @@ def token_search_space() -> dict[str, Any]:
 
 
 def kol_search_space() -> dict[str, Any]:
+    """The KOL transformer's search space: attention sizes, depth, dropout, optimiser, batch."""
     from ray import tune
 
     return {
@@ -131,6 +124,7 @@ def kol_search_space() -> dict[str, Any]:
 
 
 def search_space(model: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model's search space with ``fixed`` entries pinned (unknown names are an error)."""
     space = token_search_space() if model == "token" else kol_search_space()
     unknown = set(fixed or {}) - set(space)
     if unknown:
@@ -142,7 +136,7 @@ def train_config(
     model: str, params: dict[str, Any], options: TuneOptions
 ) -> TokenTrainConfig | KOLTrainConfig:
     """A trial's sampled parameters → the training config (widths taper by half per layer)."""
-    common = {
+    common: dict[str, Any] = {
         "dropout": float(params["dropout"]),
         "lr": float(params["lr"]),
         "weight_decay": float(params["weight_decay"]),
@@ -234,6 +228,7 @@ def ensure_ray() -> None:
 
 
 def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials of that size the Ray cluster runs at once (at least one)."""
     import ray
 
     resources = ray.cluster_resources()
@@ -285,6 +280,8 @@ def _fit_with_own_signal_handlers(tuner: Any) -> Any:
 
 @dataclass
 class SearchOutcome:
+    """A finished search: the best trial's parameters, network and metric, and every trial's row."""
+
     model: str
     run_name: str
     run_uri: str
@@ -312,6 +309,7 @@ class TrialProgress(Callback):
         return {"progress": None, "metric": self.metric}
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Say the finished trial's best metric and epochs."""
         if self.progress is None:
             return
         result = trial.last_result or {}
@@ -323,6 +321,7 @@ class TrialProgress(Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Say that a trial failed."""
         if self.progress is not None:
             self.progress(f"trial {trial.trial_id} failed")
 
@@ -341,10 +340,8 @@ def run_search(
     from ray.tune.search import BasicVariantGenerator
     from safetensors.torch import load as load_safetensors
 
-    from kolray.learn.nets import build_network
-
     ensure_ray()
-    metric, mode = METRIC[model]
+    metric, mode = SELECTION_METRIC[model]
     started = time.perf_counter()
     max_concurrent = options.max_concurrent or default_max_concurrent(
         options.cpus_per_trial, options.gpus_per_trial
@@ -439,140 +436,3 @@ def run_search(
         on_gpu=bool(frame["on_gpu"].max() > 0) if "on_gpu" in frame else False,
         max_concurrent=max_concurrent,
     )
-
-
-# The whole stage
-
-
-@dataclass
-class TrainOutcome:
-    model: str
-    version: str
-    dataset_version: str
-    report: dict[str, Any]
-    report_locations: list[str]
-    decision: registry.PromotionDecision | None
-    pruned: list[str]
-    search: SearchOutcome
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        """One row for tables and logs."""
-        test = self.report["test"]
-        keys = (
-            ("roc_auc", "pr_auc", "brier", "precision", "recall")
-            if self.model == "token"
-            else ("rmse_7d", "r2_7d", "rmse_30d", "r2_30d")
-        )
-        return {
-            "model": self.model,
-            "version": self.version,
-            "dataset_version": self.dataset_version,
-            **{k: test.get(k) for k in keys},
-            "verdict": self.report["comparison"].get("verdict"),
-            "promoted": bool(self.decision and self.decision.promoted),
-            "decision": self.decision.reason if self.decision else "auto-promotion off",
-            "trials": len(self.search.trials),
-            "on_gpu": self.search.on_gpu,
-        }
-
-
-def train_and_register(
-    model: ModelKind,
-    dataset_version: str | None = None,
-    options: TuneOptions | None = None,
-    storage_uri: str | None = None,
-    local_report_dir: Path | None = None,
-    progress: Progress | None = None,
-    dataset: LoadedDataset | None = None,
-) -> TrainOutcome:
-    """Search → evaluate once on test → register a candidate → report → promote if better → prune."""
-    options = options or TuneOptions()
-    say = progress or (lambda _message: None)
-    if storage_uri is None:
-        from kolray.config import get_settings
-
-        storage_uri = get_settings().storage_uri
-    timings: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    ds = dataset if dataset is not None else load_dataset(model, dataset_version, storage_uri)
-    data = token_arrays(ds) if model == "token" else kol_arrays(ds)
-    say(f"{model}: dataset {ds.version} (train {len(ds.train)}, val {len(ds.val)}, test {len(ds.test)} rows)")
-    version = new_version()
-    timings["load_s"] = time.perf_counter() - t0
-
-    say(
-        f"{model}: searching {options.trials} trials (cpu {options.cpus_per_trial:g}, gpu {options.gpus_per_trial:g} each)"
-    )
-    search = run_search(model, data, options, storage_uri, f"{model}-{version}", progress)
-    timings["search_s"] = search.seconds
-    say(f"{model}: best trial {METRIC[model][0]} = {search.best_metric:.4f} (epoch {search.best_epoch})")
-
-    # Calibration, threshold and baselines: validation only; then the single look at test.
-    t0 = time.perf_counter()
-    from kolray.learn.evaluate import evaluate_kol, evaluate_token, write_report
-    from kolray.learn.predictors import KolForecaster
-
-    threads = max(1, int(options.cpus_per_trial))
-    if model == "token":
-        assert isinstance(data, TokenArrays)
-        predictor: Any = finalize_token(search.network, data, options.calibration, options.min_precision)
-        baselines: Any = fit_token_baselines(
-            data, options.seed, options.calibration, options.min_precision, threads
-        )
-        report, images = evaluate_token(
-            predictor, baselines, ds, version=version, n_boot=options.n_boot, seed=options.seed
-        )
-    else:
-        assert isinstance(data, KOLArrays)
-        predictor = KolForecaster(search.network, list(data.feature_columns), list(data.targets))
-        baselines = fit_kol_baselines(data)
-        report, images = evaluate_kol(
-            predictor, baselines, ds, version=version, n_boot=options.n_boot, seed=options.seed
-        )
-    report["code_version"] = registry.code_version()
-    report["search"] = {
-        "run": search.run_uri,
-        "trials": len(search.trials),
-        "best_params": search.best_params,
-        f"best_{METRIC[model][0]}": search.best_metric,
-        "on_gpu": search.on_gpu,
-    }
-    timings["evaluate_s"] = time.perf_counter() - t0
-
-    no_ci = {k: v for k, v in report["test"].items() if k != "ci95"}
-    registry.register(
-        predictor,
-        dataset_version=ds.version,
-        baselines=baselines,
-        metrics={
-            "test": no_ci,
-            "val": {METRIC[model][0]: search.best_metric},
-            "baselines": {
-                n: {k: v for k, v in b.items() if k != "ci95"} for n, b in report["baselines"].items()
-            },
-            "comparison": report["comparison"],
-        },
-        train_config=search.best_train_config,
-        tune_info={"run": search.run_uri, "best_params": search.best_params, "trials": len(search.trials)},
-        version=version,
-        storage_uri=storage_uri,
-    )
-    locations = write_report(report, images, storage_uri, local_report_dir)
-    say(f"{model}: registered candidate {version}; report {locations[-1]}")
-
-    decision = None
-    if options.auto_promote:
-        decision = registry.promote_if_better(model, version, storage_uri, dataset=ds)
-        say(f"{model}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
-    pruned = registry.prune(model, options.keep, storage_uri)
-    for old in pruned:
-        storage.remove(storage.join(storage_uri, "tune", f"{model}-{old}"))
-    if pruned:
-        say(f"{model}: pruned {len(pruned)} old versions")
-    outcome = TrainOutcome(model, version, ds.version, report, locations, decision, pruned, search, timings)
-    from kolray.db.runs import record_run
-
-    record_run("tune", "ok", outcome.summary())  # for `kolray status`, whoever called the stage
-    return outcome

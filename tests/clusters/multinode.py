@@ -99,7 +99,8 @@ def main(world_dir: str, work: str) -> None:
     out["extra"] = len(set(stored) - truth)
 
     # Tune across the two nodes left (head + one worker): three 1-CPU trials.
-    from kolray.learn.tune import TuneOptions, train_and_register
+    from kolray.learn.stage import train_and_register
+    from kolray.learn.tune import TuneOptions
     from kolray.testing import synthetic_datasets as synthetic
 
     store = str(Path(work) / "store")

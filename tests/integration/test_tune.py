@@ -14,7 +14,8 @@ from kolray import storage
 from kolray.cli import main
 from kolray.datasets import load_dataset
 from kolray.learn import registry
-from kolray.learn.tune import TuneOptions, default_max_concurrent, train_and_register
+from kolray.learn.stage import train_and_register
+from kolray.learn.tune import TuneOptions, default_max_concurrent
 from kolray.testing import synthetic_datasets as synthetic
 
 SMALL = TuneOptions(trials=3, max_epochs=4, grace_period=1, patience=3, n_boot=20, fixed={"depth": 1})

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from kolray.datasets import load_dataset
-from kolray.learn import evaluate
+from kolray.learn import evaluate, metrics
 from kolray.learn.train import (
     KOLTrainConfig,
     TokenTrainConfig,
@@ -38,16 +38,16 @@ def test_auc_and_average_precision_match_sklearn(rows: list[tuple[int, bool]]) -
     p = np.array([r[0] / 5 for r in rows])  # few distinct values: many ties
     y = np.array([int(r[1]) for r in rows])
     if 0 < y.sum() < len(y):
-        assert evaluate.roc_auc(y, p) == pytest.approx(roc_auc_score(y, p))
-        assert evaluate.average_precision(y, p) == pytest.approx(average_precision_score(y, p))
+        assert metrics.roc_auc(y, p) == pytest.approx(roc_auc_score(y, p))
+        assert metrics.average_precision(y, p) == pytest.approx(average_precision_score(y, p))
     else:
-        assert np.isnan(evaluate.roc_auc(y, p))
+        assert np.isnan(metrics.roc_auc(y, p))
 
 
 def test_token_metrics_at_threshold_and_precision_at_k() -> None:
     y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1])
     p = np.array([0.9, 0.8, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05])
-    m = evaluate.token_metrics(y, p, threshold=0.7)
+    m = metrics.token_metrics(y, p, threshold=0.7)
     assert (m["precision"], m["recall"]) == pytest.approx((2 / 3, 2 / 3))
     assert m["f1"] == pytest.approx(2 / 3)
     assert m["precision_at_10"] == pytest.approx(0.2)
@@ -61,9 +61,9 @@ def test_bootstrap_interval_brackets_the_estimate_and_shrinks_with_n() -> None:
     def width(n: int) -> float:
         y = rng.random(n) < 0.3
         p = np.clip(y * 0.3 + rng.random(n) * 0.7, 0, 1)
-        ci = evaluate.bootstrap_ci(lambda idx: {"roc_auc": evaluate.roc_auc(y[idx], p[idx])}, n, 200, 0)
+        ci = metrics.bootstrap_ci(lambda idx: {"roc_auc": metrics.roc_auc(y[idx], p[idx])}, n, 200, 0)
         lo, hi = ci["roc_auc"]
-        assert lo <= evaluate.roc_auc(y, p) <= hi
+        assert lo <= metrics.roc_auc(y, p) <= hi
         return hi - lo
 
     assert width(4000) < width(200) / 2

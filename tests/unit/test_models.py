@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kolray.datasets import LoadedDataset, load_dataset
-from kolray.learn.evaluate import average_precision, kol_metrics, roc_auc
+from kolray.learn.metrics import average_precision, kol_metrics, roc_auc
 from kolray.learn.nets import KolNet, TokenNet, build_network
 from kolray.learn.predictors import FeatureMismatch
 from kolray.learn.train import (

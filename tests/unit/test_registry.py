@@ -13,7 +13,7 @@ import torch
 
 from kolray import storage
 from kolray.datasets import LoadedDataset, load_dataset
-from kolray.learn import registry
+from kolray.learn import registry, versions
 from kolray.learn.predictors import TokenClassifier
 from kolray.learn.train import (
     KOLTrainConfig,
@@ -94,7 +94,7 @@ def test_round_trip_preserves_predictions_and_metadata(tmp_path: Path, store) ->
     loaded = registry.load_version("token", meta.version, root, with_baselines=True)
     assert loaded.version == meta.version and loaded.dataset_version == ds.version
     assert loaded.feature_columns == data.feature_columns
-    assert loaded.meta.code_version == registry.code_version()
+    assert loaded.meta.code_version == versions.code_version()
     assert loaded.meta.normalisation["mean"] == pytest.approx(
         np.nanmean(data.x_train, axis=0).tolist(), rel=1e-4
     )
