@@ -28,16 +28,23 @@ _PATTERNS = [
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str, *, whole_path_secret: bool = False) -> str:
     """``https://mainnet.helius-rpc.com/?api-key=abc`` → ``https://mainnet.helius-rpc.com/***``.
 
     Loopback URLs (the chain twin, local databases) keep their path: there is nothing secret in them
     and the port/path help debugging. Passwords in user-info are always masked.
+
+    ``whole_path_secret``: the path and query are the secret wherever the URL points (a webhook, a
+    registered RPC URL), so loopback keeps nothing either: ``http://127.0.0.1:9/hook/<token>`` →
+    ``http://127.0.0.1:9/***``; text that does not parse as ``scheme://host`` shows nothing, since
+    any part of it could be the token.
     """
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url.strip() if whole_path_secret else url)
         port_number = parts.port  # parsed lazily: "host:123:" in an error text raises only here
     except ValueError:
+        return _MASK
+    if whole_path_secret and (not parts.scheme or not parts.hostname):
         return _MASK
     if not parts.scheme or not parts.netloc:
         # No host (``sqlite:///path``, a bare string): only key=value secrets can be in it. Not
@@ -46,11 +53,15 @@ def redact_url(url: str) -> str:
             url = pattern.sub(lambda m: m.group(1) + _MASK, url)
         return url
     host = parts.hostname or ""
+    if whole_path_secret and ":" in host:
+        host = f"[{host}]"
     port = f":{port_number}" if port_number else ""
     user = ""
     if parts.username:
         user = f"{parts.username}:{_MASK}@" if parts.password else f"{_MASK}@"
-    if host in ("127.0.0.1", "localhost", "::1") or parts.scheme.startswith("sqlite"):
+    if not whole_path_secret and (
+        host in ("127.0.0.1", "localhost", "::1") or parts.scheme.startswith("sqlite")
+    ):
         rest = parts.path + (f"?{redact_text(parts.query)}" if parts.query else "")
         return f"{parts.scheme}://{user}{host}{port}{rest}"
     has_secret_part = bool(parts.path.strip("/") or parts.query or parts.fragment)
@@ -58,23 +69,8 @@ def redact_url(url: str) -> str:
 
 
 def redact_secret_url(url: str) -> str:
-    """A URL whose path and query are the secret, wherever it points (a webhook, a registered RPC
-    URL): ``http://127.0.0.1:9/hook/<token>`` → ``http://127.0.0.1:9/***``. Text that does not
-    parse as ``scheme://host`` shows nothing, since any part of it could be the token."""
-    try:
-        parts = urlsplit(url.strip())
-        port_number = parts.port
-    except ValueError:
-        return _MASK
-    if not parts.scheme or not parts.hostname:
-        return _MASK
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    port = f":{port_number}" if port_number else ""
-    user = ""
-    if parts.username:
-        user = f"{parts.username}:{_MASK}@" if parts.password else f"{_MASK}@"
-    has_secret_part = bool(parts.path.strip("/") or parts.query or parts.fragment)
-    return f"{parts.scheme}://{user}{host}{port}/{_MASK if has_secret_part else ''}"
+    """:func:`redact_url` of a URL whose path and query are the secret (``whole_path_secret``)."""
+    return redact_url(url, whole_path_secret=True)
 
 
 def register_secret(value: str | None) -> None:
