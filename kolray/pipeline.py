@@ -18,11 +18,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kolray.analyzer import analyze
 from kolray.backtest import BacktestError, BacktestOptions
 from kolray.backtest import backtest_stage as run_backtest_stage
-from kolray.learn.train import TrainError
+from kolray.config import get_settings
+from kolray.db.migrate import upgrade
+from kolray.db.runs import record_run
+from kolray.features.build import BuildOptions, build_features
+from kolray.kols import KolIn, upsert_kols
+from kolray.learn.registry import MODEL_KINDS, ModelKind
 from kolray.learn.stage import train_and_register
-from kolray.learn.tune import ModelKind, TuneOptions
+from kolray.learn.train import TrainError
+from kolray.learn.tune import TuneOptions
+from kolray.sim.server import start_server
+from kolray.sim.world import generate_world, load_world
+from kolray.tracker.poller import PollPolicy
+from kolray.tracker.supervisor import TrackerOptions, sync_once
 
 Say = Callable[[str], None]
 
@@ -39,7 +50,7 @@ class PipelineOptions(BaseModel):
     max_epochs: int = Field(default=25, ge=1, description="Epochs per trial at most.")
     tracker_actors: int = Field(default=2, ge=1)
     twin_rps: float = Field(default=2000.0, gt=0, description="Rate the tracker may use against the twin.")
-    models: list[ModelKind] = Field(default_factory=lambda: ["token", "kol"])
+    models: list[ModelKind] = Field(default_factory=lambda: list(MODEL_KINDS), description="Models to train.")
     backtest: bool = Field(
         default=False, description="Backtest the token dataset's test period after tuning (the demo does)."
     )
@@ -77,7 +88,6 @@ def _timed(result: PipelineResult, name: str, say: Say) -> Iterator[dict[str, An
 
 def ensure_world(options: PipelineOptions, say: Say) -> dict[str, Any]:
     """Generate the twin world unless one with the same parameters is already there."""
-    from kolray.sim.world import generate_world, load_world
 
     if (options.world_dir / "world.json").is_file():
         params = load_world(options.world_dir).params
@@ -98,15 +108,6 @@ def ensure_world(options: PipelineOptions, say: Say) -> dict[str, Any]:
 
 def run_pipeline(options: PipelineOptions, say: Say = print) -> PipelineResult:
     """Run every stage against the configured database and storage (set them before calling)."""
-    from kolray.analyzer import analyze
-    from kolray.config import get_settings
-    from kolray.db.migrate import upgrade
-    from kolray.features import BuildOptions, build_features
-    from kolray.kols import KolIn, upsert_kols
-    from kolray.sim.server import start_server
-    from kolray.sim.world import load_world
-    from kolray.tracker.poller import PollPolicy
-    from kolray.tracker.supervisor import TrackerOptions, sync_once
 
     settings = get_settings()
     engine = upgrade(settings.database_url)
@@ -172,7 +173,6 @@ def run_pipeline(options: PipelineOptions, say: Say = print) -> PipelineResult:
             say("backtest: skipped, no token dataset")
         else:
             backtest_stage(built.version, result, say)
-    from kolray.db.runs import record_run
 
     record_run(
         "pipeline",

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from kolray.db.engine import session_scope
 from kolray.db.tables import Cursor, Kol, Run, SwapRow
+from kolray.learn import registry
 
 STAGES = ("track", "analyze", "features", "tune", "continuous_train", "pipeline")
 
@@ -104,7 +105,6 @@ def last_runs(engine: Engine) -> list[RunStatus]:
 
 
 def model_status(storage_uri: str | None = None) -> list[ModelStatus]:
-    from kolray.learn import registry
 
     out: list[ModelStatus] = []
     for model in ("token", "kol"):

@@ -1,12 +1,14 @@
-"""What every command shares: one-line failures, settings, the database, progress output."""
+"""What every command shares: one-line failures, settings, options' defaults, output.
+
+Light on purpose (no database, no Ray): ``kolray --help`` imports it.
+"""
 
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any, NoReturn
 
-import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.segment import Segment, SegmentLines
 from rich.table import Table
@@ -99,28 +101,13 @@ def settings() -> Settings:
         fail(str(error))
 
 
-def database():
-    """The configured database, migrated to the current schema."""
-    from kolray.db.migrate import upgrade
-    from kolray.secrets import redact_url
-
-    config = settings()
-    try:
-        return upgrade(config.database_url)
-    except Exception as error:  # connection refused, bad credentials, read-only file, ...
-        from kolray.secrets import redact_text
-
-        fail(
-            f"cannot open database {redact_url(config.database_url)}: {redact_text(str(error).splitlines()[0])}",
-            1,
-        )
+def default_of(options: type[BaseModel], name: str) -> Any:
+    """The default of an options model's field: a command option that sets the field takes its
+    default from here, so that the model is the one place it is written."""
+    return options.model_fields[name].get_default(call_default_factory=True)
 
 
-def not_yet(issue: int, what: str) -> NoReturn:
-    """For commands whose stage has not landed: say so, exit non-zero."""
-    typer.echo(f"kolray {what}: not available in this build yet (issue #{issue})", err=True)
-    raise typer.Exit(3)
-
-
-def echo_error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+def help_of(options: type[BaseModel], name: str, more: str = "") -> str:
+    """The description of an options model's field as an option's help (``more`` appended)."""
+    description = options.model_fields[name].description or ""
+    return f"{description} {more}".strip()

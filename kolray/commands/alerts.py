@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from kolray.alerts import (
+    RULES,
+    AlertConfigError,
+    AlertPayload,
+    AlertRunner,
+    AlertsBusy,
+    recent_alerts,
+    render,
+    run_forever,
+    run_once,
+    webhooks_from_urls,
+)
+from kolray.alerts.webhooks import post
 from kolray.commands._common import console, fail, out, settings
-
-if TYPE_CHECKING:
-    from kolray.alerts import AlertRunner
+from kolray.commands._database import database
+from kolray.features.source import read_engine
 
 app = typer.Typer(
     help="Buy alerts: rules on tracked KOLs' opening buys (P(3x), Diamond Hand, consensus), stored, "
@@ -20,8 +32,6 @@ app = typer.Typer(
 
 
 def _runner(from_start: bool, interval: float | None) -> AlertRunner:
-    from kolray.alerts import AlertConfigError, AlertRunner
-    from kolray.commands._common import database
 
     config = settings()
     database()  # migrated, or a one-line failure
@@ -56,8 +66,6 @@ def run(
     once. `kolray track` does the same after each cycle; only one process per database does it."""
     import signal
     import threading
-
-    from kolray.alerts import AlertsBusy, run_forever, run_once
 
     runner = _runner(from_start, interval)
     rules = ", ".join(runner.rules.rules)
@@ -114,9 +122,6 @@ def list_(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The latest alerts and their delivery state."""
-    from kolray.alerts import RULES, recent_alerts
-    from kolray.commands._common import database
-    from kolray.features.source import read_engine
 
     if rule is not None and rule not in RULES:
         fail(f"--rule must be one of {', '.join(RULES)}, not {rule!r}")
@@ -147,9 +152,6 @@ def test_webhooks() -> None:
     import asyncio
 
     import httpx
-
-    from kolray.alerts import AlertConfigError, AlertPayload, render, webhooks_from_urls
-    from kolray.alerts.webhooks import post
 
     config = settings()
     try:

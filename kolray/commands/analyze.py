@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
-from kolray.commands._common import console, database, fail
+from kolray.analyzer import AnalyzeBusy, parse_as_of
+from kolray.analyzer import analyze as run_analyze
+from kolray.commands._common import console, fail
+from kolray.commands._database import database
 
 _PHASES = {
     "positions": "rebuilding positions (wallets)",
@@ -35,10 +38,7 @@ def analyze(
     Only wallets with new swaps since the last run are rebuilt (late, older swaps included); the
     result equals a full rebuild. Statistics use positions closed before the as-of time.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from kolray.analyzer import AnalyzeBusy, parse_as_of
-    from kolray.analyzer import analyze as run_analyze
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     when = None
     if as_of is not None:
@@ -49,7 +49,7 @@ def analyze(
     engine = database()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:

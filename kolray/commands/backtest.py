@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import typer
 
-from kolray.commands._common import console, fail, settings
-
-if TYPE_CHECKING:
-    from kolray.backtest import BacktestReport
+from kolray.backtest import (
+    BacktestError,
+    BacktestOptions,
+    BacktestReport,
+    Execution,
+    StrategySpec,
+    backtest_stage,
+    table_text,
+)
+from kolray.backtest.report import trades_csv
+from kolray.commands._common import console, default_of, fail, settings
+from kolray.commands._database import database
+from kolray.secrets import redact_text
 
 # Option name on the command line for each Execution field (for error messages).
 _OPTION = {
@@ -43,11 +52,19 @@ def backtest(
     model_version: Annotated[
         str | None, typer.Option(help="Token model of the model strategy. Default: the champion.")
     ] = None,
-    delay_s: Annotated[int, typer.Option(help="Seconds from a KOL's trade to the copy's fill.")] = 30,
-    slippage_bps: Annotated[float, typer.Option(help="Price impact per fill, basis points.")] = 100.0,
-    fee_bps: Annotated[float, typer.Option(help="Trading fee per fill, basis points.")] = 100.0,
-    tx_fee_sol: Annotated[float, typer.Option(help="Network + priority fee per transaction (SOL).")] = 0.0005,
-    stake_sol: Annotated[float, typer.Option(help="SOL per copy.")] = 1.0,
+    delay_s: Annotated[int, typer.Option(help="Seconds from a KOL's trade to the copy's fill.")] = default_of(
+        Execution, "delay_s"
+    ),
+    slippage_bps: Annotated[float, typer.Option(help="Price impact per fill, basis points.")] = default_of(
+        Execution, "slippage_bps"
+    ),
+    fee_bps: Annotated[float, typer.Option(help="Trading fee per fill, basis points.")] = default_of(
+        Execution, "fee_bps"
+    ),
+    tx_fee_sol: Annotated[
+        float, typer.Option(help="Network + priority fee per transaction (SOL).")
+    ] = default_of(Execution, "tx_fee_sol"),
+    stake_sol: Annotated[float, typer.Option(help="SOL per copy.")] = default_of(Execution, "stake_sol"),
     capital_sol: Annotated[
         float | None,
         typer.Option(
@@ -63,20 +80,20 @@ def backtest(
     max_hold_hours: Annotated[float | None, typer.Option(help="Sell all this long after entry.")] = None,
     stack: Annotated[
         bool, typer.Option("--stack", help="Copy a token again while a copy of it is still open.")
-    ] = False,
+    ] = not default_of(Execution, "one_per_token"),
     top_kols_window: Annotated[
         Literal["7d", "30d", "all"], typer.Option(help="top_kols: the PnL window KOLs are ranked by.")
-    ] = "all",
+    ] = default_of(BacktestOptions, "top_kols_window"),
     min_scored: Annotated[
         int, typer.Option(help="top_kols: closed positions a KOL needs before it can rank.")
-    ] = 5,
+    ] = default_of(BacktestOptions, "top_kols_min_scored"),
     allow_lookahead: Annotated[
         bool,
         typer.Option(
             "--allow-lookahead",
             help="Run the model strategy even if its model may have been trained on the period (flagged).",
         ),
-    ] = False,
+    ] = default_of(BacktestOptions, "allow_lookahead"),
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="Also write report.json, equity.png and trades.csv into this directory."),
@@ -92,9 +109,6 @@ def backtest(
     at the end of the data. Prints the strategies side by side; the model strategy refuses a model
     trained on data from the replayed period (walk-forward check)."""
     from pydantic import ValidationError
-
-    from kolray.backtest import BacktestError, BacktestOptions, Execution, StrategySpec, backtest_stage
-    from kolray.secrets import redact_text
 
     config = settings()
     try:
@@ -136,8 +150,6 @@ def backtest(
             problems.append(f"{_OPTION.get(field, '--' + field.replace('_', '-'))}: {item['msg']}")
         fail("; ".join(problems))
 
-    from kolray.commands._common import database
-
     database()  # migrated, or a one-line failure
     progress = (lambda message: None) if json_ else (lambda message: console.print(f"[dim]{message}[/]"))
     try:
@@ -154,8 +166,6 @@ def backtest(
     if not stage.recorded:
         console.print("[yellow]warning:[/] run not recorded in the database (see the log)")
     if out_dir is not None:
-        from kolray.backtest.report import trades_csv
-
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "report.json").write_text(report.model_dump_json(indent=1))
         (out_dir / "equity.png").write_bytes(run.png)
@@ -176,8 +186,6 @@ def backtest(
 def _print(report: BacktestReport) -> None:
     """Plain text (a Markdown table): it never wraps, and pastes into a README as it is."""
     from datetime import UTC, datetime
-
-    from kolray.backtest import table_text
 
     def day(t: int) -> str:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")

@@ -18,17 +18,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
+import httpx
 import typer
 
 from kolray.cluster import init_ray
-from kolray.commands._common import console, fail, out
-
-if TYPE_CHECKING:  # the CLI imports every command at start: the pipeline (torch, Tune) only when run
-    import httpx
-
-    from kolray.pipeline import PipelineResult
+from kolray.commands._common import console, default_of, fail, help_of, out
+from kolray.config import default_data_dir, get_settings
+from kolray.pipeline import PipelineOptions, PipelineResult, run_pipeline
+from kolray.serve import deploy
+from kolray.serve.names import ServeControlError
+from kolray.sim.world import load_world
 
 DEMO_DIRNAME = "demo"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -39,14 +40,21 @@ def demo(
         bool,
         typer.Option("--exit-after", help="Stop after a smoke check of the served API instead of serving."),
     ] = False,
-    kols: Annotated[int, typer.Option(min=2, help="KOLs in the twin world.")] = 60,
+    kols: Annotated[int, typer.Option(min=2, help=help_of(PipelineOptions, "kols"))] = default_of(
+        PipelineOptions, "kols"
+    ),
     days: Annotated[
-        float,
-        typer.Option(min=1, help="Days of market in the twin world (the KOL model needs ≥ ~111)."),
-    ] = 120,
-    seed: Annotated[int, typer.Option(help="World seed.")] = 7,
-    trials: Annotated[int, typer.Option(min=1, help="Tune trials per model.")] = 4,
-    max_epochs: Annotated[int, typer.Option(min=1, help="Epochs per trial at most.")] = 25,
+        float, typer.Option(min=1, help=help_of(PipelineOptions, "days", "(the KOL model needs ≥ ~111)"))
+    ] = default_of(PipelineOptions, "days"),
+    seed: Annotated[int, typer.Option(help=help_of(PipelineOptions, "seed"))] = default_of(
+        PipelineOptions, "seed"
+    ),
+    trials: Annotated[int, typer.Option(min=1, help=help_of(PipelineOptions, "trials"))] = default_of(
+        PipelineOptions, "trials"
+    ),
+    max_epochs: Annotated[int, typer.Option(min=1, help=help_of(PipelineOptions, "max_epochs"))] = default_of(
+        PipelineOptions, "max_epochs"
+    ),
     directory: Annotated[
         Path | None,
         typer.Option(
@@ -68,7 +76,6 @@ def demo(
 
     Uses its own SQLite database and storage under --dir, never your configured ones. The twin
     world is cached there (same parameters, same world)."""
-    from kolray.config import default_data_dir, get_settings
 
     root = (directory or default_data_dir() / DEMO_DIRNAME).expanduser().resolve()
     state = root / "state"
@@ -83,12 +90,7 @@ def demo(
     get_settings.cache_clear()
     settings = get_settings()
 
-    import httpx
-
-    from kolray.pipeline import PipelineOptions, run_pipeline
-    from kolray.serve import control
-
-    mode = control.prepare_environment(None, None)
+    mode = deploy.prepare_environment(None, None)
     console.print(f"  Serve mode: {mode}")
     import ray
 
@@ -124,7 +126,7 @@ def demo(
         smoke: dict[str, dict[str, Any]] = {}
         stop = threading.Event()
 
-        def ready(urls: dict[str, str]) -> None:
+        def ready(urls: dict[str, str | None]) -> None:
             urls = {
                 **urls,
                 "ray dashboard": f"http://{dashboard}" if dashboard else urls.get("ray dashboard"),
@@ -134,8 +136,6 @@ def demo(
                 if url:
                     out.print(f"  {name:<14} {url}")
             if exit_after:
-                from kolray.sim.world import load_world
-
                 wallet = str(load_world(options.world_dir).kols().wallet[0])
                 base = f"http://{settings.serve_host}:{settings.serve_port}"
                 with httpx.Client(base_url=base, timeout=60) as client:
@@ -149,7 +149,7 @@ def demo(
             # While it runs, SIGTERM is run_blocking's (it returns it) and Ctrl-C ours; either ends
             # it by KeyboardInterrupt (in the deploy, the smoke check or the wait), and it shuts
             # Serve down before returning.
-            signalled = control.run_blocking(
+            signalled = deploy.run_blocking(
                 None,
                 settings.serve_host,
                 settings.serve_port,
@@ -157,7 +157,7 @@ def demo(
                 stop=stop,
                 progress=lambda message: console.print(f"  serve: {message}"),
             )
-        except control.ServeControlError as error:
+        except ServeControlError as error:
             fail(f"serving failed: {error}", 1)
         except Exception as error:  # a Serve actor failed to start (a RayTaskError with its traceback)
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -220,8 +220,6 @@ def smoke_check(client: httpx.Client, wallet: str, skipped: dict[str, str]) -> d
     says so, reported as skipped with the pipeline's reason; anything else is a failure.
 
     Each check: ``status`` (ok, skipped or FAILED) and ``detail``."""
-    import httpx
-
     checks: dict[str, dict[str, Any]] = {}
 
     def check(

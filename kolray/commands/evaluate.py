@@ -9,6 +9,9 @@ import typer
 
 from kolray.commands._common import console, fail, out, settings
 from kolray.commands.tune import fmt, models_for
+from kolray.datasets import DatasetError
+from kolray.learn.registry import RegistryError, list_versions
+from kolray.learn.stage import evaluate_version
 
 TOKEN_COLUMNS = ("roc_auc", "pr_auc", "brier", "precision", "recall", "f1", "threshold", "n_pos")
 SHORT = {"precision": "prec", "threshold": "thresh", "roc_auc": "roc_auc", "n_pos": "pos"}
@@ -37,9 +40,6 @@ def evaluate(
     was trained on (plus the oracle on twin data): ROC-AUC, PR-AUC, Brier, precision/recall/F1 at
     the validation-chosen threshold, precision@k, with bootstrap 95% intervals; KOL: RMSE, MAE, R².
     """
-    from kolray.datasets import DatasetError
-    from kolray.learn.stage import evaluate_version
-    from kolray.learn.registry import RegistryError, list_versions
 
     chosen = models_for(model)
     if version and len(chosen) > 1:

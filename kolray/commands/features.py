@@ -12,13 +12,21 @@ from typing import Annotated, Literal
 import typer
 
 from kolray import storage
-from kolray.commands._common import console, fail, settings
+from kolray.analyzer import AnalyzeBusy, parse_as_of
+from kolray.commands._common import console, default_of, fail, settings
+from kolray.commands._database import database
+from kolray.features.build import BuildOptions, build_features
+from kolray.features.source import FeatureError
+from kolray.features.splits import SplitFractions
 from kolray.secrets import redact_text
 
 _PHASES = {
     "plan": "planning (snapshot, shards, splits)",
     "shards": "token and KOL rows (wallet shards)",
 }
+
+# The model holds the shares; the option spells them as it takes them.
+_DEFAULT_SPLIT = ",".join(f"{share:g}" for share in default_of(BuildOptions, "fractions").as_tuple())
 
 
 def features(
@@ -36,13 +44,13 @@ def features(
     horizon_hours: Annotated[
         float,
         typer.Option("--horizon-hours", help="Label horizon H: a buy is a 3x if it realises it within H."),
-    ] = 168.0,
+    ] = default_of(BuildOptions, "horizon_s") / 3600,
     embargo_hours: Annotated[
         float, typer.Option("--embargo-hours", help="Gap between train, validation and test.")
-    ] = 24.0,
+    ] = default_of(BuildOptions, "embargo_s") / 3600,
     split: Annotated[
         str, typer.Option("--split", help="Shares of train,val,test after purging (time order).")
-    ] = "0.7,0.15,0.15",
+    ] = _DEFAULT_SPLIT,
     cutoff: Annotated[
         str | None,
         typer.Option(
@@ -57,7 +65,7 @@ def features(
     ] = None,
     shard_rows: Annotated[
         int, typer.Option("--shard-rows", help="Positions per Ray task (whole wallets; memory follows it).")
-    ] = 50_000,
+    ] = default_of(BuildOptions, "shard_rows"),
     json_: Annotated[bool, typer.Option("--json", help="Print the build summary as JSON.")] = False,
 ) -> None:
     """Build the versioned token and KOL feature datasets (Ray Data).
@@ -66,10 +74,7 @@ def features(
     A buy becomes a row once its outcome is known (entry + horizon before the cutoff).
     Splits are by time, with purging and an embargo. Run `kolray analyze` first.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from kolray.analyzer import AnalyzeBusy, parse_as_of
-    from kolray.features import BuildOptions, FeatureError, SplitFractions, build_features
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     if horizon_hours <= 0:
         fail("--horizon-hours must be > 0")
@@ -109,12 +114,11 @@ def features(
         storage.check_writable(root)
     except OSError as error:
         fail(f"cannot write to {root}: {_reason(error)}", 1)
-    from kolray.commands._common import database
 
     database()  # migrated, or a one-line failure
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:

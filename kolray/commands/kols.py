@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from kolray.commands._common import database, fail, out
+from kolray.commands._common import fail, out
+from kolray.commands._database import database
+from kolray.kols import InvalidWallet, KolFileError, KolIn, list_kols, parse_kol_file, set_active, upsert_kols
 
 app = typer.Typer(help="Manage the tracked KOL wallets.", no_args_is_help=True)
 
@@ -20,7 +22,6 @@ def add(
     link: Annotated[list[str] | None, typer.Option(help="A profile link (repeatable).")] = None,
 ) -> None:
     """Track a wallet (or update its name/links if already tracked)."""
-    from kolray.kols import InvalidWallet, KolIn, upsert_kols
 
     try:
         item = KolIn(wallet=wallet, name=name, links=link or [])
@@ -38,7 +39,6 @@ def import_(
 ) -> None:
     """Track every wallet in a CSV or JSON file. The whole file is validated first: nothing is written
     if any row is bad."""
-    from kolray.kols import KolFileError, parse_kol_file, upsert_kols
 
     try:
         items = parse_kol_file(file)
@@ -58,8 +58,6 @@ def list_(
     """Show the tracked wallets."""
     from rich.table import Table
 
-    from kolray.kols import list_kols
-
     kols = list_kols(database(), active_only=not all_)
     if json_:
         import json
@@ -74,7 +72,6 @@ def list_(
 
 
 def _set_active(wallet: str, active: bool) -> None:
-    from kolray.kols import InvalidWallet, set_active
 
     try:
         found = set_active(database(), wallet, active)

@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from kolray.commands._common import fail, out, settings
+from kolray.learn import registry
+from kolray.serve.client import notify_serve
 
 
 def promote(
@@ -28,8 +30,6 @@ def promote(
     """
     from rich.table import Table
 
-    from kolray.learn import registry
-
     if model not in registry.MODEL_KINDS:
         fail(f"MODEL must be token or kol, not {model!r}")
     storage_uri = settings().storage_uri
@@ -47,8 +47,7 @@ def promote(
         out.print(f"{model} {version} is already the champion")
     else:
         out.print(f"{model} champion: {before or 'none'} → {version}")
-        # Running Serve replicas switch without a restart (kolray.serve.control).
-        from kolray.serve.control import notify_serve
+        # Running Serve replicas switch without a restart (kolray.serve.client).
 
         out.print(notify_serve()[1])
     table = Table("version", "stage", "dataset", "metric", title=f"{model} registry")

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from kolray.commands._common import console, fail, out, settings
+from kolray.serve import deploy
+from kolray.serve.names import ServeControlError
 
 
 def serve(
@@ -53,14 +55,13 @@ def serve(
     Models hot-reload: `kolray promote` switches the replicas to the new champion without a
     restart.
     """
-    from kolray.serve import control
 
     settings()  # a bad KOLRAY_* setting stops here with its name
     if config is not None and not config.is_file():
         fail(f"--config: no such file: {config}")
     try:
-        mode = control.prepare_environment(high_throughput, address)
-    except control.ServeControlError as error:
+        mode = deploy.prepare_environment(high_throughput, address)
+    except ServeControlError as error:
         fail(str(error))
     console.print(f"… Serve mode: {mode}")
 
@@ -72,7 +73,7 @@ def serve(
         out.print("Ctrl-C to stop.")
 
     try:
-        control.run_blocking(
+        deploy.run_blocking(
             config,
             host,
             port,
@@ -82,9 +83,9 @@ def serve(
             allow_open_admin=allow_open_admin,
             warn=lambda message: console.print(f"[yellow]warning:[/] {message}"),
         )
-    except control.OpenAdminRefused as error:
+    except deploy.OpenAdminRefused as error:
         fail(str(error))
-    except control.ServeControlError as error:
+    except ServeControlError as error:
         fail(str(error), 1)
     out.print("stopped")
     # The interpreter's last garbage collection walks Ray's whole heap on exit (~3 s here); the

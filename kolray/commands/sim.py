@@ -9,6 +9,11 @@ from typing import Annotated
 import typer
 
 from kolray.commands._common import console, fail
+from kolray.sim.calibrate import MarketFactsError, format_table, write_calibration
+from kolray.sim.calibrate import calibrate as calibrate_twin
+from kolray.sim.server import ServerConfig, TwinServer
+from kolray.sim.server import serve as serve_twin
+from kolray.sim.world import WorldError, generate_world, load_world
 
 app = typer.Typer(
     help="The chain twin: generate a simulated market and serve it as Solana JSON-RPC.", no_args_is_help=True
@@ -40,8 +45,6 @@ def generate(
 ) -> None:
     """Write a twin world: ground truth (Parquet) and its transactions (served by `kolray sim serve`)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from kolray.sim.world import WorldError, generate_world
 
     if kols < 1:
         fail(f"--kols must be at least 1 (got {kols})")
@@ -136,9 +139,6 @@ def serve(
     seed: Annotated[int, typer.Option(help="Seed of the fault and latency draws.")] = 0,
 ) -> None:
     """Serve a twin world as Solana JSON-RPC (blocks until interrupted)."""
-    from kolray.sim.server import ServerConfig, TwinServer
-    from kolray.sim.server import serve as run
-    from kolray.sim.world import WorldError, load_world
 
     if not 0 <= port <= 65535:
         fail(f"--port must be between 0 and 65535 (got {port})")
@@ -181,7 +181,7 @@ def serve(
         ready(server, url)
 
     try:
-        run(loaded, host=host, port=port, on_ready=ready_and_keep, report=report, **asdict(config))
+        serve_twin(loaded, host=host, port=port, on_ready=ready_and_keep, report=report, **asdict(config))
     except OSError as error:
         fail(f"cannot listen on {host}:{port}: {error.strerror or error}", 1)
     if "server" in served:
@@ -205,13 +205,9 @@ def calibrate(
     """The world's figures beside the real market's, with tolerances; also written into world.json."""
     import json
 
-    from kolray.sim.calibrate import MarketFactsError, format_table, write_calibration
-    from kolray.sim.calibrate import calibrate as run
-    from kolray.sim.world import WorldError, load_world
-
     try:
         loaded = load_world(world)
-        table = run(loaded, facts_dir=facts)
+        table = calibrate_twin(loaded, facts_dir=facts)
     except (FileNotFoundError, WorldError, MarketFactsError) as error:
         fail(str(error))
     write_calibration(loaded, table)

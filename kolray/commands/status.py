@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from kolray.commands._common import database, out, settings
+from kolray.commands._common import out, settings
+from kolray.commands._database import database
+from kolray.status import collect_status
 
 
 def _ago(ts: int | None) -> str:
@@ -23,8 +25,6 @@ def _ago(ts: int | None) -> str:
 def status(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Tracker lag, last analyze/features/tune runs, champion models, Serve health."""
     from rich.table import Table
-
-    from kolray.status import collect_status
 
     config = settings()
     report = collect_status(database(), config.storage_uri, config.serve_host, config.serve_port)

@@ -6,7 +6,11 @@ from typing import Annotated
 
 import typer
 
-from kolray.commands._common import console, database, fail, out, settings
+from kolray.alerts import tracking_hook
+from kolray.commands._common import console, fail, out, settings
+from kolray.commands._database import database
+from kolray.secrets import redact_url, register_secret
+from kolray.tracker.supervisor import TrackerOptions, active_wallets, run_forever, sync_once
 
 
 def track(
@@ -63,9 +67,6 @@ def track(
     from dataclasses import replace
     from urllib.parse import urlsplit
 
-    from kolray.secrets import redact_url, register_secret
-    from kolray.tracker.supervisor import TrackerOptions, active_wallets, run_forever, sync_once
-
     config = settings()
     database()  # migrate (and fail clearly) before any actor starts
     urls = rpc_url or config.rpc_url_values
@@ -119,8 +120,6 @@ def track(
             )
         if summary.wallets_outside_backfill:  # the other notes are the normal quiet of a cycle
             _print_notes(summary.notes()[:1])
-
-    from kolray.alerts import tracking_hook
 
     with tracking_hook(config, enabled=alerts) as alert_cycle:
 

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from kolray.commands._common import console, fail, out, settings
+from kolray.commands._common import console, default_of, fail, help_of, out, settings
+from kolray.datasets import DatasetError, latest_version, read_manifest
+from kolray.db.runs import record_run as record
+from kolray.learn.registry import MODEL_KINDS, ModelKind, RegistryError
+from kolray.learn.stage import train_and_register
+from kolray.learn.train import TrainError
+from kolray.learn.tune import TuneFailed, TuneOptions
 
-MODELS = ("token", "kol")
 
-
-def models_for(model: str) -> list[str]:
+def models_for(model: str) -> list[ModelKind]:
+    """The models ``--model`` names (``all``: every kind)."""
     if model == "all":
-        return list(MODELS)
-    if model not in MODELS:
+        return list(MODEL_KINDS)
+    if model not in MODEL_KINDS:
         fail(f"--model must be token, kol or all, not {model!r}")
-    return [model]
+    return [kind for kind in MODEL_KINDS if kind == model]
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -29,27 +35,36 @@ def fmt(value: Any, digits: int = 4) -> str:
 def record_run(kind: str, status: str, summary: dict[str, Any]) -> None:
     """Log a run for ``kolray status``; a database problem only warns (the models and reports are
     already stored)."""
-    from kolray.db.runs import record_run as record
 
     if not record(kind, status, summary):
         console.print("[yellow]warning:[/] run not recorded in the database (see the log)")
 
 
 def tune(
-    model: Annotated[str, typer.Option(help="Which model: token, kol or all.")] = "all",
-    trials: Annotated[int, typer.Option(min=1, help="Trials per model (samples of the search space).")] = 8,
+    model: Annotated[
+        Literal["token", "kol", "all"], typer.Option(help="Which model: token, kol or all.")
+    ] = "all",
+    trials: Annotated[
+        int, typer.Option(min=1, help="Trials per model (samples of the search space).")
+    ] = default_of(TuneOptions, "trials"),
     gpus_per_trial: Annotated[
         float, typer.Option(min=0, help="GPUs per trial; fractions (0.25) pack trials on one GPU.")
-    ] = 0.0,
-    cpus_per_trial: Annotated[float, typer.Option(min=0.1, help="CPUs per trial (torch threads).")] = 1.0,
+    ] = default_of(TuneOptions, "gpus_per_trial"),
+    cpus_per_trial: Annotated[
+        float, typer.Option(min=0.1, help="CPUs per trial (torch threads).")
+    ] = default_of(TuneOptions, "cpus_per_trial"),
     max_concurrent: Annotated[
         int | None, typer.Option(min=1, help="Trials at once. Default: what the Ray cluster fits.")
-    ] = None,
+    ] = default_of(TuneOptions, "max_concurrent"),
     dataset_version: Annotated[
         str | None, typer.Option(help="Dataset version to train on (one --model only). Default: the latest.")
     ] = None,
-    max_epochs: Annotated[int, typer.Option(min=1, help="Epoch cap per trial (ASHA's max_t).")] = 40,
-    seed: Annotated[int, typer.Option(help="Seed for sampling, initialisation and batch order.")] = 0,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Epoch cap per trial (ASHA's max_t).")] = default_of(
+        TuneOptions, "max_epochs"
+    ),
+    seed: Annotated[
+        int, typer.Option(help="Seed for sampling, initialisation and batch order.")
+    ] = default_of(TuneOptions, "seed"),
     out_dir: Annotated[
         Path,
         typer.Option(
@@ -60,8 +75,13 @@ def tune(
     ] = Path("reports"),
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Register as candidate only; never switch the champion.")
+    ] = not default_of(TuneOptions, "auto_promote"),
+    keep: Annotated[int, typer.Option(min=0, help=help_of(TuneOptions, "keep"))] = default_of(
+        TuneOptions, "keep"
+    ),
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print one JSON line per model instead of the tables.")
     ] = False,
-    keep: Annotated[int, typer.Option(min=0, help="Registry pruning: non-champion versions kept.")] = 10,
 ) -> None:
     """Search, train, evaluate and register the models.
 
@@ -70,12 +90,6 @@ def tune(
     evaluation on the test split, a registry candidate, a report, and promotion to champion only if
     it beats the current champion on the same test split.
     """
-    from kolray.datasets import DatasetError
-    from kolray.learn.registry import RegistryError
-    from kolray.learn.train import TrainError
-    from kolray.learn.stage import train_and_register
-    from kolray.learn.tune import TuneFailed, TuneOptions
-
     chosen = models_for(model)
     if dataset_version and len(chosen) > 1:
         fail("--dataset-version names one dataset: use it with --model token or --model kol")
@@ -90,8 +104,6 @@ def tune(
         keep=keep,
     )
     config = settings()
-    from kolray.datasets import latest_version, read_manifest
-
     # Every dataset first: a missing one should stop the command before an hour of searching.
     for kind in chosen:
         try:
@@ -104,23 +116,23 @@ def tune(
     for kind in chosen:
         try:
             outcome = train_and_register(
-                kind,  # type: ignore[arg-type]
+                kind,
                 dataset_version=dataset_version,
                 options=options,
                 storage_uri=config.storage_uri,
                 local_report_dir=out_dir,
                 progress=lambda message: console.print(f"[dim]{message}[/]"),
             )
-        except (DatasetError, TrainError, RegistryError) as error:
-            record_run("tune", "error", {"model": kind, "error": str(error)})
-            fail(str(error), 1)
-        except TuneFailed as error:
+        except (DatasetError, TrainError, RegistryError, TuneFailed) as error:
             record_run("tune", "error", {"model": kind, "error": str(error)})
             fail(str(error), 1)
         except ValueError as error:  # e.g. more GPUs per trial than the cluster has
             fail(str(error))
         summaries.append(outcome.summary())  # train_and_register logged the run
-    print_summary(summaries)
+        if json_:
+            typer.echo(json.dumps(outcome.summary(), default=str))
+    if not json_:
+        print_summary(summaries)
 
 
 def print_summary(summaries: list[dict[str, Any]]) -> None:

@@ -1,11 +1,17 @@
 """The command line: every contract command exists, bad input exits non-zero with one line and writes nothing."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from kolray.cli import main
+from kolray.cli import COMMANDS, load_command, main
+from kolray.commands.tune import tune
+from kolray.learn.tune import TuneOptions
+
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = "AG27WXxPym3K73JFKtpRxwbMfnRnuPu5bn6juzcvq5rp"
 CONTRACT_COMMANDS = [
@@ -30,7 +36,19 @@ def test_help_lists_the_contract_commands(capsys: pytest.CaptureFixture[str]) ->
         assert f" {command} " in text, command
 
 
-@pytest.mark.parametrize("command", [*CONTRACT_COMMANDS, "status", "sim generate", "sim serve", "kols add"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        *CONTRACT_COMMANDS,
+        "status",
+        "pipeline",
+        "train-continuous",
+        "alerts",
+        "sim generate",
+        "sim serve",
+        "kols add",
+    ],
+)
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*command.split(), "--help"]) == 0
     assert "Usage" in capsys.readouterr().out
@@ -79,3 +97,57 @@ def test_bad_setting_is_one_line_naming_it(
 
 def test_unknown_command_is_a_usage_error() -> None:
     assert main(["frobnicate"]) == 2
+
+
+def test_every_listed_command_loads_with_its_summary() -> None:
+    for name, spec in COMMANDS.items():
+        command = load_command(name)
+        assert command.name == name and command.short_help == spec.summary
+        assert command.help, name
+
+
+def test_top_level_help_imports_no_stage() -> None:
+    """``kolray --help`` lists the commands without importing them (nor Ray, torch, pandas)."""
+    probe = (
+        "import sys; from kolray.cli import main; code = main(['--help']); "
+        "heavy = [m for m in ('ray', 'torch', 'pandas', 'sqlalchemy', 'kolray.commands.tune') if m in sys.modules]; "
+        "print(code, heavy)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_option_defaults_are_the_options_models() -> None:
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(tune).parameters.items()}
+    assert defaults["trials"] == TuneOptions().trials
+    assert defaults["max_epochs"] == TuneOptions().max_epochs
+    assert defaults["keep"] == TuneOptions().keep
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pipeline", "--models", "token,frob"],
+        ["train-continuous", "--interval-hours", "0"],
+        ["tune", "--model", "frob"],
+    ],
+)
+def test_bad_options_of_the_job_commands_exit_2(argv: list[str], data_dir: Path) -> None:
+    assert main(argv) == 2
+
+
+def test_every_job_is_the_command_line() -> None:
+    """``jobs/*.py`` are thin: at most 20 lines, each hands its arguments to ``kolray.cli.main``
+    with a command that exists."""
+    jobs = sorted((ROOT / "jobs").glob("*.py"))
+    assert jobs
+    for job in jobs:
+        text = job.read_text()
+        assert len(text.splitlines()) <= 20, job.name
+        assert "from kolray.cli import main" in text, job.name
+        command = text.split("main([", 1)[1].split(",", 1)[0].strip().strip("\"'")
+        assert command in COMMANDS, (job.name, command)
