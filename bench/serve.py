@@ -104,7 +104,7 @@ def run_fastapi(port: int, env: dict[str, str], features: str) -> None:
 
 def deploy_app(port: int, env: dict[str, str], features: str) -> None:
     """The app as `kolray serve` deploys it (declaratively), on this process's Ray."""
-    from kolray.serve.control import deploy, wait_until_serving
+    from kolray.serve.deploy import deploy, wait_until_serving
     from kolray.testing import serving_world as sample
 
     deploy(sample.app_config(env, port, feature_source=features))
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ray import serve
 
     from kolray.db import upgrade
-    from kolray.serve.control import prepare_environment
+    from kolray.serve.deploy import prepare_environment
     from kolray.testing import serving_world as sample
 
     started = time.perf_counter()

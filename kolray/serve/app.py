@@ -15,32 +15,44 @@ Three deployments:
   checks the registry for a new champion (``registry_poll_s``).
 
 Deploy: ``serve run serve_config.yaml`` / ``serve deploy serve_config.yaml`` / ``kolray serve``
-(all declarative, which is what makes hot reload possible: :mod:`kolray.serve.control`).
+(all declarative, which is what makes hot reload possible: :mod:`kolray.serve.reload`).
 ``python -m kolray.serve.app`` does the same as ``kolray serve``.
+
+The application is built by :func:`build`, a typed application builder: Serve validates the
+config's ``args:`` into :class:`AppArgs` before calling it. ``app`` is the application with the
+default arguments (``import_path: kolray.serve.app:app``).
 
 Replica settings (replicas, autoscaling, CPUs) are the defaults below; ``serve_config.yaml``
 overrides them per deployment.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: Serve reads the builder's parameter annotation
+# at run time to validate ``args`` into AppArgs, and a string annotation would reach it as a str.
 
 import asyncio
 import logging
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.exceptions import RayActorError
+from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
-from kolray.serve.control import ADMIN_OPEN_WARNING
+from kolray.learn import registry
+from kolray.logs import configure_logging
+from kolray.serve.api import build_app
+from kolray.serve.deploy import run_blocking
 from kolray.serve.holder import ModelHolder, Scores
 from kolray.serve.lookup import DEFAULT_SOURCE, FeatureBlock
+from kolray.serve.names import ADMIN_OPEN_WARNING, API_DEPLOYMENT, APP_NAME, MODEL_DEPLOYMENTS
+from kolray.serve.reload import ServeReloader
+from kolray.serve.schemas import ReloadRequest
+from kolray.serve.service import KolrayService
 
 log = logging.getLogger("kolray.serve")
 
-APP_NAME = "kolray"
-API_DEPLOYMENT = "KolrayApi"
-MODEL_DEPLOYMENTS = {"token": "TokenModel", "kol": "KolModel"}
+__all__ = ["API_DEPLOYMENT", "APP_NAME", "MODEL_DEPLOYMENTS", "AppArgs", "app", "build"]
 # Rows per forward pass: one request may carry up to 1000 items, so a batch always fits one.
 MAX_BATCH_ROWS = 4096
 # How long a batch waits for more requests after its first. 0: take what has queued. Under load
@@ -68,6 +80,7 @@ class ModelServer:
     """One model kind (``token`` or ``kol``), batched; bound twice under two deployment names."""
 
     def __init__(self, model: str, storage_uri: str | None = None) -> None:
+        # Lazy: torch loads in the model replicas only, not in every process that imports the app.
         import torch
 
         # Small networks: one intra-op thread each, so replicas don't fight over the two cores.
@@ -76,21 +89,26 @@ class ModelServer:
         self._reconfigure_lock = asyncio.Lock()
 
     async def reconfigure(self, config: dict[str, Any] | None) -> None:
+        """A new ``user_config``: the batch wait, and the version to serve (loaded beside the
+        current one, then swapped)."""
         config = config or {}
         wait = config.get("batch_wait_s", BATCH_WAIT_S)
         if isinstance(wait, int | float) and 0 <= wait <= 1:
-            self.score.set_batch_wait_timeout_s(float(wait))
+            # serve.batch adds this method to the wrapped one; Ray's annotations keep the function type.
+            self.score.set_batch_wait_timeout_s(float(wait))  # type: ignore[attr-defined]
         # Load in a thread: requests keep being answered by the current version meanwhile.
         async with self._reconfigure_lock:
             await asyncio.to_thread(self.holder.configure, config)
 
     @serve.batch(max_batch_size=MAX_BATCH_ROWS, batch_wait_timeout_s=BATCH_WAIT_S, batch_size_fn=_rows)
     async def score(self, blocks: list[FeatureBlock]) -> list[Scores]:
+        """Scores for each block of feature rows (one batch: the requests queued meanwhile)."""
         if _rows(blocks) <= 64:
             return self.holder.score_many(blocks)  # a thread hop costs more than this forward pass
         return await asyncio.to_thread(self.holder.score_many, blocks)
 
     def state(self) -> dict[str, Any]:
+        """The version held, and the last load error (see :meth:`ModelHolder.state`)."""
         return self.holder.state()
 
 
@@ -106,6 +124,8 @@ class HandleScorer:
         self.handle = handle
 
     async def score(self, block: FeatureBlock) -> Scores:
+        """The deployment's scores for ``block``, sent again to a live replica if its replica
+        dies under it."""
         for delay in (*REPLICA_LOST_RETRIES, None):
             try:
                 return await self.handle.score.remote(block)
@@ -119,6 +139,7 @@ class HandleScorer:
         raise AssertionError("unreachable")
 
     async def state(self) -> dict[str, Any]:
+        """The model replica's state (version held, load error)."""
         return await self.handle.state.remote()
 
 
@@ -131,6 +152,9 @@ class HandleScorer:
 )
 @serve.ingress()
 class Api:
+    """The ingress: HTTP routes and the UI over one :class:`KolrayService`, and the registry
+    watcher that brings champion changes to the model replicas."""
+
     def __init__(
         self,
         token_model: DeploymentHandle,
@@ -139,10 +163,6 @@ class Api:
         ui: bool = True,
         storage_uri: str | None = None,
     ) -> None:
-        from kolray.logs import configure_logging
-        from kolray.serve.control import ServeReloader
-        from kolray.serve.service import KolrayService
-
         configure_logging()
         self.ui = ui
         self.reloader = ServeReloader()
@@ -162,11 +182,11 @@ class Api:
         self.service.warm_up()
 
     def __serve_build_asgi_app__(self) -> Any:
-        from kolray.serve.api import build_app
-
+        """The FastAPI app (with the UI), built in the replica: Gradio objects cannot be pickled."""
         return build_app(self.service, ui=self.ui)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
+        """``registry_poll_s`` and ``feature_ttl_s``; starts the registry watcher on first call."""
         self.registry_poll_s = float(config.get("registry_poll_s", 10.0))
         self.service.feature_ttl_s = float(config.get("feature_ttl_s", 10.0))
         if self._watcher is None and self.registry_poll_s > 0:
@@ -178,9 +198,6 @@ class Api:
         ``kolray promote`` also calls ``/v1/admin/reload`` so that its change is immediate. The
         change goes through the same path as that route: a champion the replicas cannot load
         leaves the deployed config as it was, and is tried again next period."""
-        from kolray.learn import registry
-        from kolray.serve.schemas import ReloadRequest
-
         seen: dict[str, str | None] = {}
         while True:
             try:
@@ -203,24 +220,38 @@ class Api:
             await asyncio.sleep(max(self.registry_poll_s, 0.5))
 
 
-def build(args: dict[str, Any] | None = None) -> Any:
-    """Application builder (``import_path: kolray.serve.app:build`` with ``args:``): ``feature_source``
-    (``module:factory``), ``ui`` (bool), ``storage_uri``."""
-    args = dict(args or {})
-    storage_uri = args.pop("storage_uri", None)
-    feature_source = args.pop("feature_source", DEFAULT_SOURCE)
-    ui = bool(args.pop("ui", True))
-    if args:
-        raise ValueError(f"unknown application arguments: {sorted(args)}")
-    token = ModelServer.options(name=MODEL_DEPLOYMENTS["token"]).bind("token", storage_uri)
-    kol = ModelServer.options(name=MODEL_DEPLOYMENTS["kol"]).bind("kol", storage_uri)
-    return Api.bind(token, kol, feature_source, ui, storage_uri)
+class AppArgs(BaseModel):
+    """The application's arguments (the config's ``args:``, or ``serve run ... key=value``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_source: str = Field(
+        default=DEFAULT_SOURCE, description="Where features come from: ``module:factory``."
+    )
+    ui: bool = Field(default=True, description="Serve the Gradio UI at ``/ui``.")
+    storage_uri: str | None = Field(
+        default=None, description="Model registry storage (default: the KOLRAY_* settings')."
+    )
 
 
-app = build()
+def _deployment(decorated: object) -> Deployment:
+    """A ``@serve.deployment`` class as what it is at run time: a Deployment (a type checker keeps
+    a decorated class's own type)."""
+    assert isinstance(decorated, Deployment)
+    return decorated
+
+
+def build(args: AppArgs) -> Application:
+    """Typed application builder (``import_path: kolray.serve.app:build`` with ``args:``): the two
+    model deployments and the ingress bound to them."""
+    models = _deployment(ModelServer)
+    token = models.options(name=MODEL_DEPLOYMENTS["token"]).bind("token", args.storage_uri)
+    kol = models.options(name=MODEL_DEPLOYMENTS["kol"]).bind("kol", args.storage_uri)
+    return _deployment(Api).bind(token, kol, args.feature_source, args.ui, args.storage_uri)
+
+
+app = build(AppArgs())
 
 
 if __name__ == "__main__":
-    from kolray.serve.control import run_blocking
-
     run_blocking()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from kolray.learn import registry
 from kolray.serve.lookup import FeatureBlock
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ class FeatureColumnsMissing(RuntimeError):
 
 def registry_loader(model: str, version: str | None, storage_uri: str | None) -> Any:
     """The registry's verified loader: a version, or the champion when ``version`` is None."""
-    from kolray.learn import registry
-
     if version is None:
         return registry.load_champion(model, storage_uri)
     return registry.load_version(model, version, storage_uri)

@@ -89,7 +89,8 @@ def database_features(engine: Engine) -> FeatureSource:
         raise FeaturesUnavailable(
             "kolray.features is not available in this build: predictions need the feature pipeline"
         ) from None
-    return features.ServingFeatures(engine)  # type: ignore[attr-defined,no-any-return]
+    source: FeatureSource = features.ServingFeatures(engine)
+    return source
 
 
 class CachedFeatures:

@@ -160,6 +160,8 @@ def kol_record(engine: Engine, wallet: str, limit: int = 100) -> KolRecord | Non
         curve: list[tuple[int, float]] = []
         total = 0.0
         for exit_time, pnl in closed:
+            # Both are set: the query keeps closed positions with a PnL, and closing sets exit_time.
+            assert exit_time is not None and pnl is not None
             total += float(pnl)
             curve.append((int(exit_time), total))
         return KolRecord(

@@ -26,7 +26,13 @@ import numpy as np
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from kolray import __version__, storage
 from kolray.cache import TtlCache
+from kolray.config import get_settings
+from kolray.db import upgrade
+from kolray.kols import validate_wallet
+from kolray.learn import registry
+from kolray.secrets import redact_text
 from kolray.serve import queries
 from kolray.serve.coalesce import Coalescer
 from kolray.serve.holder import FeatureColumnsMissing, ModelHolder, NoModel, Scores
@@ -205,8 +211,6 @@ class KolrayService:
         api_key: str | None = None,
         engine: Engine | None = None,
     ) -> None:
-        from kolray.config import get_settings
-
         settings = get_settings()
         self.database_url = database_url or settings.database_url
         self.storage_uri = storage_uri or settings.storage_uri
@@ -246,9 +250,6 @@ class KolrayService:
         if self._engine is None:
             with self._init_lock:
                 if self._engine is None:
-                    from kolray.db import upgrade
-                    from kolray.secrets import redact_text
-
                     try:
                         self._engine = upgrade(self.database_url)
                     except Exception as error:
@@ -277,8 +278,6 @@ class KolrayService:
             try:
                 return fn(*args)
             except SQLAlchemyError as error:
-                from kolray.secrets import redact_text
-
                 raise Unavailable(f"database unavailable: {redact_text(_first_line(error))}") from None
 
         if inline:
@@ -318,8 +317,6 @@ class KolrayService:
             database = "ok"
         except Exception:
             database = "unavailable"
-        from kolray import __version__
-
         ok = database == "ok" and all(s.loaded for s in states.values())
         return Health(
             status="ok" if ok else "degraded",
@@ -336,18 +333,11 @@ class KolrayService:
         start-up heap (unfrozen, they made the ingress stall ~50 ms in a full collection about
         once a second under load). Returns whether it got through; a database that is down is
         only logged (the replica still starts and answers 503 until the database is back)."""
-        # The model routes and the registry watch import the registry (and with it torch), request
-        # validation imports solders: both would otherwise load on first use, after the freeze.
-        from kolray.kols import validate_wallet
-        from kolray.learn import registry  # noqa: F401
-
         probe = TokenQuery(validate_wallet(SYSTEM_PROGRAM), amount_sol=1.0, entry_time=int(time.time()))
         try:
             self.features.token_block([probe])
             self._first_close.get(self.engine, [probe.wallet])
         except Exception as error:
-            from kolray.secrets import redact_text
-
             log.warning("warm-up skipped: %s", redact_text(_first_line(error)))
             return False
         self.features.clear()
@@ -394,7 +384,7 @@ class KolrayService:
         def lookup() -> tuple[FeatureBlock, list[bool]]:
             block = self.features.token_block(items)
             firsts = self._first_close.get(self.engine, [q.wallet for q in items])
-            cold = [firsts.get(q.wallet) is None or firsts[q.wallet] >= q.entry_time for q in items]
+            cold = [(first := firsts.get(q.wallet)) is None or first >= q.entry_time for q in items]
             return block, cold
 
         block, cold = await self._db(lookup)
@@ -455,7 +445,7 @@ class KolrayService:
             links=record.links,
             tracked=record.tracked,
             as_of=iso(record.as_of),
-            stats={w: KolStatsOut(**s) if s else None for w, s in record.stats.items()},  # type: ignore[misc]
+            stats={w: KolStatsOut(**s) if s else None for w, s in record.stats.items()},
             forecast=forecast,
             forecast_error=forecast_error,
             open_positions=record.open_positions,
@@ -495,10 +485,10 @@ class KolrayService:
                     wallet=s.wallet,
                     name=s.name,
                     mint=s.mint,
-                    side=s.side,  # type: ignore[arg-type]
+                    side=s.side,
                     sol_amount=s.sol_amount,
                     dex=s.dex,
-                    position_status=s.position_status,  # type: ignore[arg-type]
+                    position_status=s.position_status,
                     multiple=s.multiple if s.multiple is None or math.isfinite(s.multiple) else None,
                     p_3x=value,
                     above_threshold=None if value is None or threshold is None else value >= threshold,
@@ -524,9 +514,6 @@ class KolrayService:
         return out
 
     async def models(self) -> ModelsOut:
-        from kolray import storage
-        from kolray.learn import registry
-
         states = {}
         for name, scorer in (("token", self.token), ("kol", self.kol)):
             try:
@@ -575,8 +562,6 @@ class KolrayService:
             raise NotFound(f"no {model} model version {version!r}")
 
     async def report(self, model: str, version: str) -> dict[str, Any]:
-        from kolray import storage
-
         self._check_version(model, version)
         uri = storage.join(self.storage_uri, "reports", model, version, "report.json")
 
@@ -591,8 +576,6 @@ class KolrayService:
         return report
 
     async def plot_names(self, model: str, version: str) -> list[str]:
-        from kolray import storage
-
         self._check_version(model, version)
         root = storage.join(self.storage_uri, "reports", model, version)
 
@@ -604,8 +587,6 @@ class KolrayService:
         return await asyncio.to_thread(names)
 
     async def plot(self, model: str, version: str, name: str) -> bytes:
-        from kolray import storage
-
         self._check_version(model, version)
         if not PLOT_RE.match(name):
             raise NotFound(f"no plot {name!r}")
@@ -629,8 +610,6 @@ class KolrayService:
         node, scale-up) loads what served before, not the refused version. Asking again for a
         version the config already names, but which the replicas do not serve, makes them try
         to load it again (e.g. once its files are repaired)."""
-        from kolray.learn import registry
-
         reloader = self.reloader
         if reloader is None:
             raise Unavailable("this process cannot reload models (no reloader configured)")

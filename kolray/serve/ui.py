@@ -4,25 +4,37 @@ Tabs: **Leaderboard** (7d/30d/all, sort, search; click a row to open the KOL), *
 (P(3x) of open buys, colour-coded against the model's threshold; refreshes itself), **KOL**
 (statistics per window, 7/30-day forecast, cumulative PnL, positions), **What-if** (a KOL, an
 amount and a time → P(3x)), **Models** (versions, metrics against baselines and the oracle, the
-report's ROC/PR/calibration plots), then any tabs from :mod:`kolray.serve.extensions`.
+report's ROC/PR/calibration plots), **Backtest** and **Alerts** (their tabs live with their routes:
+:mod:`kolray.serve.routes.backtests`, :mod:`kolray.serve.routes.alerts`). One function builds each
+tab; :func:`build_ui` assembles them and wires what crosses tabs.
 
 Every number comes from the same :class:`~kolray.serve.service.KolrayService` methods as the HTTP
 API (and the what-if input goes through the API's own request model), so the UI cannot disagree
 with it. The Blocks are built inside the replica: Gradio objects cannot be pickled.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here, and gradio is imported inside the functions:
+# gradio takes seconds to import, and the API without the UI (tests, benchmarks, ``ui: false``)
+# never needs it. Gradio finds the event-data parameter of a callback (``gr.SelectData``) from its
+# annotation, which must then be the class itself, not a string naming a module it cannot see.
 
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gradio as gr
 import pandas as pd
+from fastapi import FastAPI
 from pydantic import ValidationError
 
+from kolray.kols import InvalidWallet, validate_wallet
+from kolray.serve.routes.alerts import alerts_tab
+from kolray.serve.routes.backtests import backtest_tab
 from kolray.serve.schemas import KolDetail, Leaderboard, RecentTrades, TokenItem, iso
 from kolray.serve.service import KolrayService, ServiceError
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 SORTS = [
     ("Total PnL (SOL)", "total_pnl_sol"),
@@ -207,7 +219,7 @@ def stats_table(detail: KolDetail) -> pd.DataFrame:
     for label, key, kind in STAT_ROWS:
         row = {"": label}
         for window in ("7d", "30d", "all"):
-            stats = detail.stats.get(window)  # type: ignore[call-overload]
+            stats = detail.stats.get(window)
             row[window] = fmt(getattr(stats, key), kind) if stats is not None else "–"
         rows.append(row)
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
@@ -300,33 +312,43 @@ def report_table(report: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["", *keys])
 
 
-# The Blocks
+# Reads shared by the tabs
 
 
-def build_ui(service: KolrayService) -> gr.Blocks:
-    from kolray.serve import extensions
+async def _safe(fn: Callable[..., Any], *args: Any) -> Any:
+    """``await fn(*args)``, or None when the service cannot answer."""
+    try:
+        return await fn(*args)
+    except ServiceError:
+        return None
 
-    async def header() -> str:
-        versions = await service.serving_versions()
-        clock = await _safe(service.data_clock)
-        serving = " · ".join(f"{m} model **{v or 'none'}**" for m, v in versions.items())
-        return f"Serving {serving} · data up to **{when(iso(clock)) if clock else '–'} UTC**"
 
-    async def _safe(fn: Any, *args: Any) -> Any:
-        try:
-            return await fn(*args)
-        except ServiceError:
-            return None
+async def status_line(service: KolrayService) -> str:
+    """The line under the title: the versions served and how recent the data is."""
+    versions = await service.serving_versions()
+    clock = await _safe(service.data_clock)
+    serving = " · ".join(f"{m} model **{v or 'none'}**" for m, v in versions.items())
+    return f"Serving {serving} · data up to **{when(iso(clock)) if clock else '–'} UTC**"
 
-    async def kol_choices() -> list[tuple[str, str]]:
-        try:
-            return [(kol_label(w, n), w) for w, n in await service.kol_choices()]
-        except ServiceError:
-            return []
 
-    # Callbacks
+async def kol_choices(service: KolrayService) -> list[tuple[str, str]]:
+    """(label, wallet) of every KOL, for the pickers; none when the database is away."""
+    try:
+        return [(kol_label(w, n), w) for w, n in await service.kol_choices()]
+    except ServiceError:
+        return []
 
-    async def show_leaderboard(window: str, sort: str, search: str) -> tuple[Any, list[str], str]:
+
+# The tabs: each builds its components inside its gr.Tab and wires its own events; what another
+# tab needs is returned.
+
+
+def leaderboard_tab(service: KolrayService, blocks: "gr.Blocks") -> tuple["gr.Dataframe", "gr.State"]:
+    """**Leaderboard**: 7d/30d/all, sort, search. Returns the table and the wallets of its rows
+    (a click on a row opens the KOL: wired by :func:`build_ui`)."""
+    import gradio as gr
+
+    async def show(window: str, sort: str, search: str) -> tuple[Any, list[str], str]:
         try:
             board = await service.leaderboard(window, sort, 200, search or None)
         except ServiceError as error:
@@ -335,7 +357,33 @@ def build_ui(service: KolrayService) -> gr.Blocks:
         note = f"{board.total} KOLs · statistics as of {when(board.as_of)} UTC · click a row to open the KOL"
         return table, wallets, note
 
-    async def show_trades(limit: float) -> tuple[Any, str]:
+    with gr.Tab("Leaderboard", id="leaderboard", elem_id="tab-leaderboard"):
+        with gr.Row():
+            window = gr.Radio(["7d", "30d", "all"], value="30d", label="Window", scale=1)
+            sort = gr.Dropdown(SORTS, value="total_pnl_sol", label="Sort by", scale=1)
+            search = gr.Textbox(label="Search", placeholder="name or wallet", scale=2)
+        note = gr.Markdown()
+        board = gr.Dataframe(
+            headers=LEADERBOARD_COLUMNS,
+            interactive=False,
+            elem_id="leaderboard-table",
+            max_height=640,
+            wrap=True,
+        )
+        wallets = gr.State([])
+    blocks.load(show, [window, sort, search], [board, wallets, note])
+    for control in (window, sort):
+        control.change(show, [window, sort, search], [board, wallets, note])
+    search.submit(show, [window, sort, search], [board, wallets, note])
+    return board, wallets
+
+
+def trades_tab(service: KolrayService, blocks: "gr.Blocks") -> "gr.Timer":
+    """**Recent trades**: P(3x) of open buys, colour-coded against the model's threshold; refreshes
+    itself. Returns its timer (the status line refreshes with it)."""
+    import gradio as gr
+
+    async def show(limit: float) -> tuple[Any, str]:
         try:
             trades = await service.recent_trades(int(limit))
         except ServiceError as error:
@@ -349,222 +397,259 @@ def build_ui(service: KolrayService) -> gr.Blocks:
             legend = f"P(3x) unavailable: {trades.prediction_error}" if trades.prediction_error else ""
         return trades_table(trades), legend
 
-    async def show_kol(wallet: str | None) -> tuple[str, Any, pd.DataFrame, Any]:
-        no_curve = pd.DataFrame({"time": [], "cum_pnl_sol": []})
-        if not wallet:
-            return (
-                "Pick a KOL above (or paste a wallet).",
-                empty(STATS_COLUMNS),
-                no_curve,
-                empty(POSITIONS_COLUMNS),
+    with gr.Tab("Recent trades", id="trades", elem_id="tab-trades"):
+        with gr.Row():
+            limit = gr.Slider(10, 200, value=50, step=10, label="Trades", scale=3)
+            refresh = gr.Button("Refresh", scale=1)
+        note = gr.Markdown()
+        table = gr.Dataframe(
+            headers=TRADES_COLUMNS, interactive=False, elem_id="trades-table", max_height=640
+        )
+        timer = gr.Timer(30)
+    blocks.load(show, [limit], [table, note])
+    for trigger in (refresh.click, limit.release, timer.tick):
+        trigger(show, [limit], [table, note])
+    return timer
+
+
+async def kol_view(service: KolrayService, wallet: str | None) -> tuple[str, Any, pd.DataFrame, Any]:
+    """The KOL tab's contents for ``wallet``: forecast line, statistics, PnL curve, positions."""
+    no_curve = pd.DataFrame({"time": [], "cum_pnl_sol": []})
+    if not wallet:
+        return (
+            "Pick a KOL above (or paste a wallet).",
+            empty(STATS_COLUMNS),
+            no_curve,
+            empty(POSITIONS_COLUMNS),
+        )
+    try:
+        detail = await service.kol_detail(validate_wallet(wallet), 200)
+    except (ServiceError, InvalidWallet) as error:
+        message = f"⚠️ {getattr(error, 'message', error)}"
+        return message, empty(STATS_COLUMNS), no_curve, empty(POSITIONS_COLUMNS)
+    return forecast_text(detail), stats_table(detail), pnl_frame(detail), positions_table(detail)
+
+
+def kol_tab(service: KolrayService) -> "gr.Dropdown":
+    """**KOL**: statistics per window, 7/30-day forecast, cumulative PnL, positions. Returns the
+    KOL picker."""
+    import gradio as gr
+
+    async def show(wallet: str | None) -> tuple[str, Any, pd.DataFrame, Any]:
+        return await kol_view(service, wallet)
+
+    with gr.Tab("KOL", id="kol", elem_id="tab-kol"):
+        pick = gr.Dropdown(label="KOL", allow_custom_value=True, elem_id="kol-pick")
+        head = gr.Markdown(elem_id="kol-forecast")
+        with gr.Row():
+            stats = gr.Dataframe(
+                headers=STATS_COLUMNS, interactive=False, label="Statistics", scale=2, elem_id="kol-stats"
             )
-        from kolray.kols import InvalidWallet, validate_wallet
+            curve = gr.LinePlot(
+                x="time",
+                y="cum_pnl_sol",
+                title="Cumulative realised PnL (SOL)",
+                x_title="exit time (UTC)",
+                y_title="SOL",
+                scale=3,
+            )
+        positions = gr.Dataframe(
+            headers=POSITIONS_COLUMNS,
+            interactive=False,
+            label="Positions (newest first)",
+            max_height=480,
+            elem_id="kol-positions",
+        )
+    pick.change(show, [pick], [head, stats, curve, positions])
+    return pick
 
-        try:
-            detail = await service.kol_detail(validate_wallet(wallet), 200)
-        except (ServiceError, InvalidWallet) as error:
-            message = f"⚠️ {getattr(error, 'message', error)}"
-            return message, empty(STATS_COLUMNS), no_curve, empty(POSITIONS_COLUMNS)
-        return forecast_text(detail), stats_table(detail), pnl_frame(detail), positions_table(detail)
 
-    async def what_if(
+async def what_if(
+    service: KolrayService, wallet: str | None, amount: float | None, at: str, mint: str
+) -> tuple[float | None, str]:
+    """P(3x) in percent and its explanation for one hypothetical buy (through the API's own
+    request model)."""
+    try:
+        item = TokenItem.model_validate(
+            {"wallet": wallet or "", "amount_sol": amount, "entry_time": at, "mint": mint.strip() or None}
+        )
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return None, f"⚠️ {problems}"
+    try:
+        result = await service.predict_tokens([item])
+    except ServiceError as error:
+        return None, f"⚠️ {error.message}"
+    p = result.predictions[0]
+    verdict = (
+        "above the model's threshold: a **candidate 3x**"
+        if p.above_threshold
+        else "below the model's threshold"
+    )
+    cold = "  \n*Cold start: this KOL had no closed position before that time.*" if p.cold_start else ""
+    threshold = f"{100 * result.threshold:.1f}%" if result.threshold is not None else "–"
+    return round(100 * p.p_3x, 2), (
+        f"P(3x) = **{100 * p.p_3x:.1f}%**, {verdict} ({threshold}).  \n"
+        f"<small>token model {result.model_version}</small>{cold}"
+    )
+
+
+def what_if_tab(service: KolrayService) -> tuple["gr.Dropdown", "gr.Textbox"]:
+    """**What-if**: a KOL, an amount and a time → P(3x). Returns the KOL picker and the time box
+    (filled when the page loads)."""
+    import gradio as gr
+
+    async def predict(
         wallet: str | None, amount: float | None, at: str, mint: str
     ) -> tuple[float | None, str]:
-        try:
-            item = TokenItem.model_validate(
-                {"wallet": wallet or "", "amount_sol": amount, "entry_time": at, "mint": mint.strip() or None}
-            )
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            return None, f"⚠️ {problems}"
-        try:
-            result = await service.predict_tokens([item])
-        except ServiceError as error:
-            return None, f"⚠️ {error.message}"
-        p = result.predictions[0]
-        verdict = (
-            "above the model's threshold: a **candidate 3x**"
-            if p.above_threshold
-            else "below the model's threshold"
+        return await what_if(service, wallet, amount, at, mint)
+
+    with gr.Tab("What-if", id="whatif", elem_id="tab-whatif"):
+        gr.Markdown("If this KOL buys this much at this time, how likely is the position to reach 3x?")
+        with gr.Row():
+            kol = gr.Dropdown(label="KOL", allow_custom_value=True, elem_id="whatif-kol", scale=2)
+            amount = gr.Number(value=1.0, label="Amount (SOL)", elem_id="whatif-amount", scale=1)
+            at = gr.Textbox(label="Time (ISO-8601, UTC)", elem_id="whatif-time", scale=2)
+            mint = gr.Textbox(label="Token mint (optional)", elem_id="whatif-mint", scale=2)
+        go = gr.Button("Predict", variant="primary", elem_id="whatif-go")
+        with gr.Row():
+            p = gr.Number(label="P(3x) %", interactive=False, elem_id="whatif-p3x", elem_classes="kolray-big")
+            text = gr.Markdown(elem_id="whatif-text")
+    go.click(predict, [kol, amount, at, mint], [p, text])
+    return kol, at
+
+
+async def model_versions(service: KolrayService, model: str) -> tuple[Any, str]:
+    """The version picker's choices for ``model`` (champion selected) and its summary line."""
+    import gradio as gr
+
+    try:
+        info = getattr(await service.models(), model)
+    except ServiceError as error:
+        return gr.update(choices=[], value=None), f"⚠️ {error.message}"
+    choices = [
+        (
+            f"{v.version} · {v.stage}"
+            + (f" · {v.metric} {v.metric_value:.4f}" if v.metric_value is not None else ""),
+            v.version,
         )
-        cold = "  \n*Cold start: this KOL had no closed position before that time.*" if p.cold_start else ""
-        threshold = f"{100 * result.threshold:.1f}%" if result.threshold is not None else "–"
-        return round(100 * p.p_3x, 2), (
-            f"P(3x) = **{100 * p.p_3x:.1f}%**, {verdict} ({threshold}).  \n"
-            f"<small>token model {result.model_version}</small>{cold}"
+        for v in info.versions
+    ]
+    summary = (
+        f"**{model}** · champion **{info.champion or 'none'}** · serving **{info.serving or 'none'}**"
+        + (f" · ⚠️ {info.serving_error}" if info.serving_error else "")
+        + f" · {len(info.versions)} versions"
+    )
+    default = info.champion or (info.versions[0].version if info.versions else None)
+    return gr.update(choices=choices, value=default), summary
+
+
+async def model_report(
+    service: KolrayService, model: str, version: str | None
+) -> tuple[pd.DataFrame, list[Any], str]:
+    """A version's test metrics (against baselines and the oracle), its plots, and a note."""
+    if not version:
+        return empty(REPORT_COLUMNS[model]), [], "No version registered yet: run `kolray tune`."
+    # Lazy: PIL decodes the report's PNGs for the gallery only in the UI.
+    from PIL import Image
+
+    try:
+        report = await service.report(model, version)
+    except ServiceError as error:
+        return empty(REPORT_COLUMNS[model]), [], f"⚠️ {error.message}"
+    images = []
+    for name in await service.plot_names(model, version):
+        data = await service.plot(model, version, name)
+        images.append((Image.open(io.BytesIO(data)), name.removesuffix(".png").replace("_", " ")))
+    comparison = report.get("comparison")
+    text = f"Dataset {report.get('dataset_version', '–')}"
+    if isinstance(comparison, dict) and comparison.get("summary"):
+        text += f" · {comparison['summary']}"
+    return report_table(report), images, text
+
+
+def models_tab(service: KolrayService, blocks: "gr.Blocks") -> None:
+    """**Models**: versions, metrics against baselines and the oracle, the report's plots."""
+    import gradio as gr
+
+    async def versions(model: str) -> tuple[Any, str]:
+        return await model_versions(service, model)
+
+    async def show(model: str, version: str | None) -> tuple[pd.DataFrame, list[Any], str]:
+        return await model_report(service, model, version)
+
+    with gr.Tab("Models", id="models", elem_id="tab-models"):
+        with gr.Row():
+            model = gr.Radio(["token", "kol"], value="token", label="Model", scale=1)
+            version = gr.Dropdown(label="Version", scale=3, elem_id="model-version")
+        summary = gr.Markdown(elem_id="model-summary")
+        note = gr.Markdown()
+        metrics = gr.Dataframe(
+            headers=REPORT_COLUMNS["token"],
+            interactive=False,
+            label="Test metrics (model vs baselines vs oracle)",
+            elem_id="model-metrics",
+        )
+        plots = gr.Gallery(
+            label="Report plots", columns=3, height="auto", object_fit="contain", elem_id="model-plots"
+        )
+    blocks.load(versions, [model], [version, summary])
+    model.change(versions, [model], [version, summary])
+    version.change(show, [model, version], [metrics, plots, note])
+
+
+# The Blocks
+
+
+def build_ui(service: KolrayService) -> "gr.Blocks":
+    """The whole UI: the title, the status line, every tab, and what crosses tabs (a leaderboard
+    row opens the KOL tab; the pickers are filled when the page loads)."""
+    import gradio as gr
+
+    async def on_load() -> tuple[Any, ...]:
+        choices = await kol_choices(service)
+        clock = await _safe(service.data_clock)
+        first = choices[0][1] if choices else None
+        return (
+            await status_line(service),
+            gr.update(choices=choices, value=first),
+            gr.update(choices=choices, value=first),
+            iso(clock) if clock else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
 
-    async def model_versions(model: str) -> tuple[Any, str]:
-        try:
-            info = getattr(await service.models(), model)
-        except ServiceError as error:
-            return gr.update(choices=[], value=None), f"⚠️ {error.message}"
-        choices = [
-            (
-                f"{v.version} · {v.stage}"
-                + (f" · {v.metric} {v.metric_value:.4f}" if v.metric_value is not None else ""),
-                v.version,
-            )
-            for v in info.versions
-        ]
-        summary = (
-            f"**{model}** · champion **{info.champion or 'none'}** · serving **{info.serving or 'none'}**"
-            + (f" · ⚠️ {info.serving_error}" if info.serving_error else "")
-            + f" · {len(info.versions)} versions"
-        )
-        default = info.champion or (info.versions[0].version if info.versions else None)
-        return gr.update(choices=choices, value=default), summary
+    async def refresh_status() -> str:
+        return await status_line(service)
 
-    async def model_report(model: str, version: str | None) -> tuple[pd.DataFrame, list[Any], str]:
-        if not version:
-            return empty(REPORT_COLUMNS[model]), [], "No version registered yet: run `kolray tune`."
-        from PIL import Image
-
-        try:
-            report = await service.report(model, version)
-        except ServiceError as error:
-            return empty(REPORT_COLUMNS[model]), [], f"⚠️ {error.message}"
-        images = []
-        for name in await service.plot_names(model, version):
-            data = await service.plot(model, version, name)
-            images.append((Image.open(io.BytesIO(data)), name.removesuffix(".png").replace("_", " ")))
-        comparison = report.get("comparison")
-        text = f"Dataset {report.get('dataset_version', '–')}"
-        if isinstance(comparison, dict) and comparison.get("summary"):
-            text += f" · {comparison['summary']}"
-        return report_table(report), images, text
-
-    # Layout
+    def open_row(wallets: list[str], event: gr.SelectData) -> tuple[Any, Any]:
+        row = event.index[0] if isinstance(event.index, list | tuple) else event.index
+        if not wallets or row is None or row >= len(wallets):
+            return gr.update(), gr.update()
+        return gr.update(value=wallets[row]), gr.Tabs(selected="kol")
 
     with gr.Blocks(title="kolray") as blocks:
         gr.Markdown("## kolray — Solana KOL buys that run to 3x")
         status = gr.Markdown(elem_id="status-line")
         with gr.Tabs(selected="leaderboard") as tabs:
-            with gr.Tab("Leaderboard", id="leaderboard", elem_id="tab-leaderboard"):
-                with gr.Row():
-                    window = gr.Radio(["7d", "30d", "all"], value="30d", label="Window", scale=1)
-                    sort = gr.Dropdown(SORTS, value="total_pnl_sol", label="Sort by", scale=1)
-                    search = gr.Textbox(label="Search", placeholder="name or wallet", scale=2)
-                board_note = gr.Markdown()
-                board = gr.Dataframe(
-                    headers=LEADERBOARD_COLUMNS,
-                    interactive=False,
-                    elem_id="leaderboard-table",
-                    max_height=640,
-                    wrap=True,
-                )
-                board_wallets = gr.State([])
-
-            with gr.Tab("Recent trades", id="trades", elem_id="tab-trades"):
-                with gr.Row():
-                    trade_limit = gr.Slider(10, 200, value=50, step=10, label="Trades", scale=3)
-                    refresh = gr.Button("Refresh", scale=1)
-                trade_note = gr.Markdown()
-                trades = gr.Dataframe(
-                    headers=TRADES_COLUMNS, interactive=False, elem_id="trades-table", max_height=640
-                )
-                timer = gr.Timer(30)
-
-            with gr.Tab("KOL", id="kol", elem_id="tab-kol"):
-                kol_pick = gr.Dropdown(label="KOL", allow_custom_value=True, elem_id="kol-pick")
-                kol_head = gr.Markdown(elem_id="kol-forecast")
-                with gr.Row():
-                    kol_stats = gr.Dataframe(
-                        headers=STATS_COLUMNS,
-                        interactive=False,
-                        label="Statistics",
-                        scale=2,
-                        elem_id="kol-stats",
-                    )
-                    pnl_plot = gr.LinePlot(
-                        x="time",
-                        y="cum_pnl_sol",
-                        title="Cumulative realised PnL (SOL)",
-                        x_title="exit time (UTC)",
-                        y_title="SOL",
-                        scale=3,
-                    )
-                positions = gr.Dataframe(
-                    headers=POSITIONS_COLUMNS,
-                    interactive=False,
-                    label="Positions (newest first)",
-                    max_height=480,
-                    elem_id="kol-positions",
-                )
-
-            with gr.Tab("What-if", id="whatif", elem_id="tab-whatif"):
-                gr.Markdown(
-                    "If this KOL buys this much at this time, how likely is the position to reach 3x?"
-                )
-                with gr.Row():
-                    wi_kol = gr.Dropdown(label="KOL", allow_custom_value=True, elem_id="whatif-kol", scale=2)
-                    wi_amount = gr.Number(value=1.0, label="Amount (SOL)", elem_id="whatif-amount", scale=1)
-                    wi_time = gr.Textbox(label="Time (ISO-8601, UTC)", elem_id="whatif-time", scale=2)
-                    wi_mint = gr.Textbox(label="Token mint (optional)", elem_id="whatif-mint", scale=2)
-                wi_go = gr.Button("Predict", variant="primary", elem_id="whatif-go")
-                with gr.Row():
-                    wi_p = gr.Number(
-                        label="P(3x) %", interactive=False, elem_id="whatif-p3x", elem_classes="kolray-big"
-                    )
-                    wi_text = gr.Markdown(elem_id="whatif-text")
-
-            with gr.Tab("Models", id="models", elem_id="tab-models"):
-                with gr.Row():
-                    model = gr.Radio(["token", "kol"], value="token", label="Model", scale=1)
-                    version = gr.Dropdown(label="Version", scale=3, elem_id="model-version")
-                model_summary = gr.Markdown(elem_id="model-summary")
-                report_note = gr.Markdown()
-                metrics = gr.Dataframe(
-                    headers=REPORT_COLUMNS["token"],
-                    interactive=False,
-                    label="Test metrics (model vs baselines vs oracle)",
-                    elem_id="model-metrics",
-                )
-                plots = gr.Gallery(
-                    label="Report plots",
-                    columns=3,
-                    height="auto",
-                    object_fit="contain",
-                    elem_id="model-plots",
-                )
-
-            for label, render in extensions.tabs():
-                with gr.Tab(label):
-                    render(service)
-
-        # Events
-
-        async def on_load() -> tuple[Any, ...]:
-            choices = await kol_choices()
-            clock = await _safe(service.data_clock)
-            first = choices[0][1] if choices else None
-            return (
-                await header(),
-                gr.update(choices=choices, value=first),
-                gr.update(choices=choices, value=first),
-                iso(clock) if clock else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            )
-
-        blocks.load(on_load, outputs=[status, kol_pick, wi_kol, wi_time])
-        blocks.load(show_leaderboard, [window, sort, search], [board, board_wallets, board_note])
-        blocks.load(show_trades, [trade_limit], [trades, trade_note])
-        blocks.load(model_versions, [model], [version, model_summary])
-        for control in (window, sort):
-            control.change(show_leaderboard, [window, sort, search], [board, board_wallets, board_note])
-        search.submit(show_leaderboard, [window, sort, search], [board, board_wallets, board_note])
-
-        def open_row(wallets: list[str], event: gr.SelectData) -> tuple[Any, Any]:
-            row = event.index[0] if isinstance(event.index, list | tuple) else event.index
-            if not wallets or row is None or row >= len(wallets):
-                return gr.update(), gr.update()
-            return gr.update(value=wallets[row]), gr.Tabs(selected="kol")
-
+            board, board_wallets = leaderboard_tab(service, blocks)
+            timer = trades_tab(service, blocks)
+            kol_pick = kol_tab(service)
+            what_if_kol, what_if_time = what_if_tab(service)
+            models_tab(service, blocks)
+            with gr.Tab("Backtest"):
+                backtest_tab(service)
+            with gr.Tab("Alerts"):
+                alerts_tab(service)
+        blocks.load(on_load, outputs=[status, kol_pick, what_if_kol, what_if_time])
         board.select(open_row, [board_wallets], [kol_pick, tabs])
-        kol_pick.change(show_kol, [kol_pick], [kol_head, kol_stats, pnl_plot, positions])
-        for trigger in (refresh.click, trade_limit.release, timer.tick):
-            trigger(show_trades, [trade_limit], [trades, trade_note])
-        timer.tick(header, outputs=[status])
-        wi_go.click(what_if, [wi_kol, wi_amount, wi_time, wi_mint], [wi_p, wi_text])
-        model.change(model_versions, [model], [version, model_summary])
-        version.change(model_report, [model, version], [metrics, plots, report_note])
+        timer.tick(refresh_status, outputs=[status])
     return blocks
+
+
+def mount_ui(app: FastAPI, service: KolrayService) -> FastAPI:
+    """``app`` with the UI mounted at ``/ui``."""
+    import gradio as gr
+
+    mounted: FastAPI = gr.mount_gradio_app(
+        app, build_ui(service), path="/ui", footer_links=[], css=CSS, theme=gr.themes.Soft()
+    )
+    return mounted

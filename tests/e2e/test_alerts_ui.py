@@ -20,7 +20,7 @@ from kolray.alerts import AlertRules, ModelSource, start_watermark
 from kolray.alerts import detect as evaluate
 from kolray.db import upgrade
 from kolray.db.tables import SwapRow
-from kolray.serve import control
+from kolray.serve import deploy
 from kolray.testing import serving_world as sample
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,9 +74,9 @@ def site(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    control.deploy(sample.app_config(env, port, ui=True))
+    deploy.deploy(sample.app_config(env, port, ui=True))
     url = f"http://127.0.0.1:{port}"
-    control.wait_until_serving(url)
+    deploy.wait_until_serving(url)
     yield Site(url, env, world, result.report.id)
     serve.shutdown()
 

@@ -20,7 +20,8 @@ from kolray.cli import main
 from kolray.config import get_settings
 from kolray.db import upgrade
 from kolray.learn import registry
-from kolray.serve import control
+from kolray.serve import deploy, reload
+from kolray.serve.client import notify_serve
 from kolray.serve.schemas import iso
 from kolray.testing import serving_world as sample
 
@@ -53,9 +54,9 @@ def served(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     world = sample.populate(upgrade(env["KOLRAY_DATABASE_URL"]), n_kols=8, seed=5)
     models = sample.register_models(env["KOLRAY_STORAGE_URI"], versions=2, reports=False)
     port = free_port()
-    control.deploy(sample.app_config(env, port, ui=False, registry_poll_s=0.5))
+    deploy.deploy(sample.app_config(env, port, ui=False, registry_poll_s=0.5))
     url = f"http://127.0.0.1:{port}"
-    control.wait_until_serving(url)
+    deploy.wait_until_serving(url)
     yield Served(url, port, env, world, models)
     serve.shutdown()
 
@@ -164,7 +165,7 @@ async def test_promote_under_load_switches_versions_without_errors_or_restarts(
         switch = versions.index(new)
         assert set(versions[:switch]) <= {old} and set(versions[switch:]) == {new}
     assert replicas() == before  # reconfigured in place, not restarted
-    assert control.deployed_versions("kolray")["token"] == new
+    assert reload.deployed_versions("kolray")["token"] == new
 
     # Rolling back is the same path; the old version is archived now, which needs saying.
     assert await asyncio.to_thread(main, ["promote", "token", old]) == 2
@@ -211,7 +212,7 @@ def test_promote_without_a_running_app_says_so(
 ) -> None:
     monkeypatch.setenv("KOLRAY_SERVE_PORT", str(free_port()))
     get_settings.cache_clear()
-    reached, message = control.notify_serve()
+    reached, message = notify_serve()
     assert not reached and "not running" in message
 
 
@@ -379,7 +380,7 @@ async def test_a_refused_reload_then_a_crashed_model_replica_keeps_serving_the_c
     )
     assert refused.status_code == 503 and bad in refused.json()["detail"], refused.text
     # The deployed config is as it was: a replica that starts now loads the champion.
-    assert control.deployed_versions("kolray")["token"] in (None, champion)
+    assert reload.deployed_versions("kolray")["token"] in (None, champion)
 
     outage = await kill_under_load(served, "TokenModel")
     with capsys.disabled():
@@ -405,8 +406,8 @@ async def test_a_replica_that_cannot_load_its_configured_version_falls_back_and_
     reloading that same version makes the replicas load it."""
     bad = bad_token_version.version
     champion = registry.champion_version("token", served.env["KOLRAY_STORAGE_URI"])
-    await asyncio.to_thread(control.apply_versions, {"token": bad}, "kolray")
-    await asyncio.to_thread(control.wait_for_update, "kolray")
+    await asyncio.to_thread(reload.apply_versions, {"token": bad}, "kolray")
+    await asyncio.to_thread(reload.wait_for_update, "kolray")
     assert served_version(served.url) == champion  # the running replica kept its version
 
     outage = await kill_under_load(served, "TokenModel", after_s=1.0)

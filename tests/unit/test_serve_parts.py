@@ -281,9 +281,9 @@ def test_serve_config_names_the_app_and_its_deployments() -> None:
 @pytest.fixture
 def clean_serve_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No Serve mode settings in the environment; whatever prepare_environment sets is undone."""
-    from kolray.serve import control
+    from kolray.serve import deploy
 
-    for name in (*control.HIGH_THROUGHPUT_ENV, control.DRAINING_ENV, *control.HAPROXY_PORTS, "RAY_ADDRESS"):
+    for name in (*deploy.HIGH_THROUGHPUT_ENV, deploy.DRAINING_ENV, *deploy.HAPROXY_PORTS, "RAY_ADDRESS"):
         monkeypatch.setenv(name, "")  # recorded, so that the test's changes are undone
         monkeypatch.delenv(name)
     return monkeypatch
@@ -294,15 +294,15 @@ def test_without_haproxy_the_mode_says_why_what_it_costs_and_how_to_get_it(
 ) -> None:
     import os
 
-    from kolray.serve import control
+    from kolray.serve import deploy
 
     clean_serve_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
-    mode = control.prepare_environment(None, None)
+    mode = deploy.prepare_environment(None, None)
     assert mode.startswith("standard Serve proxy") and "/nonexistent/haproxy" in mode
     assert "222.7 ms" in mode and "46.8 ms" in mode and "apt-get install haproxy" in mode
-    assert not any(os.environ.get(k) for k in control.HIGH_THROUGHPUT_ENV)
-    with pytest.raises(control.ServeControlError, match="apt-get install haproxy"):
-        control.prepare_environment(True, None)
+    assert not any(os.environ.get(k) for k in deploy.HIGH_THROUGHPUT_ENV)
+    with pytest.raises(deploy.ServeControlError, match="apt-get install haproxy"):
+        deploy.prepare_environment(True, None)
 
 
 def test_with_haproxy_the_mode_names_the_binary_and_stops_quickly(
@@ -311,16 +311,16 @@ def test_with_haproxy_the_mode_names_the_binary_and_stops_quickly(
     import os
     import shutil
 
-    from kolray.serve import control
+    from kolray.serve import deploy
 
     binary = shutil.which("true")
     assert binary
     clean_serve_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", binary)
-    mode = control.prepare_environment(None, None)
+    mode = deploy.prepare_environment(None, None)
     assert mode.startswith("high-throughput mode") and binary in mode
-    assert all(os.environ[k] == "1" for k in control.HIGH_THROUGHPUT_ENV)
+    assert all(os.environ[k] == "1" for k in deploy.HIGH_THROUGHPUT_ENV)
     # The ingress's drain on shutdown is cut from Serve's 30 s (what made stopping take ~35 s).
-    assert float(os.environ[control.DRAINING_ENV]) <= 2
+    assert float(os.environ[deploy.DRAINING_ENV]) <= 2
 
 
 def test_haproxy_listeners_move_off_default_ports_another_serve_holds(
@@ -331,14 +331,14 @@ def test_haproxy_listeners_move_off_default_ports_another_serve_holds(
     import shutil
     import socket
 
-    from kolray.serve import control
+    from kolray.serve import deploy
 
     clean_serve_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", shutil.which("true") or "")
     holder = socket.socket()
     with contextlib.suppress(OSError):  # taken already, as by another Serve: the same case
-        holder.bind(("0.0.0.0", control.HAPROXY_PORTS["RAY_SERVE_HAPROXY_STATS_PORT"]))
+        holder.bind(("0.0.0.0", deploy.HAPROXY_PORTS["RAY_SERVE_HAPROXY_STATS_PORT"]))
     try:
-        mode = control.prepare_environment(True, None)
+        mode = deploy.prepare_environment(True, None)
     finally:
         holder.close()
     port = int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"])
@@ -348,29 +348,29 @@ def test_haproxy_listeners_move_off_default_ports_another_serve_holds(
 def test_the_mode_of_an_existing_cluster_or_the_environment_is_not_chosen_here(
     clean_serve_env: pytest.MonkeyPatch,
 ) -> None:
-    from kolray.serve import control
+    from kolray.serve import deploy
 
-    assert "existing Ray cluster" in control.prepare_environment(None, "ray://10.0.0.1:10001")
+    assert "existing Ray cluster" in deploy.prepare_environment(None, "ray://10.0.0.1:10001")
     clean_serve_env.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    assert "RAY_SERVE_ENABLE_HA_PROXY=1" in control.prepare_environment(None, None)
+    assert "RAY_SERVE_ENABLE_HA_PROXY=1" in deploy.prepare_environment(None, None)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
 def test_open_admin_on_loopback_is_a_warning(host: str) -> None:
-    from kolray.serve import control
+    from kolray.serve import deploy
 
-    warning = control.check_admin_access(host, api_key_set=False)
+    warning = deploy.check_admin_access(host, api_key_set=False)
     assert warning is not None and "KOLRAY_API_KEY" in warning and "/v1/admin/reload" in warning
-    assert control.check_admin_access(host, api_key_set=True) is None
+    assert deploy.check_admin_access(host, api_key_set=True) is None
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
 def test_open_admin_on_a_reachable_host_is_refused_unless_allowed(host: str) -> None:
-    from kolray.serve import control
+    from kolray.serve import deploy
 
-    with pytest.raises(control.OpenAdminRefused, match="--allow-open-admin"):
-        control.check_admin_access(host, api_key_set=False)
+    with pytest.raises(deploy.OpenAdminRefused, match="--allow-open-admin"):
+        deploy.check_admin_access(host, api_key_set=False)
     assert "KOLRAY_API_KEY" in (
-        control.check_admin_access(host, api_key_set=False, allow_open_admin=True) or ""
+        deploy.check_admin_access(host, api_key_set=False, allow_open_admin=True) or ""
     )
-    assert control.check_admin_access(host, api_key_set=True) is None
+    assert deploy.check_admin_access(host, api_key_set=True) is None
