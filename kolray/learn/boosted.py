@@ -244,6 +244,7 @@ class BoostedTokenClassifier:
     threshold: ThresholdChoice
     feature_columns: list[str]
     config: dict[str, Any] = field(default_factory=dict)
+    target: str = "label_3x"  # the label column it answers (kolray.learn.train.TOKEN_TARGETS)
     _booster: Any = field(default=None, repr=False, compare=False)
 
     family = FAMILY
@@ -282,10 +283,11 @@ class BoostedTokenClassifier:
         threshold: ThresholdChoice,
         feature_columns: list[str],
         config: dict[str, Any] | None = None,
+        target: str = "label_3x",
     ) -> BoostedTokenClassifier:
         text = files[TOKEN_MODEL_FILE].decode()
         check_model_text(text, len(feature_columns), TOKEN_MODEL_FILE)
-        return cls(text, calibrator, threshold, list(feature_columns), dict(config or {}))
+        return cls(text, calibrator, threshold, list(feature_columns), dict(config or {}), target)
 
 
 @dataclass
