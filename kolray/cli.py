@@ -74,12 +74,15 @@ def load_command(name: str) -> Command:
     """The click command of ``name``, its module imported now."""
     spec = COMMANDS[name]
     target = getattr(importlib.import_module(f"kolray.commands.{spec.module}"), spec.attribute)
-    if not isinstance(target, typer.Typer):
-        single = typer.Typer()
-        single.command(name=name)(target)
-        target = single
-    command = typer.main.get_command(target)
-    command.name = name
+    holder = typer.Typer(add_completion=False)  # completion options belong to no subcommand
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+        group = typer.main.get_command(holder)
+        assert isinstance(group, TyperGroup)
+        command = group.commands[name]
+    else:
+        holder.command(name=name)(target)
+        command = typer.main.get_command(holder)
     command.short_help = spec.summary
     return command
 

@@ -44,7 +44,7 @@ def demo(
         PipelineOptions, "kols"
     ),
     days: Annotated[
-        float, typer.Option(min=1, help=help_of(PipelineOptions, "days", "(the KOL model needs ≥ ~111)"))
+        float, typer.Option(min=1, help="Days of market in the twin world (the KOL model needs ≥ ~111).")
     ] = default_of(PipelineOptions, "days"),
     seed: Annotated[int, typer.Option(help=help_of(PipelineOptions, "seed"))] = default_of(
         PipelineOptions, "seed"

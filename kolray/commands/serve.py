@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from kolray.commands._common import console, fail, out, settings
+from kolray.commands._common import console, default_of, fail, out, settings
+from kolray.config import Settings
 from kolray.serve import deploy
 from kolray.serve.names import ServeControlError
 
@@ -26,7 +27,12 @@ def serve(
         str | None, typer.Option(help="HTTP host. Default: KOLRAY_SERVE_HOST (127.0.0.1).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="HTTP port. Default: KOLRAY_SERVE_PORT (8000).")
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help=f"HTTP port. Default: KOLRAY_SERVE_PORT ({default_of(Settings, 'serve_port')}).",
+        ),
     ] = None,
     address: Annotated[
         str | None,

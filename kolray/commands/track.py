@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from kolray.alerts import tracking_hook
-from kolray.commands._common import console, fail, out, settings
+from kolray.commands._common import console, default_of, fail, out, settings
 from kolray.commands._database import database
+from kolray.config import Settings
 from kolray.secrets import redact_url, register_secret
 from kolray.tracker.supervisor import TrackerOptions, active_wallets, run_forever, sync_once
 
@@ -40,7 +41,7 @@ def track(
         typer.Option(
             min=0,
             help="History read on a wallet's first sight, in days back from now. Default: "
-            "KOLRAY_BACKFILL_DAYS (30).",
+            f"KOLRAY_BACKFILL_DAYS ({default_of(Settings, 'backfill_days'):g}).",
         ),
     ] = None,
     backfill_max_signatures: Annotated[
@@ -48,7 +49,7 @@ def track(
         typer.Option(
             min=0,
             help="At most this many signatures per wallet on first sight. Default: "
-            "KOLRAY_BACKFILL_MAX_SIGNATURES (5000).",
+            f"KOLRAY_BACKFILL_MAX_SIGNATURES ({default_of(Settings, 'backfill_max_signatures')}).",
         ),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print summaries as JSON lines.")] = False,
