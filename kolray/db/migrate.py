@@ -7,20 +7,22 @@ schema, an existing one is brought forward in place and keeps its rows.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from kolray.db.engine import get_engine, normalize_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _upgraded: set[str] = set()
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would choke on '%' in URL-encoded passwords.
@@ -29,11 +31,15 @@ def alembic_config(url: str) -> Config:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
@@ -44,6 +50,8 @@ def upgrade(url: str | None = None) -> Engine:
     if key in _upgraded:
         return engine
     if current_revision(engine) != head_revision():
+        from alembic import command
+
         config = alembic_config(engine.url.render_as_string(hide_password=False))
         with engine.begin() as conn:
             config.attributes["connection"] = conn

@@ -9,6 +9,7 @@
   (:mod:`kolray.features.rows`), splits (:mod:`kolray.features.splits`).
 """
 
+from kolray.features.build import BuildOptions, BuildResult, build_features
 from kolray.features.definitions import (
     DEFAULT_EMBARGO_S,
     DEFAULT_HORIZON_S,
@@ -21,18 +22,6 @@ from kolray.features.definitions import (
 from kolray.features.online import ServingFeatures, TokenRequest, kol_features_online, token_features_online
 from kolray.features.source import FeatureError
 from kolray.features.splits import SplitFractions, SplitPlan
-
-_PIPELINE = ("BuildOptions", "BuildResult", "build_features")
-
-
-def __getattr__(name: str) -> object:
-    # The build imports Ray Data; Serve's replicas only need the online functions above.
-    if name in _PIPELINE:
-        from kolray.features import build as pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module 'kolray.features' has no attribute {name!r}")
-
 
 __all__ = [
     "DEFAULT_EMBARGO_S",

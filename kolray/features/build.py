@@ -28,14 +28,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from ray.data.block import BlockMetadata
-from ray.data.datasource import Datasource, ReadTask
 from sqlalchemy import text
 
 from kolray import datasets, storage
@@ -91,6 +89,9 @@ from kolray.features.splits import (
 )
 from kolray.learn.versions import code_version
 from kolray.secrets import redact_text
+
+if TYPE_CHECKING:
+    from ray.data.datasource import ReadTask
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ def shard_batch(
     return pa.table({"shard": [shard.index], "stats": [json.dumps(stats)]})
 
 
-class PositionShards(Datasource):
+class PositionShards:
     """Ray Data source with one read task per wallet shard (:func:`shard_sql` through the DB-API
     connection factory, exactly what ``ray.data.read_sql`` does with one query).
 
@@ -326,7 +327,10 @@ class PositionShards(Datasource):
     per wallet range works but needs a union of N datasets, and a union stops Ray from fusing the
     read with the feature step: every shard is then staged in the object store between the two,
     so memory grows with the data (the benchmark measured it). Here read and features fuse into
-    one task per shard and the rows never leave the worker."""
+    one task per shard and the rows never leave the worker.
+
+    A plain class so that this module loads without Ray Data: :func:`position_shards` makes it a
+    ``Datasource`` when a build runs."""
 
     def __init__(self, factory: ConnectionFactory, shards: Sequence[WalletShard], watermark: int) -> None:
         self.factory = factory
@@ -339,6 +343,9 @@ class PositionShards(Datasource):
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
+        from ray.data.block import BlockMetadata
+        from ray.data.datasource import ReadTask
+
         # One task per shard whatever the parallelism asked for: a shard is the unit of work.
         return [
             ReadTask(
@@ -350,6 +357,20 @@ class PositionShards(Datasource):
 
     def get_name(self) -> str:
         return "PositionShards"
+
+
+@functools.cache
+def _position_shards_source() -> type[PositionShards]:
+    from ray.data.datasource import Datasource
+
+    return type("PositionShardsSource", (PositionShards, Datasource), {"__module__": __name__})
+
+
+def position_shards(
+    factory: ConnectionFactory, shards: Sequence[WalletShard], watermark: int
+) -> PositionShards:
+    """A :class:`PositionShards` that is also a Ray Data ``Datasource``."""
+    return _position_shards_source()(factory, shards, watermark)
 
 
 # Split planning from SQL histograms (bounded: one row per (time bucket, resolution bucket))
@@ -488,7 +509,7 @@ def _stream_shards(
 
     import ray
 
-    source = PositionShards(ConnectionFactory(url), shards, watermark)
+    source = position_shards(ConnectionFactory(url), shards, watermark)
     ds = ray.data.read_datasource(source, override_num_blocks=len(shards))
     ds = ds.map_batches(shard_batch, fn_kwargs=fn_kwargs, batch_size=None, batch_format="pyarrow")
     results: list[dict[str, Any]] = []

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from kolray.features.source import FeatureError
@@ -55,6 +54,8 @@ def lookup(world_dir: str, signatures: np.ndarray, column: str = ORACLE_COLUMN) 
     """``column`` (default ``oracle_p3x``; also ``oracle_p_peak3x`` or ``peak_3x``) per signature,
     as floats (NaN where the world has none). Streams the files with the signatures as a filter,
     so memory follows the query, not the world."""
+    import pyarrow.dataset as pads
+
     out = np.full(len(signatures), np.nan)
     if not len(signatures):
         return out

@@ -12,11 +12,8 @@ described in :mod:`kolray.sim.market`, :mod:`kolray.sim.behaviour` and :mod:`kol
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from kolray.sim.server import ServerConfig, ServerHandle, start_server
-    from kolray.sim.world import World, WorldError, generate_world, load_world
+from kolray.sim.server import ServerConfig, ServerHandle, start_server
+from kolray.sim.world import World, WorldError, generate_world, load_world
 
 __all__ = [
     "ServerConfig",
@@ -27,22 +24,3 @@ __all__ = [
     "load_world",
     "start_server",
 ]
-
-_WHERE = {
-    "ServerConfig": "kolray.sim.server",
-    "ServerHandle": "kolray.sim.server",
-    "start_server": "kolray.sim.server",
-    "World": "kolray.sim.world",
-    "WorldError": "kolray.sim.world",
-    "generate_world": "kolray.sim.world",
-    "load_world": "kolray.sim.world",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: importing kolray.sim (e.g. for the CLI's --help) does not load numpy, pyarrow, solders.
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'kolray.sim' has no attribute {name!r}")

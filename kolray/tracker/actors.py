@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 from typing import Any
-
-import ray
 
 from kolray.db.migrate import upgrade
 from kolray.logs import configure_logging
@@ -41,7 +40,6 @@ def poller_name(index: int) -> str:
     return f"kolray-poller-{index}"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class RateLimiterActor:
     def __init__(self, rate: float, burst: float) -> None:
         self.limiter = RateLimiter(rate, burst)
@@ -60,7 +58,6 @@ class RateLimiterActor:
         return self.limiter.stats()
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class WriterActor:
     """Batches wallet commits: waits at most ``flush_ms`` or until ``max_batch`` items, then commits
     them in one transaction (each wallet in its own savepoint)."""
@@ -108,7 +105,6 @@ class WriterActor:
         return {"transactions": self.commits, "queued": len(self.queue)}
 
 
-@ray.remote(num_cpus=0.25, max_restarts=-1, max_task_retries=0)
 class PollerActor:
     """Polls its share of wallets. ``sync`` brings every wallet of the share up to date once."""
 
@@ -121,6 +117,8 @@ class PollerActor:
         client_options: dict[str, Any],
         wallet_concurrency: int = 32,
     ) -> None:
+        import ray
+
         configure_logging()
         for url in rpc_urls:
             register_secret(url)
@@ -207,6 +205,23 @@ class PollerActor:
 
     def pid_of(self) -> int:
         return self.pid
+
+
+# The Ray options of each actor class, applied by ``remote``: the classes stay plain, so importing the
+# tracker (the CLI does) does not load Ray.
+ACTOR_OPTIONS: dict[type, dict[str, Any]] = {
+    RateLimiterActor: {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1},
+    WriterActor: {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1},
+    PollerActor: {"num_cpus": 0.25, "max_restarts": -1, "max_task_retries": 0},
+}
+
+
+@functools.cache
+def remote(actor: type) -> Any:
+    """The Ray actor class of ``actor`` (one of :data:`ACTOR_OPTIONS`), with its options."""
+    import ray
+
+    return ray.remote(**ACTOR_OPTIONS[actor])(actor)
 
 
 def _as_dict(result: WalletPollResult) -> dict[str, Any]:

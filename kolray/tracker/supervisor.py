@@ -195,18 +195,24 @@ class Tracker:
         here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=True
         )
-        self.limiter = actors.RateLimiterActor.options(
-            name=actors.LIMITER_NAME, namespace=ns, get_if_exists=True, scheduling_strategy=here
-        ).remote(options.rps, options.burst)
+        self.limiter = (
+            actors.remote(actors.RateLimiterActor)
+            .options(name=actors.LIMITER_NAME, namespace=ns, get_if_exists=True, scheduling_strategy=here)
+            .remote(options.rps, options.burst)
+        )
         ray.get(self.limiter.reconfigure.remote(options.rps, options.burst))
-        self.writer = actors.WriterActor.options(
-            name=actors.WRITER_NAME, namespace=ns, get_if_exists=True, scheduling_strategy=here
-        ).remote(options.database_url)
+        self.writer = (
+            actors.remote(actors.WriterActor)
+            .options(name=actors.WRITER_NAME, namespace=ns, get_if_exists=True, scheduling_strategy=here)
+            .remote(options.database_url)
+        )
         # Pollers spread over the nodes: RPC sockets, CPU for extraction and failures are shared out.
         self.pollers = [
-            actors.PollerActor.options(
+            actors.remote(actors.PollerActor)
+            .options(
                 name=actors.poller_name(i), namespace=ns, get_if_exists=True, scheduling_strategy="SPREAD"
-            ).remote(
+            )
+            .remote(
                 i,
                 options.rpc_urls,
                 options.database_url,
