@@ -63,6 +63,9 @@ def _first_line(error: BaseException) -> str:
 
 
 class ModelHolder:
+    """One model kind's registered version in a replica: loads a new version beside the current one and swaps
+    a single reference, so requests never wait on a load."""
+
     def __init__(self, model: str, loader: Loader = registry_loader, storage_uri: str | None = None) -> None:
         self.model = model
         self.loader = loader
@@ -129,15 +132,18 @@ class ModelHolder:
 
     @property
     def version(self) -> str | None:
+        """The version answering now (None: none loaded)."""
         active = self._active
         return active.loaded.version if active else None
 
     @property
     def feature_columns(self) -> list[str] | None:
+        """The feature columns the loaded version expects (None: none loaded)."""
         active = self._active
         return list(active.loaded.feature_columns) if active else None
 
     def state(self) -> dict[str, Any]:
+        """The version held, whether one is loaded, and the last load error."""
         active = self._active
         return {
             "version": active.loaded.version if active else None,
@@ -182,4 +188,5 @@ class ModelHolder:
         return out
 
     def score(self, block: FeatureBlock) -> Scores:
+        """Scores for one block of feature rows."""
         return self.score_many([block])[0]

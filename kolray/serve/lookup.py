@@ -57,10 +57,13 @@ class FeatureBlock:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> FeatureBlock:
+        """A block from a feature frame: its column names and float32 values."""
         return cls(tuple(str(c) for c in frame.columns), frame.to_numpy(dtype=np.float32, copy=True))
 
 
 class FeatureSource(Protocol):
+    """Where point-in-time features come from (``module:factory`` in the app's arguments)."""
+
     def token_features(self, items: Sequence[TokenQuery]) -> pd.DataFrame:
         """One row per item, in order; columns: the token dataset's feature columns."""
         ...
@@ -112,6 +115,7 @@ class CachedFeatures:
 
     @property
     def ttl_s(self) -> float:
+        """How stale a cached feature row may be, in seconds."""
         return self._ttl_s
 
     @ttl_s.setter
@@ -124,6 +128,7 @@ class CachedFeatures:
         self._token.ttl_s = self._kol.ttl_s = rows
 
     def stats(self) -> dict[str, int]:
+        """Cache hits and misses per kind, since the start."""
         return {
             "token_hits": self._token.hits,
             "token_misses": self._token.misses,
@@ -132,6 +137,7 @@ class CachedFeatures:
         }
 
     def clear(self) -> None:
+        """Forget every cached row."""
         self._token.clear()
         self._kol.clear()
         source_clear = getattr(self.source, "clear", None)
@@ -174,6 +180,7 @@ class CachedFeatures:
         return FeatureBlock(columns, out)
 
     def token_block(self, items: Sequence[TokenQuery]) -> FeatureBlock:
+        """Token-model feature rows for ``items``, in order (cached rows no older than the TTL)."""
         return self._lookup(
             "token",
             self._token,
@@ -182,6 +189,8 @@ class CachedFeatures:
         )
 
     def kol_block(self, wallets: Sequence[str], as_of: int) -> FeatureBlock:
+        """KOL-model feature rows for ``wallets`` as of ``as_of``, in order (cached rows no older than the
+        TTL)."""
         keys = [(w, as_of) for w in wallets]
         return self._lookup(
             "kol",

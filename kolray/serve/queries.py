@@ -45,6 +45,8 @@ def _sort_value(stats: dict[str, Any], key: str) -> tuple[int, float]:
 
 @dataclass
 class LeaderboardRows:
+    """The leaderboard read: snapshot time, number of KOLs, and (wallet, name, statistics) rows."""
+
     as_of: int | None
     total: int
     rows: list[tuple[str, str | None, dict[str, Any]]]  # wallet, name, stats
@@ -88,6 +90,8 @@ def data_clock(engine: Engine) -> int | None:
 
 @dataclass
 class KolRecord:
+    """Everything the database holds about one KOL for ``GET /v1/kols/{wallet}``."""
+
     wallet: str
     name: str | None
     links: list[str]
@@ -179,6 +183,8 @@ def kol_record(engine: Engine, wallet: str, limit: int = 100) -> KolRecord | Non
 
 @dataclass
 class SwapView:
+    """One swap of the recent-trades list, with its position's state."""
+
     signature: str
     time: int
     wallet: str

@@ -204,6 +204,8 @@ IsoTime = Annotated[str, Field(description="ISO-8601 UTC", examples=["2024-06-01
 
 
 class ApiModel(BaseModel):
+    """Request bodies: unknown fields are refused (a misspelt field is a 422, not ignored)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -238,10 +240,14 @@ class TokenItem(ApiModel):
 
 
 class PredictTokenRequest(ApiModel):
+    """``POST /v1/predict/token``: the buys to score."""
+
     items: list[TokenItem] = Field(min_length=1, max_length=MAX_ITEMS, description=f"1 to {MAX_ITEMS} buys.")
 
 
 class TokenPrediction(BaseModel):
+    """P(3x) for one buy, and whether it is above the model's threshold."""
+
     p_3x: float = Field(ge=0, le=1, description="Calibrated probability that the position reaches 3x.")
     above_threshold: bool = Field(description="p_3x ≥ the model's decision threshold (chosen on validation).")
     cold_start: bool = Field(
@@ -251,6 +257,8 @@ class TokenPrediction(BaseModel):
 
 
 class PredictTokenResponse(BaseModel):
+    """The predictions, in the order asked, and the model version that made them."""
+
     predictions: list[TokenPrediction]
     model_version: str = Field(description="Token model version that produced every prediction here.")
     threshold: float | None = Field(description="The model's decision threshold.")
@@ -288,6 +296,8 @@ class KolStatsOut(BaseModel):
 
 
 class LeaderRow(BaseModel):
+    """One KOL on the leaderboard: rank, wallet, name, statistics over the window."""
+
     rank: int
     wallet: str
     name: str | None
@@ -295,6 +305,8 @@ class LeaderRow(BaseModel):
 
 
 class Leaderboard(BaseModel):
+    """``GET /v1/kols``."""
+
     window: Window
     sort: SortKey
     as_of: IsoTime | None = Field(description="Time of the statistics snapshot (null: none yet).")
@@ -303,6 +315,8 @@ class Leaderboard(BaseModel):
 
 
 class Forecast(BaseModel):
+    """A KOL's forecast 3x rates over the next 7 and 30 days."""
+
     p_3x_rate_7d: float = Field(
         description="Forecast share of the KOL's positions over the next 7 days that reach 3x."
     )
@@ -315,6 +329,8 @@ class Forecast(BaseModel):
 
 
 class PositionOut(BaseModel):
+    """One position of a KOL (open or closed)."""
+
     mint: str
     seq: int
     status: Literal["open", "closed"]
@@ -332,11 +348,15 @@ class PositionOut(BaseModel):
 
 
 class PnlPoint(BaseModel):
+    """A point of a KOL's cumulative realised PnL curve."""
+
     time: IsoTime
     cum_pnl_sol: float
 
 
 class KolDetail(BaseModel):
+    """``GET /v1/kols/{wallet}``."""
+
     wallet: str
     name: str | None
     links: list[str]
@@ -353,6 +373,8 @@ class KolDetail(BaseModel):
 
 
 class TradeOut(BaseModel):
+    """One swap of the recent-trades list."""
+
     signature: str
     time: IsoTime
     wallet: str
@@ -370,6 +392,8 @@ class TradeOut(BaseModel):
 
 
 class RecentTrades(BaseModel):
+    """``GET /v1/trades/recent``."""
+
     trades: list[TradeOut]
     model_version: str | None = Field(description="Token model version behind p_3x (null: none loaded).")
     threshold: float | None
@@ -380,6 +404,8 @@ class RecentTrades(BaseModel):
 
 
 class VersionInfo(BaseModel):
+    """One registered model version: stage and primary metric."""
+
     version: str
     stage: Literal["candidate", "champion", "archived"]
     created_at: IsoTime
@@ -390,6 +416,8 @@ class VersionInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """One model's versions, its champion, and what the replicas serve."""
+
     champion: str | None
     serving: str | None = Field(description="Version the running replicas use (null: none loaded).")
     serving_error: str | None = None
@@ -397,17 +425,23 @@ class ModelInfo(BaseModel):
 
 
 class ModelsOut(BaseModel):
+    """``GET /v1/models``."""
+
     token: ModelInfo
     kol: ModelInfo
 
 
 class ModelState(BaseModel):
+    """What a model's replicas hold: the version and the last load error."""
+
     version: str | None
     loaded: bool
     error: str | None = None
 
 
 class Health(BaseModel):
+    """``GET /healthz``."""
+
     status: Literal["ok", "degraded"] = Field(description="degraded: a model or the database is unavailable.")
     models: dict[ModelName, ModelState]
     database: Literal["ok", "unavailable"]
@@ -415,6 +449,8 @@ class Health(BaseModel):
 
 
 class ReloadRequest(ApiModel):
+    """``POST /v1/admin/reload``: the versions to serve."""
+
     token: str | None = Field(default=None, description="Version to serve; default: the champion.")
     kol: str | None = Field(default=None, description="Version to serve; default: the champion.")
     allow_archived: bool = Field(
@@ -425,6 +461,8 @@ class ReloadRequest(ApiModel):
 
 
 class ReloadResponse(BaseModel):
+    """The versions before and after a reload, whether anything changed, and how it was applied."""
+
     previous: dict[ModelName, str | None]
     applied: dict[ModelName, str | None]
     changed: bool
@@ -432,4 +470,6 @@ class ReloadResponse(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """An error answer."""
+
     detail: str

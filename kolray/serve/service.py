@@ -76,6 +76,8 @@ PLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.png$")
 
 
 class ServiceError(Exception):
+    """An answer other than success; ``status`` is its HTTP status."""
+
     status = 500
 
     def __init__(self, message: str) -> None:
@@ -84,27 +86,39 @@ class ServiceError(Exception):
 
 
 class NotFound(ServiceError):
+    """Unknown thing (404)."""
+
     status = 404
 
 
 class Unavailable(ServiceError):
+    """No model, feature pipeline or database (503); the message says what to do."""
+
     status = 503
 
 
 class BadRequest(ServiceError):
+    """Input the request models accept but the service cannot use (422)."""
+
     status = 422
 
 
 class Conflict(ServiceError):
+    """A request that needs an explicit confirmation (409), e.g. an archived version."""
+
     status = 409
 
 
 class Scorer(Protocol):
     """A model as the service sees it: in-process or behind a Serve handle."""
 
-    async def score(self, block: FeatureBlock) -> Scores: ...
+    async def score(self, block: FeatureBlock) -> Scores:
+        """Scores for one block of feature rows."""
+        ...
 
-    async def state(self) -> dict[str, Any]: ...
+    async def state(self) -> dict[str, Any]:
+        """The model's state (version held, load error)."""
+        ...
 
 
 class LocalScorer:
@@ -114,9 +128,11 @@ class LocalScorer:
         self.holder = holder
 
     async def score(self, block: FeatureBlock) -> Scores:
+        """Scores for one block of feature rows, from the holder in this process."""
         return self.holder.score(block)
 
     async def state(self) -> dict[str, Any]:
+        """The holder's state (version held, load error)."""
         return self.holder.state()
 
 
@@ -148,6 +164,7 @@ class LocalReloader:
             await asyncio.to_thread(self.holders[model].configure, {"version": version})
 
     async def deployed(self) -> dict[str, str | None]:
+        """The versions the holders were last asked for."""
         return {model: holder.requested for model, holder in self.holders.items()}
 
 
@@ -196,6 +213,9 @@ def _replica_lost(error: BaseException) -> bool:
 class KolrayService:
     # Requests with at most this many items are coalesced (see kolray.serve.coalesce); bigger
     # ones are a batch already and go alone.
+    """Everything the routes and the UI answer from: features, model scoring, database reads, the registry,
+    reloads."""
+
     coalesce_items = 64
 
     def __init__(
@@ -238,6 +258,7 @@ class KolrayService:
     @feature_ttl_s.setter
     def feature_ttl_s(self, value: float) -> None:
         # reconfigure() may change it on a running replica: the caches built already follow.
+        """How stale a prediction's features may be, in seconds."""
         self._feature_ttl_s = float(value)
         self._first_close.ttl_s = self._feature_ttl_s
         if self._features is not None:
@@ -247,6 +268,7 @@ class KolrayService:
 
     @property
     def engine(self) -> Engine:
+        """The database engine (migrated on first use)."""
         if self._engine is None:
             with self._init_lock:
                 if self._engine is None:
@@ -260,6 +282,7 @@ class KolrayService:
 
     @property
     def features(self) -> CachedFeatures:
+        """The cached feature source (built on first use)."""
         if self._features is None:
             with self._init_lock:
                 if self._features is None:
@@ -306,6 +329,7 @@ class KolrayService:
     # Health
 
     async def health(self) -> Health:
+        """``GET /healthz``."""
         states: dict[str, ModelState] = {}
         for name, scorer in (("token", self.token), ("kol", self.kol)):
             try:
@@ -347,6 +371,7 @@ class KolrayService:
     # Predictions
 
     async def predict_tokens(self, items: Sequence[TokenItem]) -> PredictTokenResponse:
+        """P(3x) for each buy, with point-in-time features."""
         queries_ = [TokenQuery(i.wallet, float(i.amount_sol), int(i.entry_time), i.mint) for i in items]
         scores, cold = await self._token_scores(queries_)
         threshold = scores.threshold
@@ -393,6 +418,8 @@ class KolrayService:
         return Scores(values, scores.version, scores.threshold), cold
 
     async def forecast(self, wallet: str, as_of: int) -> Forecast:
+        """A KOL's forecast 3x rates as of ``as_of``."""
+
         def lookup() -> tuple[FeatureBlock, bool]:
             block = self.features.kol_block([wallet], as_of)
             first = self._first_close.get(self.engine, [wallet]).get(wallet)
@@ -412,6 +439,7 @@ class KolrayService:
     # KOLs
 
     async def leaderboard(self, window: str, sort: str, limit: int, search: str | None = None) -> Leaderboard:
+        """The leaderboard over ``window``, sorted by ``sort``, optionally searched."""
         result = await self._db(lambda: queries.leaderboard(self.engine, window, sort, limit, search))
         return Leaderboard(
             window=window,  # type: ignore[arg-type]
@@ -425,6 +453,7 @@ class KolrayService:
         )
 
     async def kol_detail(self, wallet: str, limit: int = 100) -> KolDetail:
+        """One KOL: statistics, forecast, positions, PnL curve (404 when unknown)."""
         record = await self._db(lambda: queries.kol_record(self.engine, wallet, limit))
         if record is None:
             raise NotFound(
@@ -454,6 +483,7 @@ class KolrayService:
         )
 
     async def recent_trades(self, limit: int = 50, wallet: str | None = None) -> RecentTrades:
+        """The latest swaps, with P(3x) for open buys."""
         swaps = await self._db(lambda: queries.recent_swaps(self.engine, limit, wallet))
         open_buys = [
             i
@@ -497,14 +527,17 @@ class KolrayService:
         return RecentTrades(trades=trades, model_version=version, threshold=threshold, prediction_error=error)
 
     async def kol_choices(self) -> list[tuple[str, str | None]]:
+        """(wallet, name) of every KOL, for the UI's pickers."""
         return await self._db(lambda: queries.kol_choices(self.engine))
 
     async def data_clock(self) -> int | None:
+        """One second after the newest swap: "now" for the data (None: no swaps yet)."""
         return await self._db(lambda: queries.data_clock(self.engine))
 
     # Models
 
     async def serving_versions(self) -> dict[str, str | None]:
+        """The version each model's replicas serve now."""
         out: dict[str, str | None] = {}
         for name, scorer in (("token", self.token), ("kol", self.kol)):
             try:
@@ -514,6 +547,7 @@ class KolrayService:
         return out
 
     async def models(self) -> ModelsOut:
+        """``GET /v1/models``."""
         states = {}
         for name, scorer in (("token", self.token), ("kol", self.kol)):
             try:
@@ -562,6 +596,7 @@ class KolrayService:
             raise NotFound(f"no {model} model version {version!r}")
 
     async def report(self, model: str, version: str) -> dict[str, Any]:
+        """A version's evaluation report."""
         self._check_version(model, version)
         uri = storage.join(self.storage_uri, "reports", model, version, "report.json")
 
@@ -576,6 +611,7 @@ class KolrayService:
         return report
 
     async def plot_names(self, model: str, version: str) -> list[str]:
+        """The names of a version's report plots."""
         self._check_version(model, version)
         root = storage.join(self.storage_uri, "reports", model, version)
 
@@ -587,6 +623,7 @@ class KolrayService:
         return await asyncio.to_thread(names)
 
     async def plot(self, model: str, version: str, name: str) -> bytes:
+        """One report plot, as PNG bytes."""
         self._check_version(model, version)
         if not PLOT_RE.match(name):
             raise NotFound(f"no plot {name!r}")

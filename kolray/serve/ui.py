@@ -117,14 +117,17 @@ footer { display: none !important; }
 
 
 def short(wallet: str) -> str:
+    """A wallet or mint shortened to its first and last four characters."""
     return f"{wallet[:4]}…{wallet[-4:]}" if len(wallet) > 10 else wallet
 
 
 def kol_label(wallet: str, name: str | None) -> str:
+    """How a KOL is named in the pickers."""
     return f"{name} · {short(wallet)}" if name else wallet
 
 
 def fmt(value: Any, kind: str) -> str:
+    """A statistic as text, by kind (pct, x, sol, int, hold, num); ``–`` for none."""
     if value is None:
         return "–"
     if kind == "pct":
@@ -142,6 +145,7 @@ def fmt(value: Any, kind: str) -> str:
 
 
 def when(text: str | None) -> str:
+    """An ISO time as shown in tables (no T, no Z)."""
     return text.replace("T", " ").replace("Z", "") if text else "–"
 
 
@@ -152,6 +156,7 @@ def _pnl_style(value: Any) -> str:
 
 
 def leaderboard_table(board: Leaderboard) -> tuple[Any, list[str]]:
+    """The leaderboard as a styled table, and the wallet of each row."""
     rows = []
     for row in board.kols:
         s = row.stats
@@ -189,6 +194,7 @@ def _p3x_style(threshold: float | None):
 
 
 def trades_table(trades: RecentTrades) -> Any:
+    """Recent trades as a styled table (P(3x) coloured against the threshold)."""
     rows = []
     for t in trades.trades:
         outcome = (
@@ -215,6 +221,7 @@ def trades_table(trades: RecentTrades) -> Any:
 
 
 def stats_table(detail: KolDetail) -> pd.DataFrame:
+    """A KOL's statistics, one row per statistic, one column per window."""
     rows = []
     for label, key, kind in STAT_ROWS:
         row = {"": label}
@@ -226,6 +233,7 @@ def stats_table(detail: KolDetail) -> pd.DataFrame:
 
 
 def positions_table(detail: KolDetail) -> Any:
+    """A KOL's positions as a styled table."""
     rows = [
         {
             "Entry (UTC)": when(p.entry_time),
@@ -247,6 +255,7 @@ def positions_table(detail: KolDetail) -> Any:
 
 
 def pnl_frame(detail: KolDetail) -> pd.DataFrame:
+    """A KOL's cumulative PnL curve, for the line plot."""
     frame = pd.DataFrame(
         {
             "time": [pd.Timestamp(p.time) for p in detail.pnl_curve],
@@ -257,6 +266,7 @@ def pnl_frame(detail: KolDetail) -> pd.DataFrame:
 
 
 def forecast_text(detail: KolDetail) -> str:
+    """The KOL tab's head: name, links, forecast."""
     head = f"### {detail.name or detail.wallet}\n`{detail.wallet}`"
     if detail.links:
         head += " · " + " · ".join(f"[link]({link})" for link in detail.links[:3])
