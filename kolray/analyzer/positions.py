@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -193,7 +193,7 @@ class Position:
     @classmethod
     def from_row(cls, row: Any) -> Position:
         """A position read back from ``positions`` (a ``PositionRow``, a SQL row or a mapping)."""
-        get = row.get if isinstance(row, Mapping) else (lambda name: getattr(row, name))
+        get: Callable[[str], Any] = row.get if isinstance(row, Mapping) else (lambda name: getattr(row, name))
         return cls(
             wallet=get("wallet"),
             mint=get("mint"),
@@ -350,7 +350,7 @@ def leg_from_values(
 
 def chain_key(swap: Any) -> tuple[int, int, str]:
     """Chain order: ``(block_time, slot, signature)``; a missing slot sorts first."""
-    get = swap.get if isinstance(swap, Mapping) else (lambda name: getattr(swap, name))
+    get: Callable[[str], Any] = swap.get if isinstance(swap, Mapping) else (lambda name: getattr(swap, name))
     slot = get("slot")
     return (get("block_time"), -1 if slot is None else slot, get("signature"))
 

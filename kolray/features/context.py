@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,10 @@ def is_sol_entry(lamports: Any, quote_mint: Any) -> bool:
     return int(lamports) > 0 and (quote_mint is None or quote_mint == WSOL_MINT)
 
 
+def _attribute(item: object, name: str) -> Any:
+    return getattr(item, name, None)
+
+
 def position_frame(positions: Iterable[Position], swaps: Iterable[Any]) -> pd.DataFrame:
     """A position frame from analyzer positions and the swaps they were built from (tests, tools).
 
@@ -78,7 +83,7 @@ def position_frame(positions: Iterable[Position], swaps: Iterable[Any]) -> pd.Da
     (:class:`~kolray.chain.types.Swap` objects or mappings)."""
     by_key: dict[tuple[str, str, str], tuple[int, str | None]] = {}
     for swap in swaps:
-        get = swap.get if isinstance(swap, Mapping) else (lambda name, s=swap: getattr(s, name, None))
+        get: Callable[[str], Any] = swap.get if isinstance(swap, Mapping) else partial(_attribute, swap)
         by_key[(get("signature"), get("wallet"), get("mint"))] = (get("sol_amount"), get("quote_mint"))
     rows = []
     for p in positions:
@@ -126,7 +131,7 @@ def normalise_position_frame(frame: pd.DataFrame) -> pd.DataFrame:
 # Outcomes
 
 
-Columns = pd.DataFrame | Mapping[str, np.ndarray]
+Columns: TypeAlias = pd.DataFrame | Mapping[str, np.ndarray]
 
 
 def _col(frame: Columns, name: str, dtype: Any) -> np.ndarray:

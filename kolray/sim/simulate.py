@@ -61,6 +61,12 @@ class Token:
     crowd: np.ndarray | None = None
     impact: np.ndarray | None = None
 
+    def market(self) -> tuple[TokenPath, np.ndarray]:
+        """The path and the crowd's log-price impact of a token being simulated."""
+        if self.path is None or self.impact is None:
+            raise RuntimeError(f"token {self.index} has no simulated path: not launched, or dead")
+        return self.path, self.impact
+
 
 @dataclass(slots=True)
 class Trade:
@@ -328,10 +334,10 @@ class Community:
             while c.recent_buys and c.recent_buys[0] < t - RECENT_WINDOW_S:
                 c.recent_buys.popleft()
             recent[j] = len(c.recent_buys)
-            path = c.path
+            path, impact = c.market()
             i = path.index_at(t)
             back = max(i - int(MOMENTUM_S / path.step), 0)
-            momentum[j] = path.x[i] + c.impact[i] - path.x[back] - c.impact[back]
+            momentum[j] = path.x[i] + impact[i] - path.x[back] - impact[back]
         seen = q + kol.perception_sd * self.rng.standard_normal(len(cands))
         utility = (
             kol.pick_coef * seen
@@ -347,9 +353,9 @@ class Community:
 
     def _open(self, t: float, kol: Kol, token: Token) -> None:
         rng = self.rng
-        path = token.path
+        path, impact = token.market()
         i_e = path.index_at(t)
-        level = float(path.x[i_e] + token.impact[i_e])
+        level = float(path.x[i_e] + impact[i_e])
         migrated = path.migrated_at(t)
         venue = venue_for(migrated, token.amm)
         size = kol.size_median * math.exp(kol.size_sigma * rng.standard_normal() + kol.conviction * token.q)
@@ -396,7 +402,7 @@ class Community:
         self.held[kol.index - self.kols[0].index][token.index] = end_time
         horizon_end = min(path.index_at(t + 7 * 86_400), len(path.hi) - 1)
         stop = max(horizon_end, i_e + 1)
-        window = path.hi[i_e:stop] + token.impact[i_e:stop]
+        window = path.hi[i_e:stop] + impact[i_e:stop]
         self.positions.append(
             PositionPlan(
                 id=position_id,
@@ -416,7 +422,9 @@ class Community:
     def _draw_crowd(self, t: float, kol: Kol, token: Token, size: int) -> None:
         """The followers a buy draws: their SOL enters the reserves within seconds and leaves over
         minutes, lifting the price for everyone who trades the token then (the KOL's own exits too)."""
-        path = token.path
+        path, impact = token.market()
+        crowd = token.crowd
+        assert crowd is not None  # set with the path, in _materialise
         # Bigger buys draw more (followers see the size), and each buy's crowd varies.
         sol = (
             kol.following_sol * math.sqrt(size / kol.size_median) * math.exp(0.5 * self.rng.standard_normal())
@@ -426,8 +434,8 @@ class Community:
         if first >= last:
             return
         u = path.launch + np.arange(first, last) * path.step - t
-        token.crowd[first:last] += sol * crowd_profile(u, kol.crowd_in_s, kol.crowd_out_s)
-        token.impact[first:last] = crowd_impact(path, token.crowd, first, last)
+        crowd[first:last] += sol * crowd_profile(u, kol.crowd_in_s, kol.crowd_out_s)
+        impact[first:last] = crowd_impact(path, crowd, first, last)
 
     def replay(
         self,
@@ -472,9 +480,8 @@ class Community:
         Returns the outcome, the time the position stops being held, and whether it made 3x.
         """
         rng = self.rng
-        path = token.path
+        path, imp = token.market()
         x = path.x
-        imp = token.impact
         j = path.index_at(t_entry)
         entry_level = float(x[j] + imp[j])
         node = ladder.nodes[0]
@@ -536,6 +543,7 @@ class Community:
                     bought += holding.tokens - before
                 if closing:
                     return "closed", last, holding.three_x
+                assert action.next is not None  # None only closes the position
                 node = ladder.nodes[action.next]
                 left = step_end - when
                 if left > 0:
@@ -581,7 +589,7 @@ class Community:
         self, kol: Kol, token: Token, holding: Holding, bought: int, route: str, position_id: int, last: float
     ) -> tuple[str, float, bool]:
         rng = self.rng
-        path = token.path
+        path, _ = token.market()
         if rng.random() < kol.abandon_prob:
             return "abandoned", math.inf, False
         when = max(path.death_time + min(rng.exponential(DEAD_SALE_DELAY_S), DEAD_SALE_CAP_S), last + 1.0)
