@@ -10,13 +10,16 @@ Inference runs on CPU in float32 under ``torch.inference_mode``; inputs are the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from kolray.learn.calibration import Calibrator, ThresholdChoice, sigmoid
 from kolray.learn.nets import KolNet, TokenNet
+
+if TYPE_CHECKING:
+    import torch
 
 INFERENCE_BATCH = 65_536
 
@@ -45,6 +48,8 @@ def as_matrix(features: np.ndarray | pd.DataFrame, feature_columns: list[str]) -
 
 def network_outputs(network: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Raw network outputs (logits) for a float32 matrix, in chunks."""
+    import torch
+
     network.eval()
     outs = []
     with torch.inference_mode():

@@ -24,14 +24,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from torch.nn import functional as F
 
 from kolray.datasets import LoadedDataset
 from kolray.learn.baselines import (
@@ -52,9 +49,13 @@ from kolray.learn.metrics import kol_selection_metrics, token_selection_metrics
 from kolray.learn.nets import KolNet, TokenNet
 from kolray.learn.predictors import KolForecaster, TokenClassifier, network_outputs
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 Imbalance = Literal["none", "pos_weight", "focal"]
 # (epoch, metrics, network, improved) → None. Tune reports (and checkpoints when improved) here.
-EpochCallback = Callable[[int, dict[str, float], nn.Module, bool], None]
+EpochCallback = Callable[[int, dict[str, float], "nn.Module", bool], None]
 
 
 class TrainError(ValueError):
@@ -105,6 +106,8 @@ class KOLTrainConfig(BaseModel):
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` → ``cuda`` when present, else ``cpu``; a CUDA device without CUDA is an error."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -114,6 +117,8 @@ def resolve_device(device: str = "auto") -> str:
 
 def seed_everything(seed: int) -> None:
     """Seed numpy and torch (and make cuDNN deterministic) for a repeatable run."""
+    import torch
+
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
@@ -246,6 +251,9 @@ def kol_arrays(ds: LoadedDataset) -> KOLArrays:
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
     """Sigmoid focal loss (Lin et al. 2017) without the alpha term: easy negatives, the bulk of a
     rare-positive set, are down-weighted by (1 - p_t)^gamma."""
+    import torch
+    from torch.nn import functional as F
+
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = torch.exp(-bce)
     return ((1 - p_t) ** gamma * bce).mean()
@@ -285,6 +293,8 @@ def _fit_network(
     device: str,
     on_epoch: EpochCallback | None,
 ) -> NetworkFit:
+    import torch
+
     started = time.perf_counter()
     device = resolve_device(device)
     network = network.to(device)
@@ -347,6 +357,9 @@ def train_token_network(
     data: TokenArrays, config: TokenTrainConfig, on_epoch: EpochCallback | None = None
 ) -> NetworkFit:
     """Fit the MLP with early stopping on validation PR-AUC. Normalisation is fitted on train only."""
+    import torch
+    from torch.nn import functional as F
+
     seed_everything(config.seed)
     network = make_token_network(data.x_train.shape[1], config)
     network.normalizer.fit(data.x_train)
@@ -471,6 +484,8 @@ def train_kol_network(
     data: KOLArrays, config: KOLTrainConfig, on_epoch: EpochCallback | None = None
 ) -> NetworkFit:
     """Fit the transformer with early stopping on the mean validation RMSE. Normalisation: train only."""
+    from torch.nn import functional as F
+
     seed_everything(config.seed)
     network = make_kol_network(data.x_train.shape[1], config)
     network.normalizer.fit(data.x_train)
