@@ -142,6 +142,15 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+class _Score(NamedTuple):
+    """What the statistics read of a scored (closed, SOL-valued) position."""
+
+    multiple: float
+    pnl: int  # lamports, net of fees
+    cost: int
+    dh: float
+
+
 class _Closed(NamedTuple):
     """A closed position reduced to what the statistics read (computed once per position)."""
 
@@ -149,26 +158,25 @@ class _Closed(NamedTuple):
     hold_s: int
     hold_weighted_s: float
     untracked: bool
-    scored: bool
-    multiple: float | None
-    pnl: int | None  # lamports, net of fees
-    cost: int
-    dh: float | None
+    score: _Score | None  # None: not SOL-valued
 
 
 def _reduce(position: Position) -> _Closed:
-    scored = position.sol_valued
-    multiple = position.multiple
+    exit_time, hold_weighted_s = position.exit_time, position.hold_weighted_s
+    if exit_time is None or hold_weighted_s is None:
+        raise ValueError(f"position {position.wallet} {position.mint} #{position.seq} is not closed")
+    multiple, pnl = position.multiple, position.realised_pnl_lamports
+    score = (
+        None
+        if multiple is None or pnl is None
+        else _Score(multiple, pnl, position.cost_lamports, dh_term(multiple, hold_weighted_s))
+    )
     return _Closed(
-        exit_time=position.exit_time,
-        hold_s=position.hold_s,
-        hold_weighted_s=position.hold_weighted_s,
+        exit_time=exit_time,
+        hold_s=exit_time - position.entry_time,
+        hold_weighted_s=hold_weighted_s,
         untracked=FLAG_UNTRACKED_SELL in position.flags,
-        scored=scored,
-        multiple=multiple,
-        pnl=position.realised_pnl_lamports,
-        cost=position.cost_lamports,
-        dh=dh_term(multiple, position.hold_weighted_s) if scored else None,
+        score=score,
     )
 
 
@@ -193,12 +201,15 @@ def kol_stats_windows(
     wallet = _single_wallet(positions, wallet)
     closed_before = [
         _reduce(p)
-        for p in sorted((p for p in positions if p.closed and p.exit_time < as_of), key=close_order)
+        for p in sorted(
+            (p for p in positions if p.closed and p.exit_time is not None and p.exit_time < as_of),
+            key=close_order,
+        )
     ]
     entries = [p.entry_time for p in positions if p.entry_time < as_of]
-    recent = [c for c in closed_before if c.scored][-RECENT_N:]
+    recent = [c.score for c in closed_before if c.score is not None][-RECENT_N:]
     recent_multiples = [c.multiple for c in recent]
-    shared = {
+    shared: dict[str, Any] = {
         "recent_n": len(recent),
         "recent_win_rate": (sum(1 for c in recent if c.pnl > 0) / len(recent)) if recent else None,
         "recent_rate_3x": (sum(1 for m in recent_multiples if m >= 3) / len(recent)) if recent else None,
@@ -211,7 +222,7 @@ def kol_stats_windows(
         span = window_seconds(window)
         low = None if span is None else as_of - span
         closed = closed_before if low is None else [c for c in closed_before if c.exit_time >= low]
-        scored = [c for c in closed if c.scored]
+        scored = [c.score for c in closed if c.score is not None]
         multiples = [c.multiple for c in scored]
         wins = sum(1 for c in scored if c.pnl > 0)
         n_3x = sum(1 for m in multiples if m >= 3)
@@ -325,21 +336,21 @@ class KolStatsIndex:
         self.wallets: tuple[str | None, ...] = (self.wallet,)
         # Sorted keys (segment 0: time + 1) and, per segment, where its run starts.
         self._entries = segment_keys(np.sort(np.array([p.entry_time for p in positions], dtype=np.int64)), 0)
-        closed = sorted((p for p in positions if p.closed), key=close_order)
-        self._closed_exit = segment_keys(np.array([p.exit_time for p in closed], dtype=np.int64), 0)
-        self._c_hold = _prefix([p.hold_s for p in closed])
-        self._c_hold_w = _prefix([p.hold_weighted_s for p in closed])
-        self._c_untracked = _prefix([FLAG_UNTRACKED_SELL in p.flags for p in closed], np.int64)
-        scored = [p for p in closed if p.sol_valued]
-        multiples = np.array([p.multiple for p in scored], dtype=np.float64)
-        pnl = [p.realised_pnl_lamports for p in scored]
-        self._scored_exit = segment_keys(np.array([p.exit_time for p in scored], dtype=np.int64), 0)
+        closed = [_reduce(p) for p in sorted((p for p in positions if p.closed), key=close_order)]
+        self._closed_exit = segment_keys(np.array([c.exit_time for c in closed], dtype=np.int64), 0)
+        self._c_hold = _prefix([c.hold_s for c in closed])
+        self._c_hold_w = _prefix([c.hold_weighted_s for c in closed])
+        self._c_untracked = _prefix([c.untracked for c in closed], np.int64)
+        scored = [(c.exit_time, c.score) for c in closed if c.score is not None]
+        multiples = np.array([score.multiple for _, score in scored], dtype=np.float64)
+        pnl = [score.pnl for _, score in scored]
+        self._scored_exit = segment_keys(np.array([exit_time for exit_time, _ in scored], dtype=np.int64), 0)
         self._s_wins = _prefix([v > 0 for v in pnl], np.int64)
         self._s_3x = _prefix(multiples >= 3, np.int64)
         self._s_multiple = _prefix(multiples)
-        self._s_cost = _prefix([p.cost_lamports for p in scored], np.int64)
+        self._s_cost = _prefix([score.cost for _, score in scored], np.int64)
         self._s_pnl = _prefix(pnl, np.int64)
-        self._s_dh = _prefix([dh_term(p.multiple, p.hold_weighted_s) for p in scored])
+        self._s_dh = _prefix([score.dh for _, score in scored])
         self._e_start = self._c_start = self._s_start = np.zeros(1, dtype=np.int64)
         # Medians: ranks of the multiples (ties broken by position) and the values in rank order.
         order = np.argsort(multiples, kind="stable")
