@@ -229,10 +229,11 @@ class CycleOptions(BaseModel):
     """What one continuous-training cycle does: which models, how hard to search, and on what."""
 
     models: list[ModelKind] = Field(default_factory=lambda: list(MODEL_KINDS))
-    trials: int = Field(default=8, ge=1)
-    max_epochs: int = Field(default=40, ge=1)
-    gpus_per_trial: float = Field(default=0.0, ge=0)
-    cpus_per_trial: float = Field(default=1.0, gt=0)
+    # The search's own defaults: TuneOptions is where they are written.
+    trials: int = Field(default=TuneOptions.model_fields["trials"].default, ge=1)
+    max_epochs: int = Field(default=TuneOptions.model_fields["max_epochs"].default, ge=1)
+    gpus_per_trial: float = Field(default=TuneOptions.model_fields["gpus_per_trial"].default, ge=0)
+    cpus_per_trial: float = Field(default=TuneOptions.model_fields["cpus_per_trial"].default, gt=0)
     analyze_first: bool = Field(default=True, description="Bring positions up to date before the features.")
     oracle_world: str | None = None
 
