@@ -295,26 +295,28 @@ class _Tx:
                 return top, inner, transfers
             wallet_index = _index(keys, wallet)
             system_index = _index(keys, _SYSTEM)
+            # Compiled instructions name the recipient by its index into ``keys``.
+            indexed: list[tuple[bool, int, int]] = []
             if self.encoding == "binary":
                 top_indexes = _scan_binary(
-                    self._binary_message.instructions, wallet_index, system_index, transfers
+                    self._binary_message.instructions, wallet_index, system_index, indexed
                 )
             else:
                 instructions = self._message.get("instructions")
                 if not isinstance(instructions, list):
                     raise MalformedTransaction("transaction.message.instructions is missing")
-                top_indexes = _scan_compiled(instructions, keys, wallet_index, system_index, True, transfers)
+                top_indexes = _scan_compiled(instructions, keys, wallet_index, system_index, True, indexed)
             inner_indexes: list[int] = []
             for group in self._inner_raw:
                 inner_indexes += _scan_compiled(
-                    group["instructions"], keys, wallet_index, system_index, False, transfers
+                    group["instructions"], keys, wallet_index, system_index, False, indexed
                 )
         except (KeyError, TypeError) as error:
             raise MalformedTransaction(f"an instruction lacks {error}") from None
         try:
             top = [keys[i] for i in top_indexes]
             inner = [keys[i] for i in inner_indexes]
-            transfers = [(depth_one, keys[to], lamports) for depth_one, to, lamports in transfers]  # type: ignore[index]
+            transfers = [(depth_one, keys[to], lamports) for depth_one, to, lamports in indexed]
         except (IndexError, TypeError):
             raise MalformedTransaction(
                 f"an instruction refers to a program or account beyond the {len(keys)} account keys"
@@ -343,7 +345,7 @@ def _scan_compiled(
     wallet_index: int,
     system_index: int,
     depth_one: bool,
-    transfers: list[Any],
+    transfers: list[tuple[bool, int, int]],
 ) -> list[int]:
     programs = [ix["programIdIndex"] for ix in instructions]
     if system_index in programs and wallet_index >= 0:
@@ -363,7 +365,7 @@ def _scan_compiled(
 
 
 def _scan_binary(
-    instructions: list[Any], wallet_index: int, system_index: int, transfers: list[Any]
+    instructions: list[Any], wallet_index: int, system_index: int, transfers: list[tuple[bool, int, int]]
 ) -> list[int]:
     programs = [ix.program_id_index for ix in instructions]
     if system_index in programs and wallet_index >= 0:
@@ -720,9 +722,10 @@ def _extract(tx: dict[str, Any], meta: dict[str, Any], wallet: str) -> list[Swap
     native = post_lamports[wallet_index] - pre_lamports[wallet_index] if wallet_index >= 0 else 0
     fee = 0
     if wallet_index == 0:
-        fee = meta.get("fee")
-        if type(fee) is not int or fee < 0:
-            raise MalformedTransaction(f"meta.fee is {fee!r}, not a lamport amount")
+        meta_fee = meta.get("fee")
+        if type(meta_fee) is not int or meta_fee < 0:
+            raise MalformedTransaction(f"meta.fee is {meta_fee!r}, not a lamport amount")
+        fee = meta_fee
     sol_delta = native + wsol_delta + fee
     rent_by_mint: dict[str, int] = {}
     for index, mint, amount, _ in owned_post:
@@ -986,7 +989,7 @@ def _build_swaps(
         events = wallet_events.get(mint)
         dex, program_id = (events[-1].venue, events[-1].program_id) if events else (venue, venue_program)
         price, market_cap = _price(amount, places, sol_amount, events)
-        quote = quote_of.get(mint)
+        quote_mint = quote_of.get(mint)
         swaps.append(
             Swap(
                 signature=signature,
@@ -1000,9 +1003,9 @@ def _build_swaps(
                 sol_amount=sol_amount,
                 dex=dex,
                 program_id=program_id,
-                quote_mint=quote,
-                quote_amount=quote_amount[mint] if quote else None,
-                quote_decimals=decimals[quote] if quote else None,
+                quote_mint=quote_mint,
+                quote_amount=quote_amount[mint] if quote_mint else None,
+                quote_decimals=decimals[quote_mint] if quote_mint else None,
                 fee=fee_parts[i],
                 rent=own_rent[i] + rent_parts[i],
                 tips=tip_parts[i],

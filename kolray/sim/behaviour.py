@@ -147,6 +147,7 @@ def _diamond(rng: np.random.Generator, pyramid: bool) -> tuple[tuple[Ladder, ...
     # of the two fills it: the first target is where a diamond-hands KOL locks the 3x in.
     trail = min(max(tp1 * rng.uniform(0.6, 0.9), (3.4 - f1 * tp1) / (1 - f1)), tp1 * 0.95)
     sl = rng.uniform(0.25, 0.4)
+    nodes: tuple[Node, ...]
     if pyramid:
         nodes = (
             Node(sl, 1.6, Action("sell", 1.0, None), Action("add", 0.5, 1)),

@@ -278,7 +278,7 @@ class Node:
         if isinstance(min_slot, int) and min_slot > slot:
             raise RpcError(-32016, "Minimum context slot has not been reached", {"contextSlot": slot})
         # Upper bound: the clock, or the `before` signature's (slot, signature) position.
-        upper = (slot, None)
+        upper: tuple[int, bytes | None] = (slot, None)
         if before_key is not None:
             found = self.locate(before_key, slot)
             if found is None:
@@ -431,6 +431,7 @@ def call(node: Node, request: Any, slot: int, null_hook: Callable[[str], bool] |
         if request["method"] == "getTransaction":
             raw = node.get_transaction(params, slot, null_hook)
             return response(request_id, raw=raw if raw is not None else b"null")
+        assert method is not None  # checked above: only getTransaction has none
         return response(request_id, method(params, slot))
     except RpcError as error:
         return response(request_id, error=error)

@@ -359,7 +359,7 @@ def oracle_p3x(states: list[EntryState], params: WorldParams, batch: int = 4000)
     problems: list[_Problem] = []
     roots: list[list[tuple[float, int | Values]]] = []
     for state in states:
-        per_state = []
+        per_state: list[tuple[float, int | Values]] = []
         for ladder, weight in zip(state.ladders, state.weights, strict=True):
             tree = _Tree()
             root = _build(tree, state, ladder, 0, state.level, state.holding, state.migrated)

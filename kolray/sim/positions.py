@@ -125,12 +125,13 @@ def build_positions(
                 current = None
     out = []
     for p in positions:
-        closed = p.exit_time is not None
+        exit_time = p.exit_time
+        closed = exit_time is not None
         multiple = p.proceeds / p.cost if closed and p.cost else None
         label = bool(
-            closed
+            exit_time is not None
             and multiple is not None
-            and p.exit_time <= p.entry_time + LABEL_HORIZON_S
+            and exit_time <= p.entry_time + LABEL_HORIZON_S
             and multiple >= THREE_X
             and "non_sol_leg" not in p.flags
         )
@@ -149,7 +150,7 @@ def build_positions(
                 "fees_sol": p.fees / LAMPORTS_PER_SOL,
                 "realised_pnl_sol": (p.proceeds - p.cost - p.fees) / LAMPORTS_PER_SOL if closed else None,
                 "multiple": multiple,
-                "hold_s": (p.exit_time - p.entry_time) if closed else None,
+                "hold_s": (exit_time - p.entry_time) if exit_time is not None else None,
                 "hold_weighted_s": p.hold_weighted if closed else None,
                 "n_buys": p.n_buys,
                 "n_sells": p.n_sells,

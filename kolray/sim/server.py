@@ -167,6 +167,12 @@ class RateLimiter:
         return max(window[excess - 1] + self.config.window_s - now, 0.0)
 
 
+def _method_name(request: Any) -> str:
+    """A request's method, or "" when it has none (the limiter and the faults still count it)."""
+    method = request.get("method") if isinstance(request, dict) else None
+    return method if isinstance(method, str) else ""
+
+
 class TwinServer:
     """Serves one world; run :meth:`start` inside an asyncio loop."""
 
@@ -294,10 +300,7 @@ class TwinServer:
             return keep
         batch = isinstance(payload, list)
         requests = payload if batch else [payload]
-        methods = [
-            r.get("method") if isinstance(r, dict) and isinstance(r.get("method"), str) else ""
-            for r in requests
-        ]
+        methods = [_method_name(r) for r in requests]
         self.stats.calls += len(requests)
         self.stats.methods.update(m for m in methods if m)
         admitted, wait, message = self.limiter.admit(client, methods)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class Trade:
     time: float
     kol: int
     token: int
-    side: str
+    side: Literal["buy", "sell"]
     fill: Fill
     route: str  # "direct" or "jupiter"
     position: int  # -1: an untracked sell (tokens received, never bought)
@@ -88,7 +89,7 @@ class FailedTrade:
     time: float
     kol: int
     token: int
-    side: str
+    side: Literal["buy", "sell"]
     venue: str
     route: str
     budget: int  # lamports (buy) or tokens (sell) the attempt was for
@@ -673,7 +674,15 @@ class Community:
         return Holding(cost=holding.cost, tokens=holding.tokens - sold, proceeds=holding.proceeds + got), t
 
     def _maybe_fail(
-        self, t: float, kol: Kol, token: Token, side: str, venue: str, route: str, amount: int, level: float
+        self,
+        t: float,
+        kol: Kol,
+        token: Token,
+        side: Literal["buy", "sell"],
+        venue: str,
+        route: str,
+        amount: int,
+        level: float,
     ) -> None:
         if self.rng.random() < kol.fail_rate:
             self.failed.append(

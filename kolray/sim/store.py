@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -166,6 +167,13 @@ class PartWriter:
         return len(tx)
 
 
+def _map_bytes(path: Path) -> npt.NDArray[np.uint8]:
+    """The file's bytes, memory-mapped (an empty file cannot be mapped: an empty array then)."""
+    if not path.stat().st_size:
+        return np.zeros(0, dtype=np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
 @dataclass
 class ChainPart:
     """Read access to one part of a world's chain (memory-mapped)."""
@@ -177,12 +185,8 @@ class ChainPart:
         self.tx = np.load(d / "tx.npy", mmap_mode="r")
         self.addr = np.load(d / "addr.npy", mmap_mode="r")
         self.balances = np.load(d / "balances.npy", mmap_mode="r")
-        self._blob = (
-            np.memmap(d / "txs.bin", dtype=np.uint8, mode="r") if (d / "txs.bin").stat().st_size else None
-        )
-        self._wire = (
-            np.memmap(d / "wire.bin", dtype=np.uint8, mode="r") if (d / "wire.bin").stat().st_size else None
-        )
+        self._blob = _map_bytes(d / "txs.bin")
+        self._wire = _map_bytes(d / "wire.bin")
         extra = orjson.loads((d / "extra.json").read_bytes())
         self.errors: dict[str, Any] = extra["errors"]
         self.memos: dict[str, str] = extra["memos"]

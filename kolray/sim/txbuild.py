@@ -277,6 +277,7 @@ class TxBuilder:
         ]
         pubkeys = [Pubkey.from_string(a) for a in keys]
         blockhash = Hash.from_string(self.blockhash)
+        message: Message | MessageV0
         if self.legacy:
             message = Message.new_with_compiled_instructions(
                 nsig, nro_signed, nro_unsigned, pubkeys, blockhash, compiled
@@ -311,7 +312,8 @@ class TxBuilder:
             {"index": top_index, "instructions": [compile_ix(ix) for ix in self.inner[top_index]]}
             for top_index in sorted(self.inner)
         ]
-        pre_tokens, post_tokens = [], []
+        pre_tokens: list[dict[str, Any]] = []
+        post_tokens: list[dict[str, Any]] = []
         for account in self.tokens:
             entry = {
                 "accountIndex": index[account.address],
@@ -321,9 +323,9 @@ class TxBuilder:
             }
             if account.pre is not None:
                 pre_tokens.append({**entry, "uiTokenAmount": ui_amount(account.pre, account.decimals)})
-            post = account.pre if err is not None else account.post
-            if post is not None:
-                post_tokens.append({**entry, "uiTokenAmount": ui_amount(post, account.decimals)})
+            post_amount = account.pre if err is not None else account.post
+            if post_amount is not None:
+                post_tokens.append({**entry, "uiTokenAmount": ui_amount(post_amount, account.decimals)})
         pre_tokens.sort(key=lambda e: e["accountIndex"])
         post_tokens.sort(key=lambda e: e["accountIndex"])
         pre = [self.lamports[a][0] for a in all_keys]

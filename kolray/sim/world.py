@@ -387,7 +387,8 @@ def _write_part(
     # Events to render; a trade may also need a funding transfer, so the count can run past this.
     traded = {t.token for t in result.trades} | {a.token for a in result.airdrops if a.token >= 0}
     total = len(traded) + sum(
-        map(len, (result.trades, result.failed, result.airdrops, result.sends, result.transfers))
+        len(events)
+        for events in (result.trades, result.failed, result.airdrops, result.sends, result.transfers)
     )
     for done, rendered in enumerate(renderer.render(), start=1):
         writer.add(
@@ -413,6 +414,7 @@ def _write_part(
             row = {f: getattr(swap, f) for f in SWAP_FIELDS}
             swaps.append(row)
             trade = rendered.trade
+            assert trade is not None  # a swap is rendered from a simulated trade
             extra.append((trade.kol, result.index, rendered.route, trade.opens))
             if trade.opens:
                 entry_signature[trade.position] = swap.signature
