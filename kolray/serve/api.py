@@ -1,4 +1,4 @@
-"""The FastAPI app: the routes of DESIGN.md §3 over a :class:`~kolray.serve.service.KolrayService`.
+"""The FastAPI app: kolray's HTTP API over a :class:`~kolray.serve.service.KolrayService`.
 
 :func:`build_app` creates a fresh app each call (Serve calls it inside the ingress replica, where
 the Gradio UI, which cannot be pickled, is built too). It keeps the service in ``app.state``; the

@@ -33,9 +33,9 @@ from kolray.serve.names import ADMIN_OPEN_WARNING, APP_NAME, DEFAULT_IMPORT_PATH
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = "serve_config.yaml"
+# ServeControlError (from names) is raised here too: callers may catch it as deploy.ServeControlError.
 
-__all__ = ["ServeControlError"]  # re-exported: callers catch it from here
+DEFAULT_CONFIG = "serve_config.yaml"
 
 
 class OpenAdminRefused(ServeControlError):
@@ -103,7 +103,7 @@ HIGH_THROUGHPUT_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_O
 # retries a refused connection on another replica; a short window is enough.
 DRAINING_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 DRAINING_S = "1"
-# bench/serve.py on 2 cores, database features, concurrency 16 (README "Serving").
+# bench/serve.py on 2 cores, database features, concurrency 16 (docs/benchmarks.md).
 STANDARD_PROXY_COST = (
     "measured several times slower here: p99 222.7 ms at concurrency 16 vs 46.8 ms with HAProxy"
 )

@@ -268,7 +268,7 @@ class PredictTokenResponse(BaseModel):
 
 
 class KolStatsOut(BaseModel):
-    """A KOL's statistics over a window (README "KOL statistics"): positions closed before as_of."""
+    """A KOL's statistics over a window (docs/analysis.md): positions closed before as_of."""
 
     trades: int = Field(description="Positions entered in the window.")
     closed: int = Field(description="Positions closed in the window.")
