@@ -205,6 +205,8 @@ def _unwrap(error: BaseException) -> BaseException:
 
 def _replica_lost(error: BaseException) -> bool:
     """A Ray actor (a model replica) died or is unreachable: Serve restarts it, so it is a 503."""
+    # Lazy: the service also runs without Ray (tests, the plain-FastAPI benchmark baseline), and
+    # importing Ray costs seconds.
     from ray.exceptions import RayActorError
 
     return isinstance(error, RayActorError)
