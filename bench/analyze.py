@@ -128,7 +128,7 @@ def _swap_count(url: str) -> int:
     from kolray.db.tables import SwapRow
 
     with upgrade(url).connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(SwapRow)))
+        return int(conn.scalar(select(func.count()).select_from(SwapRow)) or 0)
 
 
 def reset(url: str) -> None:

@@ -123,6 +123,8 @@ async def sequential_poll(url: str, engine, wallets: list[str]) -> int:
                     continue
                 tx = await client.get_transaction(info.signature)
                 calls += 1
+                if tx is None:  # the twin serves every transaction it listed
+                    raise RuntimeError(f"the twin has no transaction {info.signature}")
                 swaps.extend(extract_swaps(tx, wallet))
             newest = infos[0] if infos else None
             position = CursorPosition(newest.signature, newest.slot, newest.block_time) if newest else None

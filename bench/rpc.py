@@ -58,7 +58,7 @@ def parseable_results() -> list[bytes]:
             parsed = GetTransactionResp.from_json('{"jsonrpc":"2.0","id":1,"result":' + raw.decode() + "}")
         except SerdeJSONError:  # solders refuses some real results (e.g. without slot/blockTime)
             continue
-        if parsed.value is not None:
+        if isinstance(parsed, GetTransactionResp) and parsed.value is not None:
             results.append(raw)
     return results
 

@@ -244,11 +244,11 @@ def cpu_per_request(
     after = process_cpu_s()
     requests = max(result["requests_per_s"] * seconds, 1.0)
     per_role: dict[str, float] = {}
-    for pid, (command, cpu) in after.items():
+    for pid, (command, cpu_s) in after.items():
         if pid not in before:
             continue
         idle_rate = (idle_end[pid][1] - first[pid][1]) / idle_s if pid in first and pid in idle_end else 0.0
-        busy = max(cpu - before[pid][1] - idle_rate * elapsed, 0.0)
+        busy = max(cpu_s - before[pid][1] - idle_rate * elapsed, 0.0)
         role = role_of(pid, command, server_pid)
         per_role[role] = per_role.get(role, 0.0) + busy
     cpu = {role: round(busy * 1000 / requests, 3) for role, busy in sorted(per_role.items())}

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kolray.sim.world import generate_world, load_world
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -110,8 +112,6 @@ def main() -> None:
     import lightgbm as lgb
     from sklearn.metrics import roc_auc_score
 
-    from kolray.sim.world import generate_world, load_world
-
     with tempfile.TemporaryDirectory() as tmp:
         path = args.world
         if path is None:
@@ -129,7 +129,7 @@ def main() -> None:
     model = lgb.LGBMClassifier(n_estimators=300, learning_rate=0.03, num_leaves=15, min_child_samples=50,
                                subsample=0.8, subsample_freq=1, colsample_bytree=0.8, verbose=-1)  # fmt: skip
     model.fit(train[columns], train.label)
-    predicted = model.predict_proba(test[columns])[:, 1]
+    predicted = np.asarray(model.predict_proba(test[columns]))[:, 1]
     distilled = lgb.LGBMRegressor(
         n_estimators=400, learning_rate=0.03, num_leaves=31, min_child_samples=50, verbose=-1
     )

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kolray.sim.world import generate_world, load_world
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -40,8 +42,6 @@ def free_port() -> int:
 
 
 def signatures(world: Path, n: int) -> list[str]:
-    from kolray.sim.world import load_world
-
     trades = load_world(world).trades()
     return list(trades["signature"].drop_duplicates().head(n))
 
@@ -122,8 +122,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         world = args.world
         if world is None:
-            from kolray.sim.world import generate_world
-
             world = Path(tmp) / "world"
             print("generating a world (40 KOLs, 5 days)...", flush=True)
             generate_world(world, kols=40, days=5, seed=1)

@@ -37,7 +37,8 @@ def cluster_to_join(address: str | None = None) -> str | None:
         return None
     from ray._private import services  # private: where Ray resolves None/"auto" to a cluster
 
-    return services.canonicalize_bootstrap_address(address)
+    # None resolves like "auto" (RAY_ADDRESS, then a local `ray start`); the stub says str only.
+    return services.canonicalize_bootstrap_address(address)  # type: ignore[arg-type]
 
 
 def pin_local_to_loopback() -> None:

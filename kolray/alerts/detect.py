@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, Row
 
 from kolray.alerts.rules import AlertPayload, AlertRules, Buy, Facts, dedupe_key, fired
 from kolray.alerts.webhooks import Webhook, initial_deliveries
@@ -260,7 +261,7 @@ def _opening_buys(reader: Engine, buys: Sequence[Any], high: int) -> list[Any]:
     pairs = {(b.wallet, b.mint) for b in buys}
     wallets = sorted({w for w, _ in pairs})
     mints = sorted({m for _, m in pairs})
-    rows = []
+    rows: list[Row[Any]] = []
     with reader.connect() as conn:
         for wallet_chunk in _chunks(wallets):
             for mint_chunk in _chunks(mints):
@@ -351,7 +352,8 @@ def _facts(
                     ),
                     {"m": chunk},
                 ):
-                    seen[mint].append((int(t), wallet))
+                    if t is not None:  # the query asks for block_time > first
+                        seen[mint].append((int(t), wallet))
         for buy in buys:
             wallets = {w for t, w in seen.get(buy.mint, []) if buy.time - window < t <= buy.time}
             wallets.add(buy.wallet)
@@ -381,10 +383,7 @@ def _insert_alert(
     conn: Connection, key: str, payload: AlertPayload, buy: Buy, webhooks: Sequence[Webhook]
 ) -> int | None:
     """Insert unless the dedupe key exists; the new id, or None for a duplicate."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = (
         dialect_insert(AlertRow)
         .values(

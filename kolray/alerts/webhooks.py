@@ -92,7 +92,8 @@ class Webhook:
             kind = "generic"
         chat_id = None
         if kind == "telegram":
-            chat_id = (parse_qs(parts.query).get("chat_id") or [None])[0]
+            chat_ids = parse_qs(parts.query).get("chat_id", [])
+            chat_id = chat_ids[0] if chat_ids else None
             if not chat_id:
                 raise AlertConfigError(
                     f"webhook {redact_secret_url(url)}: a Telegram URL needs the chat: .../sendMessage?chat_id=<id>"

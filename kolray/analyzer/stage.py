@@ -209,16 +209,19 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
         state = _read_state(conn)
         watermark = _committed_watermark(conn)
     reason = "requested" if full else "incremental"
-    if not full and state is None:
-        full, reason = True, "first run"
-    elif not full and state.get("version") != ANALYZER_VERSION:
-        full, reason = True, f"definitions changed ({state.get('version')} → {ANALYZER_VERSION})"
-    elif not full and not state.get("complete", False):
-        # A run that died half-way left some wallets at its own as-of time; start clean.
-        full, reason = True, "the previous run did not finish"
-    previous = None if full or state is None else int(state["swap_id"])
+    if not full:
+        if state is None:
+            full, reason = True, "first run"
+        elif state.get("version") != ANALYZER_VERSION:
+            full, reason = True, f"definitions changed ({state.get('version')} → {ANALYZER_VERSION})"
+        elif not state.get("complete", False):
+            # A run that died half-way left some wallets at its own as-of time; start clean.
+            full, reason = True, "the previous run did not finish"
+    # The state an incremental run continues from (None: a full run).
+    base = None if full else state
+    previous = None if base is None else int(base["swap_id"])
     with engine.begin() as conn:
-        if full:
+        if base is None:
             newest = conn.scalar(select(func.max(SwapRow.block_time)).where(SwapRow.id <= watermark))
             data_as_of = None if newest is None else int(newest) + 1
         else:
@@ -226,7 +229,7 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
                 select(func.max(SwapRow.block_time)).where(SwapRow.id > previous, SwapRow.id <= watermark)
             )
             # Swaps are append-only, so the newest block time so far is the old one or a new one.
-            candidates = [state.get("data_as_of"), None if newest is None else int(newest) + 1]
+            candidates = [base.get("data_as_of"), None if newest is None else int(newest) + 1]
             data_as_of = max((c for c in candidates if c is not None), default=None)
     target = as_of if as_of is not None else data_as_of
     summary = AnalyzeSummary(
@@ -243,7 +246,9 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
     lap("snapshot")
 
     # 2. Positions (+ statistics of the wallets rebuilt)
-    units = _full_units(engine, watermark) if full else _changed_units(engine, previous, watermark)
+    units = (
+        _full_units(engine, watermark) if previous is None else _changed_units(engine, previous, watermark)
+    )
     summary.wallets = len(units)
     if not full and all(unit.mints is not None for unit in units):
         summary.pairs = sum(len(unit.mints or ()) for unit in units)
@@ -281,14 +286,17 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
     lap("stats")
 
     # 4. Marks
+    mints: list[str]
     if full:
         with engine.begin() as conn:
-            mints = conn.scalars(
-                select(PositionRow.mint)
-                .where(PositionRow.status == "open")
-                .distinct()
-                .order_by(PositionRow.mint)
-            ).all()
+            mints = list(
+                conn.scalars(
+                    select(PositionRow.mint)
+                    .where(PositionRow.status == "open")
+                    .distinct()
+                    .order_by(PositionRow.mint)
+                ).all()
+            )
     else:
         with engine.begin() as conn:
             new_mints = conn.scalars(
@@ -420,17 +428,15 @@ def _changed_units(engine: Engine, previous: int, watermark: int) -> list[_Unit]
             .order_by(SwapRow.wallet)
         ).all()
         if sum(count for _, count in per_wallet) <= MAX_PAIRS:
-            units: dict[str, _Unit] = {}
+            mints_of: dict[str, list[str]] = {}
             for wallet, mint in conn.execute(
                 select(SwapRow.wallet, SwapRow.mint)
                 .where(new)
                 .distinct()
                 .order_by(SwapRow.wallet, SwapRow.mint)
             ):
-                unit = units.setdefault(wallet, _Unit(wallet, [], 0))
-                unit.mints.append(mint)
-                unit.weight += 1
-            return list(units.values())
+                mints_of.setdefault(wallet, []).append(mint)
+            return [_Unit(wallet, mints, len(mints)) for wallet, mints in mints_of.items()]
     changed = {wallet for wallet, _ in per_wallet}
     return [unit for unit in _full_units(engine, watermark) if unit.wallet in changed]
 
@@ -541,7 +547,7 @@ def _read_positions(conn: Connection, wallets: Sequence[str]) -> dict[str, list[
                 wallet=wallet,
                 mint=mint,
                 seq=seq,
-                status=status,
+                status="closed" if status == "closed" else "open",
                 entry_time=entry,
                 exit_time=exit_,
                 entry_signature="",

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import bindparam, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 
 from kolray.analyzer.positions import SWAP_FIELDS, swap_price_sol
 from kolray.backtest.engine import KolSell, PriceTape, Signal
@@ -93,7 +94,7 @@ def load_signals(
         PositionRow.exit_signature,
     )
     positions: dict[tuple[str, str, str], tuple] = {}
-    swaps: list[tuple] = []
+    swaps: list[Row[Any]] = []
     swap_columns = [getattr(SwapRow, name) for name in SWAP_FIELDS]
     with engine.connect() as conn:
         for chunk in _chunks(mints):

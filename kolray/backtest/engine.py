@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -131,7 +131,7 @@ class PriceTape:
     """Observed SOL prices per mint in chain order; :meth:`price_at` answers "the last price seen
     at or before τ" without looking past τ."""
 
-    def __init__(self, series: dict[str, tuple[Sequence[int], Sequence[float]]]) -> None:
+    def __init__(self, series: Mapping[str, tuple[Sequence[int], Sequence[float]]]) -> None:
         self._times: dict[str, np.ndarray] = {}
         self._prices: dict[str, np.ndarray] = {}
         for mint, (times, prices) in series.items():

@@ -174,9 +174,10 @@ def equity_png(report: BacktestReport) -> bytes:
             pnl = [value - capital for _, value in result.equity]
             pnl.append(pnl[-1] if pnl else 0.0)
             label = f"{result.name} ({result.metrics.trades} trades, {result.metrics.total_pnl_sol:+.1f} SOL)"
-            axes.step(times, pnl, where="post", label=label, linewidth=1.6)
+            # Datetimes go through matplotlib's unit registry (date ticks); its stubs accept only numbers.
+            axes.step(times, pnl, where="post", label=label, linewidth=1.6)  # type: ignore[arg-type]
         axes.axhline(0, color="#888888", linewidth=0.8)
-        axes.set_xlim(start, end)
+        axes.set_xlim(start, end)  # type: ignore[arg-type]  # datetimes, as above
         axes.set_ylabel("cumulative PnL (SOL)")
         axes.set_title(
             f"Copy-trading backtest on dataset {report.dataset_version} ({report.split} period), "

@@ -125,7 +125,7 @@ def check_model(
     first = int(signal_times.min())
     before = int(np.sum(signal_times < through)) if through is not None else len(signal_times)
     ok = through is not None and before == 0
-    if ok:
+    if ok and through is not None:
         verdict = (
             f"walk-forward: model {version} used only data before {_iso(through)}; "
             f"every signal is at or after it (first {_iso(first)})"

@@ -40,7 +40,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -200,7 +200,10 @@ class RpcClient:
         self.encoding = encoding
         self.commitment = commitment
         self.limiter = limiter
-        self._limiter_counts_calls = limiter is not None and _takes_keyword(limiter.acquire, "calls")
+        # The limiter's acquire when it takes the ``calls`` keyword (see RateLimiter).
+        self._acquire_calls: Callable[..., Awaitable[None]] | None = (
+            limiter.acquire if limiter is not None and _takes_keyword(limiter.acquire, "calls") else None
+        )
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.max_retry_after_s = max_retry_after_s
@@ -411,11 +414,10 @@ class RpcClient:
         requests = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in calls.items()]
         body = orjson.dumps(requests if len(requests) > 1 else requests[0])
         async with self._semaphore:
-            if self.limiter is not None:
-                if self._limiter_counts_calls:
-                    await self.limiter.acquire(endpoint.key, calls=len(requests))
-                else:
-                    await self.limiter.acquire(endpoint.key)
+            if self._acquire_calls is not None:
+                await self._acquire_calls(endpoint.key, calls=len(requests))
+            elif self.limiter is not None:
+                await self.limiter.acquire(endpoint.key)
             self._count("requests")
             endpoint.stats["requests"] += 1
             try:
@@ -454,8 +456,8 @@ class RpcClient:
                 by_id[answer["id"]] = answer
         if not by_id and isinstance(payload, dict) and "error" in payload:
             # An error for the request as a whole (batch refused, rate limited in the body).
-            error = payload["error"] if isinstance(payload["error"], dict) else {"message": payload["error"]}
-            code, message = error.get("code"), error.get("message", "")
+            whole = payload["error"] if isinstance(payload["error"], dict) else {"message": payload["error"]}
+            code, message = whole.get("code"), whole.get("message", "")
             if code in RETRYABLE_RPC_CODES:
                 raise _Retryable(f"rpc_{code}", f"{endpoint.name}: error {code}: {message}")
             raise _Rejected("rpc_request", f"{endpoint.name} rejected the request: error {code}: {message}")

@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -105,7 +105,7 @@ class BuildOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     storage_uri: str | None = Field(default=None, description="Default: the configured storage URI.")
-    datasets: list[DatasetKind] = Field(default_factory=lambda: ["token", "kol"], min_length=1)
+    datasets: list[DatasetKind] = Field(default_factory=lambda: list(get_args(DatasetKind)), min_length=1)
     horizon_s: int = Field(default=DEFAULT_HORIZON_S, gt=0, description="Label horizon H.")
     embargo_s: int = Field(default=DEFAULT_EMBARGO_S, ge=0, description="Gap between splits.")
     cutoff: int | None = Field(
@@ -407,7 +407,7 @@ def token_split_plan(url: str, snapshot: Snapshot, options: BuildOptions, cutoff
     )
 
 
-def kol_split_plan(url: str, options: BuildOptions, first_day: int, last_day: int) -> SplitPlan | None:
+def kol_split_plan(url: str, options: BuildOptions, first_day: int, last_day: int) -> SplitPlan:
     """KOL rows are (wallet, day) with a buy in the 7-day window ahead; their number per day is
     estimated from the wallets active in that window (a SQL count per wallet-day). Raises
     :class:`Unsplittable` with the reason when there is nothing (enough) to split."""

@@ -180,8 +180,9 @@ def plan_shards(url: str, target_rows: int) -> list[WalletShard]:
             text("SELECT wallet, COUNT(*) FROM positions GROUP BY wallet ORDER BY wallet")
         ).all()
     shards: list[WalletShard] = []
-    start, rows, wallets = None, 0, 0
-    previous = None
+    start: str | None = None
+    rows, wallets = 0, 0
+    previous = ""  # the last wallet counted (set before any shard is cut)
     for wallet, n in counts:
         if start is not None and rows + n > target_rows:
             shards.append(WalletShard(len(shards), start, previous, rows, wallets))

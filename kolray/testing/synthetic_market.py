@@ -16,9 +16,10 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from kolray.db.tables import SwapRow
 
@@ -51,7 +52,11 @@ def mint_name(i: int) -> str:
     return f"Tok{i:08d}".ljust(44, "p")
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+@overload
+def _sigmoid(x: float) -> float: ...
+@overload
+def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def _sigmoid(x: float | npt.NDArray[np.float64]) -> float | npt.NDArray[np.float64]:
     return 1.0 / (1.0 + np.exp(-x))
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,12 +76,9 @@ def _insert_ignoring_duplicates(session: Session, swaps: Sequence[Swap]) -> int:
     if not swaps:
         return 0
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - the engine factory refuses other databases
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the engine factory refuses others
         raise RuntimeError(f"unsupported database dialect {dialect}")
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = int(time.time())
     inserted = 0
     for start in range(0, len(swaps), _INSERT_CHUNK):
@@ -113,7 +112,11 @@ def _move_cursor(session: Session, item: WalletProgress, inserted: int) -> bool:
         if item.started_from is None
         else Cursor.newest_signature == item.started_from
     )
-    result = session.execute(update(Cursor).where(Cursor.wallet == item.wallet, guard).values(**values))
+    # An UPDATE's result is a CursorResult (it has the row count); Session.execute is typed Result.
+    result = cast(
+        CursorResult[Any],
+        session.execute(update(Cursor).where(Cursor.wallet == item.wallet, guard).values(**values)),
+    )
     if result.rowcount == 1:
         return True
     exists = session.scalar(select(Cursor.wallet).where(Cursor.wallet == item.wallet))
