@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kolray.learn.calibration import Calibrator, ThresholdChoice, sigmoid
 from kolray.learn.metrics import kol_selection_metrics, token_selection_metrics
+from kolray.learn.predictors import KolForecaster, TokenClassifier, as_matrix
 
 FAMILY = "gbt"
 BOOSTER_CLASS = "LightGBM"
@@ -217,12 +218,6 @@ def _raw_scores(booster: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(booster.predict(np.asarray(x, dtype=np.float64), raw_score=True), dtype=np.float64)
 
 
-def _matrix(features: np.ndarray | pd.DataFrame, feature_columns: list[str]) -> np.ndarray:
-    from kolray.learn.predictors import as_matrix
-
-    return as_matrix(features, feature_columns)
-
-
 def check_model_text(model_text: str, n_features: int, name: str) -> None:
     """A stored model must be LightGBM text for this many features (not just any text file)."""
     if not model_text.startswith("tree\n"):
@@ -247,7 +242,7 @@ class BoostedTokenClassifier:
     target: str = "label_3x"  # the label column it answers (kolray.learn.train.TOKEN_TARGETS)
     _booster: Any = field(default=None, repr=False, compare=False)
 
-    family = FAMILY
+    family: ClassVar[str] = FAMILY
 
     @property
     def booster(self) -> Any:
@@ -256,7 +251,7 @@ class BoostedTokenClassifier:
         return self._booster
 
     def scores(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
-        return _raw_scores(self.booster, _matrix(features, self.feature_columns))
+        return _raw_scores(self.booster, as_matrix(features, self.feature_columns))
 
     def predict_proba(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Calibrated probability per row, shape (n,)."""
@@ -300,7 +295,7 @@ class BoostedKolForecaster:
     config: dict[str, Any] = field(default_factory=dict)
     _boosters: list[Any] = field(default_factory=list, repr=False, compare=False)
 
-    family = FAMILY
+    family: ClassVar[str] = FAMILY
 
     def __post_init__(self) -> None:
         if len(self.model_texts) != len(self.targets):
@@ -314,7 +309,7 @@ class BoostedKolForecaster:
 
     def predict_proba(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Forecast rates, shape (n, targets), columns in the order of ``targets``."""
-        x = _matrix(features, self.feature_columns)
+        x = as_matrix(features, self.feature_columns)
         if len(x) == 0:
             return np.zeros((0, len(self.targets)))
         return sigmoid(np.column_stack([_raw_scores(b, x) for b in self.boosters]))
@@ -341,3 +336,8 @@ class BoostedKolForecaster:
         for name, text in zip(KOL_MODEL_FILES, texts, strict=False):
             check_model_text(text, len(feature_columns), name)
         return cls(texts, list(feature_columns), list(targets), dict(config or {}))
+
+
+# What the search, the registry and Serve handle: either family.
+TokenPredictor = TokenClassifier | BoostedTokenClassifier
+KolPredictor = KolForecaster | BoostedKolForecaster

@@ -31,10 +31,13 @@ import numpy as np
 from kolray import storage
 from kolray.config import get_settings
 from kolray.datasets import LoadedDataset
+from kolray.features.peaks import peak_summary
 from kolray.learn.baselines import KOLBaseline, TokenBaseline
+from kolray.learn.boosted import KolPredictor, TokenPredictor
 from kolray.learn.calibration import choose_threshold
 from kolray.learn.metrics import average_precision, bootstrap_ci, kol_metrics, roc_auc, token_metrics
-from kolray.learn.predictors import KolForecaster, TokenClassifier
+from kolray.learn.targets import ORACLE_COLUMNS, meaning
+from kolray.learn.train import target_rows
 
 TOKEN_KEYS = ("roc_auc", "pr_auc", "brier", "precision", "recall", "f1", "threshold", "n", "n_pos")
 
@@ -69,7 +72,7 @@ def _token_block(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int, se
 
 
 def evaluate_token(
-    model: TokenClassifier,
+    model: TokenPredictor,
     baselines: dict[str, TokenBaseline],
     ds: LoadedDataset,
     *,
@@ -77,30 +80,42 @@ def evaluate_token(
     n_boot: int = 500,
     seed: int = 0,
     plots: bool = True,
+    families: dict[str, TokenPredictor] | None = None,
+    val_metrics: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The token report and its PNGs (name → bytes). Reads the test split (and, for the oracle's
-    threshold only, the validation ``oracle_p3x``)."""
+    """The token report and its PNGs (name → bytes) for the model's target label. Reads the test
+    split (and, for the oracle's threshold only, the validation split's oracle column).
+    ``families``: the best model of each family searched (the served one among them), reported
+    side by side with ``val_metrics``, their validation metric that chose the served one."""
     cols = ds.feature_columns
+    target = model.target
     x = ds.features("test")
-    y = ds.test["label_3x"].to_numpy().astype(int)
+    y = ds.test[target].to_numpy().astype(int)
     probs: dict[str, np.ndarray] = {"model": model.predict_proba(x)}
     test = _token_block(y, probs["model"], model.threshold.threshold, n_boot, seed)
     test["threshold_policy"] = model.threshold.policy
+    family_blocks: dict[str, dict[str, Any]] = {}
+    for family, predictor in (families or {}).items():
+        p = probs["model"] if predictor is model else predictor.predict_proba(x)
+        family_blocks[family] = _token_block(y, p, predictor.threshold.threshold, n_boot, seed)
+        family_blocks[family]["val_metric"] = (val_metrics or {}).get(family)
     blocks: dict[str, dict[str, Any]] = {}
     for name, baseline in baselines.items():
         probs[name] = baseline.predict_proba(x, cols)
         blocks[name] = _token_block(y, probs[name], baseline.threshold.threshold, n_boot, seed)
         blocks[name]["threshold_policy"] = baseline.threshold.policy
     oracle = None
-    has_oracle = "oracle_p3x" in ds.test.columns and len(ds.test) > 0 and len(ds.val) > 0
-    if has_oracle and ds.test["oracle_p3x"].notna().all() and ds.val["oracle_p3x"].notna().all():
-        p_oracle = ds.test["oracle_p3x"].to_numpy(dtype=np.float64)
-        val_oracle = ds.val["oracle_p3x"].to_numpy(dtype=np.float64)
-        choice = choose_threshold(val_oracle, ds.val["label_3x"].to_numpy(), model.threshold.min_precision)
+    column = ORACLE_COLUMNS.get(target, "oracle_p3x")
+    val_rows = ds.val[target_rows(ds, "val", target)]
+    has_oracle = column in ds.test.columns and len(ds.test) > 0 and len(val_rows) > 0
+    if has_oracle and ds.test[column].notna().all() and val_rows[column].notna().all():
+        p_oracle = ds.test[column].to_numpy(dtype=np.float64)
+        val_oracle = val_rows[column].to_numpy(dtype=np.float64)
+        choice = choose_threshold(val_oracle, val_rows[target].to_numpy(), model.threshold.min_precision)
         probs["oracle"] = p_oracle
         oracle = _token_block(y, p_oracle, choice.threshold, n_boot, seed)
         oracle["threshold_policy"] = choice.policy
-    base_rate = float(ds.train["label_3x"].mean())
+    base_rate = float(ds.train[target].to_numpy()[target_rows(ds, "train", target)].mean())
     importance = permutation_importance(
         lambda m: average_precision(y, model.predict_proba(m)), x, cols, seed=seed
     )
@@ -108,7 +123,11 @@ def evaluate_token(
         "model": "token",
         "version": version,
         "dataset_version": ds.version,
+        "target": target,
+        "target_meaning": meaning(target),
+        "family": model.family,
         "test": test,
+        "families": family_blocks,
         "baselines": blocks,
         "oracle": oracle,
         "reference": {
@@ -124,6 +143,10 @@ def evaluate_token(
         "comparison": compare(test, blocks, "pr_auc", "max", oracle, "roc_auc"),
         "permutation_importance": {"metric": "pr_auc drop", "values": importance},
     }
+    if "twin_peak_3x" in ds.test.columns and ds.test["twin_peak_3x"].notna().any():
+        report["label_agreement"] = peak_summary(
+            ds.test["peak_3x"].to_numpy(), ds.test["twin_peak_3x"].to_numpy(dtype=np.float64)
+        )
     images = token_plots(y, probs, importance) if plots else {}
     report["plots"] = sorted(images)
     return _clean(report), images
@@ -195,7 +218,7 @@ def permutation_importance(
 
 
 def evaluate_kol(
-    model: KolForecaster,
+    model: KolPredictor,
     baselines: dict[str, KOLBaseline],
     ds: LoadedDataset,
     *,
@@ -203,8 +226,11 @@ def evaluate_kol(
     n_boot: int = 500,
     seed: int = 0,
     plots: bool = True,
+    families: dict[str, KolPredictor] | None = None,
+    val_metrics: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The KOL report and its PNGs (name → bytes), from the test split."""
+    """The KOL report and its PNGs (name → bytes), from the test split; ``families`` as for
+    :func:`evaluate_token`."""
     cols = ds.feature_columns
     x = ds.features("test")
     y = ds.test[model.targets].to_numpy(dtype=np.float64)
@@ -225,6 +251,10 @@ def evaluate_kol(
         return _with_ci(point, ci)
 
     test = block(preds["model"])
+    family_blocks: dict[str, dict[str, Any]] = {}
+    for family, predictor in (families or {}).items():
+        family_blocks[family] = block(preds["model"] if predictor is model else predictor.predict(x))
+        family_blocks[family]["val_metric"] = (val_metrics or {}).get(family)
     blocks = {name: block(preds[name]) for name in baselines}
     oracle = block(preds["oracle"]) if "oracle" in preds else None
     importance = permutation_importance(
@@ -235,7 +265,9 @@ def evaluate_kol(
         "version": version,
         "dataset_version": ds.version,
         "targets": list(model.targets),
+        "family": model.family,
         "test": test,
+        "families": family_blocks,
         "baselines": blocks,
         "oracle": oracle,
         "policies": {"intervals": f"percentile bootstrap over test rows, {n_boot} resamples"},

@@ -28,12 +28,15 @@ from kolray.learn.boosted import (
     BoostedTokenClassifier,
     BoosterConfig,
     BoosterFit,
+    KolPredictor,
     RoundCallback,
+    TokenPredictor,
     fit_kol_boosters,
     fit_token_booster,
 )
 from kolray.learn.calibration import CalibrationMethod, choose_threshold, fit_calibrator
-from kolray.learn.train import KOLArrays, TokenArrays
+from kolray.learn.predictors import KolForecaster
+from kolray.learn.train import KOLArrays, TokenArrays, finalize_token
 
 Family = Literal["net", "gbt"]
 FAMILIES: tuple[Family, Family] = ("net", "gbt")
@@ -162,3 +165,19 @@ def champion_family(bests: dict[str, FamilyBest], mode: str) -> FamilyBest:
     sign = 1.0 if mode == "max" else -1.0
     order = {f: i for i, f in enumerate(FAMILIES)}
     return max(finite, key=lambda b: (sign * b.val_metric, -order.get(b.family, 99)))
+
+
+def finalize_family_token(
+    best: FamilyBest, data: TokenArrays, calibration: CalibrationMethod = "platt", min_precision: float = 0.7
+) -> TokenPredictor:
+    """A family's best token model with its calibrator and threshold (validation only)."""
+    if best.family == "gbt":
+        return finalize_token_booster(best, data, calibration, min_precision, target=data.target)
+    return finalize_token(best.network, data, calibration, min_precision)
+
+
+def family_kol_forecaster(best: FamilyBest, data: KOLArrays) -> KolPredictor:
+    """A family's best KOL model as a predictor."""
+    if best.family == "gbt":
+        return kol_booster_forecaster(best, data)
+    return KolForecaster(best.network, list(data.feature_columns), list(data.targets))

@@ -175,9 +175,10 @@ class Scorable(Protocol):
 
 
 def primary_metric_value(loaded: Scorable, ds: LoadedDataset) -> float:
-    """Token: test PR-AUC; KOL: mean test RMSE of the two targets."""
+    """Token: test PR-AUC on the model's own target label; KOL: mean test RMSE of the two targets."""
     x = ds.test[loaded.feature_columns].to_numpy(dtype=np.float32)
     if loaded.model == "token":
-        return average_precision(ds.test["label_3x"].to_numpy(), loaded.predict_proba(x))
+        label = loaded.targets[0] if loaded.targets else "label_3x"
+        return average_precision(ds.test[label].to_numpy(), loaded.predict_proba(x))
     y = ds.test[loaded.targets].to_numpy(dtype=np.float64)
     return kol_metrics(loaded.predict_proba(x), y)["rmse"]

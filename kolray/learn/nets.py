@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kolray.learn.baselines import standardise_fit
+from kolray.learn.embeddings import PeriodicEmbedding
 
 # Standardised inputs are clipped: heavy-tailed on-chain features (market caps, sizes) would
 # otherwise put a few rows at hundreds of standard deviations and dominate the first layer.
@@ -43,18 +44,28 @@ class FeatureNormalizer(nn.Module):
 
 
 class TokenNet(nn.Module):
-    """MLP: [Linear → LayerNorm → ReLU → Dropout] × depth → Linear(1). Returns logits of P(3x)."""
+    """MLP: [Linear → LayerNorm → ReLU → Dropout] × depth → Linear(1). Returns logits of P(3x).
 
-    def __init__(self, n_features: int, widths: Sequence[int] = (128, 64), dropout: float = 0.1) -> None:
+    With ``embed_dim > 0`` each standardised feature first goes through its own learned periodic
+    embedding (:class:`~kolray.learn.embeddings.PeriodicEmbedding`), and the MLP reads their
+    concatenation; with 0 it reads the standardised features (the weights of earlier versions)."""
+
+    def __init__(
+        self, n_features: int, widths: Sequence[int] = (128, 64), dropout: float = 0.1, embed_dim: int = 0
+    ) -> None:
         super().__init__()
-        if n_features < 1 or not widths or min(widths) < 1:
-            raise ValueError(f"bad TokenNet sizes: n_features={n_features}, widths={list(widths)}")
+        if n_features < 1 or not widths or min(widths) < 1 or embed_dim < 0:
+            raise ValueError(
+                f"bad TokenNet sizes: n_features={n_features}, widths={list(widths)}, embed_dim={embed_dim}"
+            )
         self.n_features = n_features
         self.widths = [int(w) for w in widths]
         self.dropout = float(dropout)
+        self.embed_dim = int(embed_dim)
         self.normalizer = FeatureNormalizer(n_features)
+        self.embedding = PeriodicEmbedding(n_features, self.embed_dim) if self.embed_dim else None
         layers: list[nn.Module] = []
-        width_in = n_features
+        width_in = self.embedding.out_features if self.embedding is not None else n_features
         for width in self.widths:
             layers += [nn.Linear(width_in, width), nn.LayerNorm(width), nn.ReLU(), nn.Dropout(dropout)]
             width_in = width
@@ -63,11 +74,21 @@ class TokenNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of P(3x), shape (batch,)."""
-        return self.head(self.body(self.normalizer(x))).squeeze(-1)
+        z = self.normalizer(x)
+        if self.embedding is not None:
+            z = self.embedding(z, torch.isnan(x))
+        return self.head(self.body(z)).squeeze(-1)
 
     def hparams(self) -> dict[str, object]:
         """The constructor arguments, stored beside the weights."""
-        return {"n_features": self.n_features, "widths": self.widths, "dropout": self.dropout}
+        out: dict[str, object] = {
+            "n_features": self.n_features,
+            "widths": self.widths,
+            "dropout": self.dropout,
+        }
+        if self.embed_dim:
+            out["embed_dim"] = self.embed_dim
+        return out
 
 
 class KolNet(nn.Module):

@@ -10,7 +10,7 @@ Inference runs on CPU in float32 under ``torch.inference_mode``; inputs are the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,9 @@ class TokenClassifier:
     calibrator: Calibrator
     threshold: ThresholdChoice
     feature_columns: list[str]
+    target: str = "label_3x"  # the label it answers (kolray.learn.targets)
+
+    family: ClassVar[str] = "net"
 
     def scores(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Raw network outputs (logits) per row, float64."""
@@ -92,6 +95,8 @@ class KolForecaster:
     network: KolNet
     feature_columns: list[str]
     targets: list[str]
+
+    family: ClassVar[str] = "net"
 
     def predict_proba(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Forecast 3x rates, shape (n, 2): columns follow ``targets`` (7-day, 30-day)."""

@@ -33,6 +33,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -50,6 +51,14 @@ from kolray.learn.baselines import (
     KOLBaseline,
     TokenBaseline,
     baseline_type,
+)
+from kolray.learn.boosted import (
+    KOL_MODEL_FILES,
+    TOKEN_MODEL_FILE,
+    BoostedKolForecaster,
+    BoostedTokenClassifier,
+    KolPredictor,
+    TokenPredictor,
 )
 from kolray.learn.calibration import Calibrator, ThresholdChoice
 from kolray.learn.metrics import PRIMARY_METRIC, primary_metric_value
@@ -120,6 +129,7 @@ class VersionMeta(BaseModel):
     dataset_version: str
     feature_columns: list[str]
     targets: list[str]
+    family: str = Field(default="net", description="Model family: net (PyTorch network) or gbt (LightGBM).")
     network: dict[str, Any] = Field(description="{'class': ..., 'hparams': {...}}")
     normalisation: dict[str, list[float]] = Field(description="Train-split mean/std (copy of the buffers).")
     train_config: dict[str, Any] = Field(default_factory=dict)
@@ -388,7 +398,7 @@ def _network_meta(network: TokenNet | KolNet) -> tuple[dict[str, Any], dict[str,
 
 
 def register(
-    predictor: TokenClassifier | KolForecaster,
+    predictor: TokenPredictor | KolPredictor,
     *,
     dataset_version: str,
     baselines: dict[str, TokenBaseline] | dict[str, KOLBaseline] | None = None,
@@ -401,7 +411,8 @@ def register(
     """Store a trained model (and its baselines) as a new **candidate** version."""
     from safetensors.torch import save as save_safetensors
 
-    kind: ModelKind = "token" if isinstance(predictor, TokenClassifier) else "kol"
+    token_model = isinstance(predictor, TokenClassifier | BoostedTokenClassifier)
+    kind: ModelKind = "token" if token_model else "kol"
     version = version or new_version()
     index = read_index(kind, storage_uri)
     if any(v.version == version for v in index.versions):
@@ -409,8 +420,15 @@ def register(
 
     # Artifacts first, metadata after, index last: a crash leaves an unlisted directory, never a
     # listed version with missing files.
-    state = {k: v.detach().cpu().contiguous() for k, v in predictor.network.state_dict().items()}
-    files: dict[str, bytes] = {"model.safetensors": save_safetensors(state)}
+    files: dict[str, bytes]
+    if isinstance(predictor, BoostedTokenClassifier | BoostedKolForecaster):
+        files = predictor.to_files()  # LightGBM's model text
+        network_meta: dict[str, Any] = predictor.describe()
+        normalisation: dict[str, list[float]] = {}  # trees take the raw features
+    else:
+        state = {k: v.detach().cpu().contiguous() for k, v in predictor.network.state_dict().items()}
+        files = {"model.safetensors": save_safetensors(state)}
+        network_meta, normalisation = _network_meta(predictor.network)
     baseline_meta: dict[str, BaselineMeta] = {}
     for name, baseline in (baselines or {}).items():
         if isinstance(baseline, TokenBaseline):
@@ -430,7 +448,6 @@ def register(
     for name, data in files.items():
         storage.write_bytes(storage.join(root, name), data)
 
-    network_meta, normalisation = _network_meta(predictor.network)
     metrics = metrics or {}
     metric_name, mode = PRIMARY_METRIC[kind]
     primary = {"name": metric_name, "mode": mode, "value": metrics.get("test", {}).get(metric_name)}
@@ -441,12 +458,13 @@ def register(
         code_version=code_version(),
         dataset_version=dataset_version,
         feature_columns=list(predictor.feature_columns),
-        targets=["label_3x"] if kind == "token" else list(predictor.targets),  # type: ignore[union-attr]
+        targets=[predictor.target] if token_model else list(predictor.targets),  # type: ignore[union-attr]
+        family=predictor.family,
         network=network_meta,
         normalisation=normalisation,
         train_config=train_config or {},
-        calibrator=predictor.calibrator if isinstance(predictor, TokenClassifier) else None,
-        threshold=predictor.threshold if isinstance(predictor, TokenClassifier) else None,
+        calibrator=predictor.calibrator if token_model else None,  # type: ignore[union-attr]
+        threshold=predictor.threshold if token_model else None,  # type: ignore[union-attr]
         baselines=baseline_meta,
         metrics=metrics,
         primary_metric=primary,
@@ -492,8 +510,18 @@ class LoadedModel:
     model: ModelKind
     version: str
     meta: VersionMeta
-    predictor: TokenClassifier | KolForecaster
+    predictor: TokenPredictor | KolPredictor
     baselines: dict[str, TokenBaseline | KOLBaseline] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        """The model family: ``net`` (PyTorch network) or ``gbt`` (LightGBM)."""
+        return self.meta.family
+
+    @property
+    def target(self) -> str | None:
+        """Token: the label its probability is of (``peak_3x`` or ``label_3x``); KOL: None."""
+        return self.meta.targets[0] if self.model == "token" and self.meta.targets else None
 
     @property
     def feature_columns(self) -> list[str]:
@@ -576,9 +604,54 @@ def _read_meta(kind: ModelKind, entry: RegistryEntry, root_uri: str) -> VersionM
     return meta
 
 
-def _load_uncached(kind: ModelKind, entry: RegistryEntry, root_uri: str, with_baselines: bool) -> LoadedModel:
+def _load_network(
+    kind: ModelKind, version: str, meta: VersionMeta, read: Callable[[str], bytes]
+) -> TokenClassifier | KolForecaster:
+    """A network version: weights and normalisation from ``model.safetensors``."""
     from safetensors.torch import load as load_safetensors
 
+    try:
+        state = load_safetensors(read("model.safetensors"))
+    except RegistryError:
+        raise
+    except Exception as error:  # safetensors raises its own types on a corrupt header
+        raise UnsafeArtifact(
+            f"{kind}/{version}: model.safetensors is not valid safetensors: {error}"
+        ) from None
+    network = build_network(kind, meta.network["hparams"])
+    network.load_state_dict(state, strict=True)
+    network.eval()
+    if kind == "token":
+        if meta.calibrator is None or meta.threshold is None:
+            raise RegistryError(f"token/{version}: metadata lacks calibrator or threshold")
+        assert isinstance(network, TokenNet)
+        return TokenClassifier(
+            network, meta.calibrator, meta.threshold, list(meta.feature_columns), meta.targets[0]
+        )
+    assert isinstance(network, KolNet)
+    return KolForecaster(network, list(meta.feature_columns), list(meta.targets))
+
+
+def _load_boosted(
+    kind: ModelKind, version: str, meta: VersionMeta, read: Callable[[str], bytes]
+) -> BoostedTokenClassifier | BoostedKolForecaster:
+    """A LightGBM version: its model text(s), checked to be LightGBM models for these features."""
+    names = [TOKEN_MODEL_FILE] if kind == "token" else list(KOL_MODEL_FILES[: len(meta.targets)])
+    files = {name: read(name) for name in names}
+    config = {k: v for k, v in meta.network.get("hparams", {}).items() if k != "rounds"}
+    try:
+        if kind == "token":
+            if meta.calibrator is None or meta.threshold is None:
+                raise RegistryError(f"token/{version}: metadata lacks calibrator or threshold")
+            return BoostedTokenClassifier.from_files(
+                files, meta.calibrator, meta.threshold, list(meta.feature_columns), config, meta.targets[0]
+            )
+        return BoostedKolForecaster.from_files(files, list(meta.feature_columns), list(meta.targets), config)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UnsafeArtifact(f"{kind}/{version}: not a usable LightGBM model: {error}") from None
+
+
+def _load_uncached(kind: ModelKind, entry: RegistryEntry, root_uri: str, with_baselines: bool) -> LoadedModel:
     meta = _read_meta(kind, entry, root_uri)
     root = model_uri(kind, entry.version, root_uri)
 
@@ -587,26 +660,11 @@ def _load_uncached(kind: ModelKind, entry: RegistryEntry, root_uri: str, with_ba
             raise TamperedArtifact(f"{kind}/{entry.version}: {name} is not listed in meta.json")
         return _read_verified(storage.join(root, name), name, meta.files[name])
 
-    try:
-        state = load_safetensors(read("model.safetensors"))
-    except RegistryError:
-        raise
-    except Exception as error:  # safetensors raises its own types on a corrupt header
-        raise UnsafeArtifact(
-            f"{kind}/{entry.version}: model.safetensors is not valid safetensors: {error}"
-        ) from None
-    network = build_network(kind, meta.network["hparams"])
-    network.load_state_dict(state, strict=True)
-    network.eval()
-    predictor: TokenClassifier | KolForecaster
-    if kind == "token":
-        if meta.calibrator is None or meta.threshold is None:
-            raise RegistryError(f"token/{entry.version}: metadata lacks calibrator or threshold")
-        assert isinstance(network, TokenNet)
-        predictor = TokenClassifier(network, meta.calibrator, meta.threshold, list(meta.feature_columns))
+    predictor: TokenPredictor | KolPredictor
+    if meta.family == "gbt":
+        predictor = _load_boosted(kind, entry.version, meta, read)
     else:
-        assert isinstance(network, KolNet)
-        predictor = KolForecaster(network, list(meta.feature_columns), list(meta.targets))
+        predictor = _load_network(kind, entry.version, meta, read)
 
     baselines: dict[str, TokenBaseline | KOLBaseline] = {}
     if with_baselines:
@@ -719,6 +777,14 @@ def promote_if_better(
             False,
             "feature columns differ from the champion's: they cannot be scored on the same split; "
             f"compare the reports and run `kolray promote {kind} {candidate}` if it is better",
+        )
+    cand_targets = read_meta(kind, candidate, storage_uri).targets
+    champ_targets = read_meta(kind, current, storage_uri).targets
+    if cand_targets != champ_targets:
+        return decide(
+            False,
+            f"the candidate predicts {cand_targets}, the champion {champ_targets}: different questions "
+            f"cannot be ranked on one metric; compare the reports and run `kolray promote {kind} {candidate}`",
         )
     ds = dataset if dataset is not None else load_dataset(kind, cand_entry.dataset_version, storage_uri)
     if ds.version != cand_entry.dataset_version:

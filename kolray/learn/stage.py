@@ -33,14 +33,16 @@ from kolray.db.runs import record_run
 from kolray.features.build import BuildOptions, build_features
 from kolray.learn import registry
 from kolray.learn.baselines import KOLBaseline, TokenBaseline
+from kolray.learn.boosted import BoostedKolForecaster, BoostedTokenClassifier
 from kolray.learn.evaluate import evaluate_kol, evaluate_token, write_report
+from kolray.learn.families import family_kol_forecaster, finalize_family_token
 from kolray.learn.metrics import SELECTION_METRIC
 from kolray.learn.predictors import KolForecaster, TokenClassifier
 from kolray.learn.registry import MODEL_KINDS, ModelKind
 from kolray.learn.train import (
     KOLArrays,
     TokenArrays,
-    finalize_token,
+    TrainError,
     fit_kol_baselines,
     fit_token_baselines,
     kol_arrays,
@@ -85,6 +87,8 @@ class TrainOutcome:
             "verdict": self.report["comparison"].get("verdict"),
             "promoted": bool(self.decision and self.decision.promoted),
             "decision": self.decision.reason if self.decision else "auto-promotion off",
+            "target": self.report.get("target"),
+            "family": self.search.family,
             "trials": len(self.search.trials),
             "on_gpu": self.search.on_gpu,
         }
@@ -108,45 +112,89 @@ def train_and_register(
 
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(model, dataset_version, storage_uri)
-    data = token_arrays(ds) if model == "token" else kol_arrays(ds)
+    target_note = None
+    if model == "token":
+        data: TokenArrays | KOLArrays
+        try:
+            data = token_arrays(ds, options.target)
+        except TrainError as error:
+            if options.target == "label_3x":
+                raise
+            # The follower's label needs its whole window inside each split: a short dataset may
+            # not have it. The KOL's own label is the fallback, and the report says why.
+            target_note = f"target {options.target} not usable ({error}); trained on label_3x instead"
+            say(f"{model}: {target_note}")
+            data = token_arrays(ds, "label_3x")
+    else:
+        data = kol_arrays(ds)
     say(f"{model}: dataset {ds.version} (train {len(ds.train)}, val {len(ds.val)}, test {len(ds.test)} rows)")
     version = new_version()
     timings["load_s"] = time.perf_counter() - t0
 
     say(
-        f"{model}: searching {options.trials} trials (cpu {options.cpus_per_trial:g}, gpu {options.gpus_per_trial:g} each)"
+        f"{model}: searching {options.trials} trials over {', '.join(options.families)} "
+        f"(cpu {options.cpus_per_trial:g}, gpu {options.gpus_per_trial:g} each)"
     )
     search = run_search(model, data, options, storage_uri, f"{model}-{version}", progress)
     timings["search_s"] = search.seconds
+    metric_name = SELECTION_METRIC[model][0]
     say(
-        f"{model}: best trial {SELECTION_METRIC[model][0]} = {search.best_metric:.4f} (epoch {search.best_epoch})"
+        f"{model}: best {metric_name} per family: "
+        + ", ".join(f"{f} {b.val_metric:.4f}" for f, b in search.families.items())
+        + f"; serving {search.family}"
     )
 
     # Calibration, threshold and baselines: validation only; then the single look at test.
     t0 = time.perf_counter()
     threads = max(1, int(options.cpus_per_trial))
+    val_metrics = {f: b.val_metric for f, b in search.families.items()}
     if model == "token":
         assert isinstance(data, TokenArrays)
-        predictor: Any = finalize_token(search.network, data, options.calibration, options.min_precision)
+        token_families = {
+            f: finalize_family_token(b, data, options.calibration, options.min_precision)
+            for f, b in search.families.items()
+        }
+        predictor: Any = token_families[search.family]
         baselines: Any = fit_token_baselines(
             data, options.seed, options.calibration, options.min_precision, threads
         )
         report, images = evaluate_token(
-            predictor, baselines, ds, version=version, n_boot=options.n_boot, seed=options.seed
+            predictor,
+            baselines,
+            ds,
+            version=version,
+            n_boot=options.n_boot,
+            seed=options.seed,
+            families=token_families,
+            val_metrics=val_metrics,
         )
+        if target_note:
+            report["target_note"] = target_note
     else:
         assert isinstance(data, KOLArrays)
-        predictor = KolForecaster(search.network, list(data.feature_columns), list(data.targets))
+        kol_families = {f: family_kol_forecaster(b, data) for f, b in search.families.items()}
+        predictor = kol_families[search.family]
         baselines = fit_kol_baselines(data)
         report, images = evaluate_kol(
-            predictor, baselines, ds, version=version, n_boot=options.n_boot, seed=options.seed
+            predictor,
+            baselines,
+            ds,
+            version=version,
+            n_boot=options.n_boot,
+            seed=options.seed,
+            families=kol_families,
+            val_metrics=val_metrics,
         )
     report["code_version"] = code_version()
     report["search"] = {
         "run": search.run_uri,
         "trials": len(search.trials),
+        "families": list(search.families),
+        "family": search.family,
         "best_params": search.best_params,
-        f"best_{SELECTION_METRIC[model][0]}": search.best_metric,
+        f"best_{metric_name}": search.best_metric,
+        f"best_{metric_name}_per_family": val_metrics,
+        "chosen_on": f"validation {metric_name}",
         "on_gpu": search.on_gpu,
     }
     timings["evaluate_s"] = time.perf_counter() - t0
@@ -158,14 +206,21 @@ def train_and_register(
         baselines=baselines,
         metrics={
             "test": no_ci,
-            "val": {SELECTION_METRIC[model][0]: search.best_metric},
+            "val": {metric_name: search.best_metric, "per_family": val_metrics},
             "baselines": {
                 n: {k: v for k, v in b.items() if k != "ci95"} for n, b in report["baselines"].items()
             },
             "comparison": report["comparison"],
         },
         train_config=search.best_train_config,
-        tune_info={"run": search.run_uri, "best_params": search.best_params, "trials": len(search.trials)},
+        tune_info={
+            "run": search.run_uri,
+            "best_params": search.best_params,
+            "trials": len(search.trials),
+            "family": search.family,
+            "families": val_metrics,
+            "on_gpu": search.on_gpu,
+        },
         version=version,
         storage_uri=storage_uri,
     )
@@ -208,12 +263,13 @@ def evaluate_version(
             version = versions[-1].version
     loaded = registry.load_version(model, version, storage_uri, with_baselines=True)
     ds = load_dataset(model, loaded.dataset_version, storage_uri)
-    if isinstance(loaded.predictor, TokenClassifier):
+    if isinstance(loaded.predictor, TokenClassifier | BoostedTokenClassifier):
         token_baselines = {n: b for n, b in loaded.baselines.items() if isinstance(b, TokenBaseline)}
         report, images = evaluate_token(
             loaded.predictor, token_baselines, ds, version=version, n_boot=n_boot, seed=seed
         )
     else:
+        assert isinstance(loaded.predictor, KolForecaster | BoostedKolForecaster)
         kol_baselines = {n: b for n, b in loaded.baselines.items() if isinstance(b, KOLBaseline)}
         report, images = evaluate_kol(
             loaded.predictor, kol_baselines, ds, version=version, n_boot=n_boot, seed=seed

@@ -48,6 +48,7 @@ from kolray.learn.calibration import (
 from kolray.learn.metrics import kol_selection_metrics, token_selection_metrics
 from kolray.learn.nets import KolNet, TokenNet
 from kolray.learn.predictors import KolForecaster, TokenClassifier, network_outputs
+from kolray.learn.targets import ORACLE_COLUMNS
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +72,7 @@ class TokenTrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     widths: list[int] = Field(default_factory=lambda: [128, 64])
+    embed_dim: int = Field(default=0, ge=0, description="Periodic embedding size per feature; 0: none.")
     dropout: float = Field(default=0.1, ge=0, lt=1)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
@@ -145,6 +147,7 @@ class TokenArrays:
     seed_columns: list[str] = field(default_factory=list)
     oracle_val: np.ndarray | None = None
     oracle_test: np.ndarray | None = None
+    target: str = "label_3x"
 
 
 @dataclass
@@ -179,28 +182,58 @@ def _check_rows(ds: LoadedDataset) -> None:
         )
 
 
+def target_rows(ds: LoadedDataset, split: str, label: str) -> np.ndarray:
+    """Which rows of a token split can be used with ``label`` (a boolean mask).
+
+    The dataset's splits are purged for ``label_3x`` (a row whose KOL closed early resolves early).
+    ``peak_3x`` is known only at ``entry_time + H``: a training row whose window runs past the
+    validation start, or a validation row's past the test start, would carry the next split's
+    prices into its label, so it is left out here. Test, the last split, keeps every row."""
+    frame = ds.split(split)
+    keep = np.ones(len(frame), dtype=bool)
+    if label != "peak_3x" or split == "test":
+        return keep
+    plan = ds.manifest.source.get("split_plan") or {}
+    next_start = plan.get("val_start" if split == "train" else "test_start")
+    if next_start is not None:
+        entry = frame["entry_time"].to_numpy(dtype=np.int64)
+        keep &= entry + int(ds.manifest.horizon_s) < int(next_start)
+    return keep
+
+
 def token_arrays(ds: LoadedDataset, label: str = "label_3x") -> TokenArrays:
-    """The arrays of a token dataset; :class:`TrainError` without positives in train or validation."""
+    """The arrays of a token dataset for one target label (rows purged for it, :func:`target_rows`),
+    with the twin's probability of that label when known; :class:`TrainError` without positives in
+    train or validation."""
     m = ds.manifest
     _check_rows(ds)
     if label not in m.label_columns:
         raise TrainError(f"dataset {m.name}/{m.version} has no label {label!r} (labels: {m.label_columns})")
-    ys = {s: ds.split(s)[label].to_numpy().astype(np.float32) for s in ("train", "val", "test")}
+    keep = {s: target_rows(ds, s, label) for s in ("train", "val", "test")}
+    ys = {s: ds.split(s)[label].to_numpy()[keep[s]].astype(np.float32) for s in keep}
     for split in ("train", "val"):
+        if len(ys[split]) == 0:
+            raise TrainError(
+                f"dataset {m.name}/{m.version}: no {split} row's {label} window ends before the next split "
+                "(build it over a longer period)"
+            )
         if ys[split].sum() == 0:
             raise TrainError(f"dataset {m.name}/{m.version}: no positive {label} in the {split} split")
+    oracle = ORACLE_COLUMNS.get(label, "oracle_p3x")
+    oracle_val, oracle_test = _oracle(ds.val, oracle), _oracle(ds.test, oracle)
     return TokenArrays(
         feature_columns=list(m.feature_columns),
-        x_train=ds.features("train"),
+        x_train=ds.features("train")[keep["train"]],
         y_train=ys["train"],
-        x_val=ds.features("val"),
+        x_val=ds.features("val")[keep["val"]],
         y_val=ys["val"],
         x_test=ds.features("test"),
         y_test=ys["test"],
         dataset_version=m.version,
         seed_columns=list(m.feature_groups.get("seed", [])),
-        oracle_val=_oracle(ds.val, "oracle_p3x"),
-        oracle_test=_oracle(ds.test, "oracle_p3x"),
+        oracle_val=None if oracle_val is None else oracle_val[keep["val"]],
+        oracle_test=oracle_test,
+        target=label,
     )
 
 
@@ -350,7 +383,7 @@ def _fit_network(
 
 def make_token_network(n_features: int, config: TokenTrainConfig) -> TokenNet:
     """An untrained :class:`~kolray.learn.nets.TokenNet` sized by ``config``."""
-    return TokenNet(n_features, widths=config.widths, dropout=config.dropout)
+    return TokenNet(n_features, widths=config.widths, dropout=config.dropout, embed_dim=config.embed_dim)
 
 
 def train_token_network(
@@ -417,7 +450,7 @@ def finalize_token(
     logits = network_outputs(network, data.x_val).astype(np.float64)
     calibrator = fit_calibrator(logits, data.y_val, calibration)
     threshold = choose_threshold(calibrator(logits), data.y_val, min_precision)
-    return TokenClassifier(network, calibrator, threshold, list(data.feature_columns))
+    return TokenClassifier(network, calibrator, threshold, list(data.feature_columns), data.target)
 
 
 def train_token_model(

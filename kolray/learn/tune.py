@@ -38,9 +38,22 @@ from ray.tune import Callback
 from kolray import storage
 from kolray.cluster import init_ray
 from kolray.learn.calibration import DEFAULT_MIN_PRECISION, CalibrationMethod
+from kolray.learn.families import (
+    FAMILIES,
+    FAMILY_KEY,
+    Family,
+    FamilyBest,
+    booster_config,
+    booster_search_space,
+    champion_family,
+    fit_booster,
+    read_booster_checkpoint,
+    write_booster_checkpoint,
+)
 from kolray.learn.metrics import SELECTION_METRIC
 from kolray.learn.nets import build_network
 from kolray.learn.registry import ModelKind
+from kolray.learn.targets import DEFAULT_TOKEN_TARGET, TokenTarget
 from kolray.learn.train import (
     KOLArrays,
     KOLTrainConfig,
@@ -83,6 +96,16 @@ class TuneOptions(BaseModel):
     calibration: CalibrationMethod = "platt"
     min_precision: float = Field(default=DEFAULT_MIN_PRECISION, gt=0, le=1)
     fixed: dict[str, Any] = Field(default_factory=dict, description="Search-space entries pinned to a value.")
+    families: list[Family] = Field(
+        default_factory=lambda: list(FAMILIES),
+        min_length=1,
+        description="Model families searched side by side: net (PyTorch), gbt (LightGBM).",
+    )
+    target: TokenTarget = Field(
+        default=DEFAULT_TOKEN_TARGET,
+        description="Token model's label: peak_3x (the token trades at >= 3x the entry within 7 days) "
+        "or label_3x (the KOL's own position realises 3x).",
+    )
     n_boot: int = Field(default=500, ge=0, description="Bootstrap resamples for the report's intervals.")
     keep: int = Field(default=10, ge=0, description="Registry pruning: non-champion versions kept.")
     auto_promote: bool = True
@@ -104,6 +127,7 @@ def token_search_space() -> dict[str, Any]:
         "batch_size": tune.choice([128, 256, 512]),
         "imbalance": tune.choice(["none", "pos_weight", "focal"]),
         "focal_gamma": tune.choice([1.0, 2.0, 3.0]),
+        "embed_dim": tune.choice([0, 4, 8]),
     }
 
 
@@ -123,13 +147,30 @@ def kol_search_space() -> dict[str, Any]:
     }
 
 
-def search_space(model: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The model's search space with ``fixed`` entries pinned (unknown names are an error)."""
+def search_space(
+    model: str, fixed: dict[str, Any] | None = None, families: list[Family] | None = None
+) -> dict[str, Any]:
+    """The model's search space over ``families`` (default: all), with ``fixed`` entries pinned
+    (unknown names are an error). The family is a grid axis, so every family gets the same number
+    of samples; each trial reads the parameters of its own family."""
+    from ray import tune
+
+    families = list(families or FAMILIES)
     space = token_search_space() if model == "token" else kol_search_space()
+    if "gbt" in families:
+        space.update(booster_search_space(model))
+    space[FAMILY_KEY] = tune.grid_search(families)
     unknown = set(fixed or {}) - set(space)
     if unknown:
         raise ValueError(f"fixed values for unknown {model} search parameters: {sorted(unknown)}")
     return {**space, **(fixed or {})}
+
+
+def samples_per_family(options: TuneOptions) -> int:
+    """Tune's ``num_samples``: the trials shared among the families (at least one each)."""
+    if FAMILY_KEY in options.fixed:
+        return options.trials
+    return max(1, math.ceil(options.trials / len(options.families)))
 
 
 def train_config(
@@ -149,6 +190,7 @@ def train_config(
         width, depth = int(params["width"]), int(params["depth"])
         return TokenTrainConfig(
             widths=[max(16, width // 2**i) for i in range(depth)],
+            embed_dim=int(params.get("embed_dim", 0)),
             imbalance=params["imbalance"],
             focal_gamma=float(params["focal_gamma"]),
             calibration=options.calibration,
@@ -186,6 +228,9 @@ def _trial(
     for name, value in (storage_env or {}).items():
         os.environ.setdefault(name, value)
     torch.set_num_threads(threads)
+    if params.get(FAMILY_KEY, "net") == "gbt":
+        _booster_trial(params, model=model, data=data, options=options, threads=threads)
+        return
     config = train_config(model, params, options)
     on_gpu = 1.0 if torch.cuda.is_available() else 0.0
 
@@ -216,6 +261,31 @@ def _trial(
     else:
         assert isinstance(data, KOLArrays) and isinstance(config, KOLTrainConfig)
         train_kol_network(data, config, on_epoch)
+
+
+def _booster_trial(
+    params: dict[str, Any], *, model: str, data: TokenArrays | KOLArrays, options: TuneOptions, threads: int
+) -> None:
+    """A LightGBM trial: it stops itself on validation (the networks' metric) and reports once,
+    with the best round's model text as its checkpoint."""
+    from ray import tune
+
+    config = booster_config(params, seed=options.seed, threads=threads, patience=options.patience)
+    best: dict[str, float] = {}
+
+    def on_check(_round: int, metrics: dict[str, float], improved: bool) -> None:
+        if improved:
+            best.clear()
+            best.update(metrics)
+
+    fit = fit_booster(model, data, config, on_check)
+    metric = SELECTION_METRIC[model][0]
+    clean = {k: float(v) for k, v in best.items() if math.isfinite(float(v))}
+    clean.update({metric: fit.best_metric, f"best_{metric}": fit.best_metric, "on_gpu": 0.0})
+    clean["rounds"] = float(max(fit.best_rounds))
+    with tempfile.TemporaryDirectory() as directory:
+        write_booster_checkpoint(directory, model, fit, config, params)
+        tune.report(clean, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
 # Running a search
@@ -280,20 +350,43 @@ def _fit_with_own_signal_handlers(tuner: Any) -> Any:
 
 @dataclass
 class SearchOutcome:
-    """A finished search: the best trial's parameters, network and metric, and every trial's row."""
+    """A finished search: the best trial of each family, the champion family among them (best
+    validation metric), and every trial's row."""
 
     model: str
     run_name: str
     run_uri: str
-    best_params: dict[str, Any]
-    best_train_config: dict[str, Any]
-    best_metric: float
-    best_epoch: int
-    network: Any  # torch module, best epoch, CPU, eval mode
+    families: dict[str, FamilyBest]
+    family: str  # the champion family
     trials: list[dict[str, Any]]
     seconds: float
-    on_gpu: bool
+    on_gpu: bool  # a network trial trained on CUDA
     max_concurrent: int
+
+    @property
+    def champion(self) -> FamilyBest:
+        return self.families[self.family]
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return self.champion.params
+
+    @property
+    def best_train_config(self) -> dict[str, Any]:
+        return self.champion.train_config
+
+    @property
+    def best_metric(self) -> float:
+        return self.champion.val_metric
+
+    @property
+    def best_epoch(self) -> int:
+        return self.champion.best_step
+
+    @property
+    def network(self) -> Any:
+        """The champion's network (None when a boosting family won)."""
+        return self.champion.network
 
 
 class TrialProgress(Callback):
@@ -315,10 +408,11 @@ class TrialProgress(Callback):
         result = trial.last_result or {}
         best = result.get(f"best_{self.metric}")
         shown = f"{best:.4f}" if isinstance(best, float) else "n/a"
-        self.progress(
-            f"trial {trial.trial_id} done: best {self.metric} {shown} after "
-            f"{result.get('training_iteration', 0)} epochs"
-        )
+        if (trial.config or {}).get(FAMILY_KEY) == "gbt":
+            steps = f"{int(result.get('rounds', 0))} boosting rounds (LightGBM)"
+        else:
+            steps = f"{result.get('training_iteration', 0)} epochs (network)"
+        self.progress(f"trial {trial.trial_id} done: best {self.metric} {shown} after {steps}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Say that a trial failed."""
@@ -338,7 +432,6 @@ def run_search(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
-    from safetensors.torch import load as load_safetensors
 
     ensure_ray()
     metric, mode = SELECTION_METRIC[model]
@@ -362,11 +455,11 @@ def run_search(
     path, filesystem = _run_storage(storage_uri)
     tuner = tune.Tuner(
         trainable,
-        param_space=search_space(model, options.fixed),
+        param_space=search_space(model, options.fixed, options.families),
         tune_config=tune.TuneConfig(
             metric=metric,
             mode=mode,
-            num_samples=options.trials,
+            num_samples=samples_per_family(options),
             scheduler=ASHAScheduler(
                 time_attr="training_iteration",
                 max_t=options.max_epochs,
@@ -399,6 +492,7 @@ def run_search(
         trials.append(
             {
                 "trial_id": metrics.get("trial_id"),
+                "family": result.config.get(FAMILY_KEY, "net"),
                 "params": row,
                 f"best_{metric}": metrics.get(f"best_{metric}"),
                 "epochs": metrics.get("training_iteration"),
@@ -411,28 +505,61 @@ def run_search(
         raise TuneFailed(
             f"no {model} trial produced a checkpoint" + (f"; first error: {errors[0]}" if errors else "")
         )
-    best = grid.get_best_result(metric=metric, mode=mode, scope="all", filter_nan_and_inf=True)
-    if best.checkpoint is None:
-        raise TuneFailed(f"best {model} trial has no checkpoint")
+    bests: dict[str, FamilyBest] = {}
+    for family in dict.fromkeys(r.config.get(FAMILY_KEY, "net") for r in ok):
+        best = _best_of(model, [r for r in ok if r.config.get(FAMILY_KEY, "net") == family], metric, mode)
+        if best is not None:
+            bests[family] = best
+    if not bests:
+        raise TuneFailed(f"no {model} trial reported a finite {metric}")
+    on_gpu = any(
+        r.config.get(FAMILY_KEY, "net") == "net"
+        and "on_gpu" in r.metrics_dataframe
+        and r.metrics_dataframe["on_gpu"].max() > 0
+        for r in ok
+    )
+    return SearchOutcome(
+        model=model,
+        run_name=run_name,
+        run_uri=storage.join(storage_uri, "tune", run_name),
+        families=bests,
+        family=champion_family(bests, mode).family,
+        trials=trials,
+        seconds=time.perf_counter() - started,
+        on_gpu=on_gpu,
+        max_concurrent=max_concurrent,
+    )
+
+
+def _best_of(model: str, results: list[Any], metric: str, mode: str) -> FamilyBest | None:
+    """The best trial among ``results`` (one family) by its best validation ``metric``, loaded from
+    its checkpoint (trials checkpoint only on improvement: the latest is the best)."""
+    from safetensors.torch import load as load_safetensors
+
+    def value(result: Any) -> float:
+        frame = result.metrics_dataframe
+        if metric not in frame or frame[metric].dropna().empty:
+            return math.nan
+        return float(frame[metric].max() if mode == "max" else frame[metric].min())
+
+    scored = [(value(r), r) for r in results]
+    scored = [(v, r) for v, r in scored if math.isfinite(v)]
+    if not scored:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    best_value, best = max(scored, key=lambda pair: sign * pair[0])
+    params = dict(best.config)
     with best.checkpoint.as_directory() as directory:
+        if params.get(FAMILY_KEY, "net") == "gbt":
+            texts, info = read_booster_checkpoint(directory, model)
+            return FamilyBest(
+                "gbt", best_value, params, info["config"], model_texts=texts, best_step=max(info["rounds"])
+            )
         info = json.loads(Path(directory, "network.json").read_text())
         state = load_safetensors(Path(directory, "model.safetensors").read_bytes())
     network = build_network(model, info["hparams"])
     network.load_state_dict(state, strict=True)
     network.eval()
-    frame = best.metrics_dataframe
-    best_value = float(frame[metric].max() if mode == "max" else frame[metric].min())
-    return SearchOutcome(
-        model=model,
-        run_name=run_name,
-        run_uri=storage.join(storage_uri, "tune", run_name),
-        best_params=dict(best.config),
-        best_train_config=info["train_config"],
-        best_metric=best_value,
-        best_epoch=int(info["epoch"]),
-        network=network,
-        trials=trials,
-        seconds=time.perf_counter() - started,
-        on_gpu=bool(frame["on_gpu"].max() > 0) if "on_gpu" in frame else False,
-        max_concurrent=max_concurrent,
+    return FamilyBest(
+        "net", best_value, params, info["train_config"], network=network, best_step=int(info["epoch"])
     )
