@@ -41,6 +41,7 @@ import orjson
 
 from kolray.sim.node import Node, RpcError, call, response
 from kolray.sim.params import slot_at
+from kolray.sim.pubsub import PubSub, PubSubConfig, is_upgrade, slot_start
 from kolray.sim.world import World, load_world
 
 FAULT_KINDS = ("http_5xx", "hang", "drop", "truncated", "malformed", "null")
@@ -77,9 +78,18 @@ class ServerConfig:
     clock: str = "end"
     speed: float = 1.0
     seed: int = 0
+    # Pubsub over WebSocket on the same port (kolray.sim.pubsub): confirmation lag and faults.
+    ws_confirm_slots: int = 1
+    ws_miss_rate: float = 0.0
+    ws_drop_rate: float = 0.0
+    ws_max_subscriptions: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            self.pubsub  # noqa: B018 - validates the ws_* fields
+        except ValueError as error:
+            problems.append(str(error))
         if self.rps is not None and self.rps < 0:
             problems.append(f"rps must be ≥ 0 (got {self.rps})")
         if not 0 <= self.fault_rate <= 1:
@@ -99,6 +109,12 @@ class ServerConfig:
             problems.append("method_share must be in (0, 1] and window_s > 0")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def pubsub(self) -> PubSubConfig:
+        return PubSubConfig(
+            self.ws_confirm_slots, self.ws_miss_rate, self.ws_drop_rate, self.ws_max_subscriptions
+        )
 
     @property
     def limit_total(self) -> int | None:
@@ -189,6 +205,9 @@ class TwinServer:
         self.node = Node(world, self.current_slot)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.pubsub = PubSub(
+            self.node, self.current_slot, self.seconds_to_slot, config.pubsub, random.Random(config.seed + 1)
+        )
 
     # Clock
 
@@ -202,6 +221,12 @@ class TwinServer:
             return self._end_slot
         return slot_at(self.world.params, self.sim_time())
 
+    def seconds_to_slot(self, slot: int) -> float:
+        """Wall-clock seconds until ``slot`` begins (≤ 0 once it has)."""
+        if self.config.clock == "end":
+            return 0.0 if slot <= self._end_slot else math.inf
+        return (slot_start(self.world.start, slot) - self.sim_time()) / self.config.speed
+
     # Serving
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -211,6 +236,7 @@ class TwinServer:
         return sock[0], sock[1]
 
     async def close(self) -> None:
+        await self.pubsub.close()
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -258,6 +284,9 @@ class TwinServer:
                 name, value = line.split(":", 1)
                 headers[name.strip().lower()] = value.strip()
         keep = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
+        if method == "GET" and is_upgrade(headers):
+            await self.pubsub.serve(reader, writer, headers)
+            return False
         if method == "GET":
             if target.split("?")[0] == "/health":
                 await self._send(writer, 200, b"ok", "text/plain", close=not keep)
@@ -434,7 +463,7 @@ class ServerHandle:
 
     def stats(self) -> dict[str, Any]:
         """Counters: requests, calls, rate_limited, methods, faults (by kind), HTTP statuses."""
-        return self.server.stats.snapshot()
+        return {**self.server.stats.snapshot(), "pubsub": self.server.pubsub.stats()}
 
     def current_slot(self) -> int:
         return self.server.current_slot()
