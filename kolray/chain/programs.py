@@ -1,6 +1,6 @@
 """Program ids and well-known addresses that swap extraction needs.
 
-The venue table follows ``../shared/fixtures/mainnet/README.md`` ("Program ids"); a few more venues
+The venue table lists the DEX programs of the recorded mainnet transactions; a few more venues
 that KOL wallets route through are named too, so their trades are labelled rather than "unknown".
 Only ids that are public and stable belong here: an id that is not in the table is still handled
 (the swap is labelled ``"unknown"`` and keeps the program id), so a missing entry costs a label,

@@ -8,7 +8,7 @@ One general rule, not a parser per DEX: what a wallet traded is what its balance
    transaction is no trade.
 2. **SOL.** The wallet's native lamport change, plus its wSOL token change, plus ``meta.fee`` when
    the wallet is account 0 (the fee payer): ``sol_delta`` (the fee added back).
-3. **Costs kept apart from the trade** (definitions of ``../shared/fixtures/mainnet/README.md``):
+3. **Costs kept apart from the trade** (the same definitions as the recorded mainnet fixtures):
    ``fee`` (network fee, fee payer only); ``rent``: lamports locked in token accounts the wallet
    owns that this transaction created, minus lamports returned by the wallet's token accounts it
    closed (wSOL balances are not rent); ``tips``: System transfers from the wallet to Jito's tip

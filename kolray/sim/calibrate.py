@@ -1,8 +1,9 @@
 """``kolray sim calibrate``: a twin world's figures beside the real market's, row by row.
 
-The real side comes from ``../shared/market`` (``FACTS.md`` and the 4,898 real bonding-curve calls
-in ``smugcalls-calls.jsonl``); the calls' figures are computed here from the file, the published
-ones (graduation, dumps, a top trader's presence, leaderboards) are FACTS.md's numbers. The twin side
+The real side comes from the real market data folder (see :func:`market_facts_dir`: the 4,898 real
+bonding-curve calls in ``smugcalls-calls.jsonl``); the calls' figures are computed here from the
+file, the published ones (graduation, dumps, a top trader's presence, leaderboards) are constants
+below, with their sources. The twin side
 is computed from a world's ground truth (``positions.parquet``, ``tokens.parquet``, the market counts
 in ``world.json``).
 
@@ -12,7 +13,7 @@ the twin's own estimate* (counted in distinct tokens, since KOLs pile into the s
 world is held to the same table as a large one, and is let off only by its own sampling noise.
 
 The twin's market caps are in SOL; the real calls' in USD. A world states its SOL/USD rate
-(``WorldParams.sol_usd``; $124 by default, FACTS.md's rate), and the slice of the twin compared with
+(``WorldParams.sol_usd``; $124 by default, kolscan's rate), and the slice of the twin compared with
 the calls is its pump.fun opening buys within the real calls' p10-p90 market caps at that rate.
 """
 
@@ -34,12 +35,12 @@ from kolray.sim.world import World
 
 FACTS_ENV = "KOLRAY_MARKET_FACTS_DIR"
 CALLS_FILE = "smugcalls-calls.jsonl"
-DEFAULT_SOL_USD = 124.0  # FACTS.md: kolscan's rate on 2025-12-28; a world without its own uses this
+DEFAULT_SOL_USD = 124.0  # kolscan's rate on 2025-12-28; a world without its own uses this
 
-# FACTS.md §2 (Marino et al., arXiv 2602.14860: every pump.fun launch of September 2025)
+# Marino et al., arXiv 2602.14860: every pump.fun launch of September 2025
 LAUNCHES = 655_770
 GRADUATED = 4_338
-GRADUATION_SHARE = 0.0063  # FACTS.md's figure (4,338 / 655,770 is 0.66%: the paper's own rounding)
+GRADUATION_SHARE = 0.0063  # the paper's figure (4,338 / 655,770 is 0.66%: its own rounding)
 GRADUATION_MINUTES_MEDIAN = 4.4
 DUMP_SHARE = 0.922  # tokens with ≥ 30 swaps that show a dump
 GRAD_ABOVE_80 = 0.354  # P(graduate | virtual SOL > 80)
@@ -103,14 +104,14 @@ class Calibration(BaseModel):
 
 
 def market_facts_dir(explicit: str | Path | None = None) -> Path:
-    """The folder with FACTS.md and the real calls: ``explicit``, ``$KOLRAY_MARKET_FACTS_DIR``, or
+    """The folder with the real calls: ``explicit``, ``$KOLRAY_MARKET_FACTS_DIR``, or
     the first ``shared/market`` beside the repository (or the current directory) or above it."""
     if explicit is None:
         explicit = os.environ.get(FACTS_ENV) or None
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not (path / CALLS_FILE).is_file():
-            raise MarketFactsError(f"{path} has no {CALLS_FILE} (the real market data; see FACTS.md)")
+            raise MarketFactsError(f"{path} has no {CALLS_FILE} (the real market data)")
         return path
     here = Path(__file__).resolve().parent
     looked: list[Path] = []
@@ -124,7 +125,7 @@ def market_facts_dir(explicit: str | Path | None = None) -> Path:
                 return candidate
     raise MarketFactsError(
         f"real market data not found: no shared/market/{CALLS_FILE} beside or above the repository or "
-        f"the current directory; set {FACTS_ENV} to the folder that holds FACTS.md and {CALLS_FILE}"
+        f"the current directory; set {FACTS_ENV} to the folder that holds {CALLS_FILE}"
     )
 
 
@@ -148,7 +149,7 @@ def load_calls(folder: Path) -> list[Call]:
 
 
 def real_market(folder: str | Path | None = None) -> RealMarket:
-    """The real figures, computed from the calls file (FACTS.md §1 recomputes the same)."""
+    """The real figures, computed from the calls file."""
     path = market_facts_dir(folder)
     calls = load_calls(path)
     peak = np.array([c.peak for c in calls])
@@ -334,7 +335,7 @@ def _market_rows(world: World, positions: pd.DataFrame) -> list[CalibrationRow]:
             "tokens with real trading that show a dump",
             "tokens with ≥ 30 swaps (twin: ≥ 30 steps of 5 s of trading), a dump: a step return 4 robust "
             "σ (1.4826 × MAD) below the median, the launch block's sniper dump and a death's collapse "
-            "included (FACTS.md §2's rule)",
+            "included (the paper's rule)",
             DUMP_SHARE,
             f"{DUMP_SHARE:.1%}",
             dump_share,

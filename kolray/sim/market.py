@@ -9,7 +9,7 @@ A token's **log-price** ``x`` is measured from its launch price (``x = 0`` at la
 until it dies at an exponential time of rate ``lam`` (rug, dev dump, attention gone). With the
 defaults ``kappa = 0``: a Brownian motion killed at rate ``lam`` with ``sigma = sqrt(2 lam) / alpha``,
 whose peak from any level is Pareto, P(peak ≥ m × now) = m^-alpha — the fat tail of the real calls
-(``../shared/market/FACTS.md`` §1), scale-free, so 100x and beyond are possible and most tokens die.
+(the real calls of ``kolray sim calibrate``), scale-free, so 100x and beyond are possible and most tokens die.
 ``lam`` is the token's clock (lognormal across tokens): a median token runs and dumps within
 minutes, a slow one over hours. ``alpha`` falls with the token's latent quality ``q`` (what a skilled
 KOL perceives) and with a part nobody perceives. A regime ``r`` (calm, or hype episodes of several

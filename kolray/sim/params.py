@@ -2,7 +2,7 @@
 
 Everything that shapes a world lives in :class:`WorldParams` (written to ``world.json``), so a world
 can be regenerated from its own directory. The defaults are calibrated against the real market
-(``kolray sim calibrate``, ``../shared/market/FACTS.md``; ``tests/integration/test_sim_calibration.py``
+(``kolray sim calibrate`` against the real market data; ``tests/integration/test_sim_calibration.py``
 holds a world to that table).
 """
 
@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-# Programs and well-known accounts (ids as in ../shared/fixtures/mainnet/README.md)
+# Programs and well-known accounts (their public mainnet ids)
 SYSTEM_PROGRAM = "11111111111111111111111111111111"
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 ATA_PROGRAM = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"
@@ -138,7 +138,7 @@ class WorldParams:
     # universe. Memory is bounded by one community, whatever the number of KOLs.
     community_size: int = 250
     # Launches per KOL per day (every launch, as pump.fun counts them). Only ``active_share`` of them
-    # see real trading (FACTS.md §2: 0.63% of launches graduate; calibrated by `kolray sim calibrate`);
+    # see real trading (0.63% of pump.fun launches graduate; calibrated by `kolray sim calibrate`);
     # the rest die in their first minute at the launch price, untraded, and are
     # only counted (they never reach a KOL's screen and leave nothing on chain).
     tokens_per_kol_day: float = 105.0

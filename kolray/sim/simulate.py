@@ -38,7 +38,7 @@ from kolray.sim.trading import Holding, apply, venue_for
 
 VIRTUAL_SOL_80_LEVEL = 2 * math.log(80 / 30)  # the curve's price ∝ virtual SOL²: 30 SOL at launch
 
-DUMP_MIN_STEPS = 30  # FACTS.md §2: tokens with ≥ 30 swaps (a step of the path stands for a swap)
+DUMP_MIN_STEPS = 30  # the published dump rule: tokens with ≥ 30 swaps (a step of the path stands for a swap)
 DUMP_SIGMAS = 4.0
 RECENT_WINDOW_S = 1800  # "recent" KOL buys of a token, for herding
 MOMENTUM_S = 120
@@ -158,7 +158,7 @@ class CommunityResult:
 
 def is_dump(returns: np.ndarray) -> bool:
     """Whether a return series holds a dump: a drop below the median by more than 4 robust standard
-    deviations (1.4826 × the median absolute deviation), FACTS.md §2's rule."""
+    deviations (1.4826 × the median absolute deviation), the published dump rule (see ``kolray.sim.calibrate``)."""
     median = float(np.median(returns))
     scale = 1.4826 * float(np.median(np.abs(returns - median)))
     return bool(returns.min() < median - DUMP_SIGMAS * scale)
@@ -254,7 +254,7 @@ class Community:
         if token.peak_level > VIRTUAL_SOL_80_LEVEL:
             m["above_80"] += 1
             m["above_80_graduated"] += token.migration_time is not None and token.migration_time < self.end
-        # FACTS.md §2's dumps: among tokens with ≥ 30 swaps, those with at least one 4σ drop by a
+        # The published dumps: among tokens with ≥ 30 swaps, those with at least one 4σ drop by a
         # robust rule. The twin's stand-in for a swap is a step of its path (5 s of trading): a token
         # that trades for ≥ 30 steps, whose step returns (its death's collapse included) hold one
         # below median - 4 × 1.4826 × MAD.

@@ -652,7 +652,7 @@ def _summary(
         "label_horizon_s": LABEL_HORIZON_S,
         "sol_usd": params.sol_usd,
         # Every launch of the world, the active ones (simulated), graduations and dumps: what
-        # `kolray sim calibrate` holds against FACTS.md §2.
+        # `kolray sim calibrate` holds against the published pump.fun figures.
         "market": {
             **{k[7:]: v for k, v in sorted(counts.items()) if k.startswith("market_")},
             "graduation_minutes_median": float(np.median(cal["graduation_s"]) / 60)
