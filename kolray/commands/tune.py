@@ -65,6 +65,21 @@ def tune(
     seed: Annotated[
         int, typer.Option(help="Seed for sampling, initialisation and batch order.")
     ] = default_of(TuneOptions, "seed"),
+    target: Annotated[
+        Literal["peak_3x", "label_3x"],
+        typer.Option(
+            help="Token model's label: peak_3x, P(the token trades at >= 3x the entry price within 7 days); "
+            "label_3x, P(the KOL's own position realises 3x)."
+        ),
+    ] = default_of(TuneOptions, "target"),
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="net|gbt",
+            help="Model family to search (repeat for several): net (PyTorch network), gbt (LightGBM). "
+            "Default: both, side by side; the best on validation is served."
+        ),
+    ] = None,
     out_dir: Annotated[
         Path,
         typer.Option(
@@ -85,15 +100,24 @@ def tune(
 ) -> None:
     """Search, train, evaluate and register the models.
 
-    Per model: a Ray Tune search on the training split (ASHA early stopping on validation), the best
-    trial calibrated and thresholded on validation, baselines fitted on the same splits, one
-    evaluation on the test split, a registry candidate, a report, and promotion to champion only if
-    it beats the current champion on the same test split.
+    Per model: a Ray Tune search on the training split over the model families (PyTorch network
+    and LightGBM side by side; ASHA early stopping on validation for the networks), the family
+    whose best trial is best on validation calibrated and thresholded on validation, baselines
+    fitted on the same splits, one evaluation on the test split (every family's best beside it),
+    a registry candidate, a report, and promotion to champion only if it beats the current
+    champion on the same test split. With --gpus-per-trial the network trials train on CUDA
+    (on_gpu in the summary).
     """
     chosen = models_for(model)
     if dataset_version and len(chosen) > 1:
         fail("--dataset-version names one dataset: use it with --model token or --model kol")
+    families = family or list(default_of(TuneOptions, "families"))
+    unknown = sorted(set(families) - {"net", "gbt"})
+    if unknown:
+        fail(f"--family must be net or gbt, not {', '.join(unknown)}")
     options = TuneOptions(
+        target=target,
+        families=families,  # type: ignore[arg-type]  # checked against the two names above
         trials=trials,
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
