@@ -142,3 +142,50 @@ def test_kol_model_beats_persistence_where_persistence_is_noisy(kol_ds: LoadedDa
         assert ours[f"r2_{target}"] > 0.1
     # Ridge is a strong baseline here; the model must at least be in its league.
     assert ours["rmse"] < ridge["rmse"] + 0.01, (ours, ridge)
+
+
+def test_token_network_with_periodic_embeddings_handles_missing_values_and_rebuilds() -> None:
+    net = TokenNet(5, widths=[16], dropout=0.0, embed_dim=4)
+    assert net.embedding is not None and net.embedding.out_features == 20
+    x = torch.randn(6, 5)
+    x[1, 3] = float("nan")
+    out = net(x)
+    assert out.shape == (6,) and torch.isfinite(out).all()
+    again = build_network("token", net.hparams())
+    again.load_state_dict(net.state_dict(), strict=True)
+    again.eval()
+    net.eval()
+    assert torch.equal(again(x), net(x))
+    # Without embeddings the weights are those of earlier versions (no new keys to load).
+    plain = TokenNet(5, widths=[16])
+    assert "embed_dim" not in plain.hparams()
+    assert not any(k.startswith("embedding.") for k in plain.state_dict())
+
+
+def test_a_lightgbm_champion_is_stored_as_text_and_served_by_the_registry(
+    token_ds: LoadedDataset, tmp_path
+) -> None:
+    from kolray.learn import registry
+    from kolray.learn.boosted import BoostedTokenClassifier
+    from kolray.learn.families import FamilyBest, booster_config, finalize_family_token, fit_booster
+
+    root = str(tmp_path)
+    data = token_arrays(token_ds)
+    config = booster_config({"gbt_num_leaves": 7}, seed=0, threads=1, patience=4)
+    fit = fit_booster("token", data, config)
+    best = FamilyBest("gbt", fit.best_metric, {}, config.model_dump(), model_texts=fit.model_texts)
+    model = finalize_family_token(best, data)
+    assert isinstance(model, BoostedTokenClassifier)
+    meta = registry.register(model, dataset_version=token_ds.version, storage_uri=root)
+    assert meta.family == "gbt" and meta.network["class"] == "LightGBM" and meta.targets == ["label_3x"]
+    assert set(meta.files) == {"model.txt"}  # LightGBM's text, no weights file, no pickle
+    loaded = registry.load_version("token", meta.version, root)
+    assert (loaded.family, loaded.target) == ("gbt", "label_3x")
+    np.testing.assert_array_equal(loaded.predict_proba(data.x_test), model.predict_proba(data.x_test))
+    assert loaded.threshold == model.threshold.threshold
+    # An edited model text is refused like an edited weights file.
+    registry.clear_cache()
+    path = tmp_path / "models" / "token" / meta.version / "model.txt"
+    path.write_text(path.read_text().replace("tree\n", "tree \n", 1))
+    with pytest.raises(registry.TamperedArtifact):
+        registry.load_version("token", meta.version, root)

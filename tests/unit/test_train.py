@@ -177,3 +177,38 @@ def test_device_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(TrainError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+# Target labels
+
+
+def test_the_peak_target_leaves_out_rows_whose_window_runs_into_the_next_split() -> None:
+    import types
+
+    import pandas as pd
+
+    from kolray.learn.train import target_rows
+
+    day = 86_400
+    frames = {
+        "train": pd.DataFrame({"entry_time": [0, 2 * day, 3 * day + 1]}),
+        "val": pd.DataFrame({"entry_time": [10 * day, 12 * day, 13 * day]}),
+        "test": pd.DataFrame({"entry_time": [20 * day, 30 * day]}),
+    }
+    manifest = types.SimpleNamespace(
+        source={"split_plan": {"val_start": 10 * day, "test_start": 20 * day}}, horizon_s=7 * day
+    )
+    ds = types.SimpleNamespace(manifest=manifest, split=frames.__getitem__)
+    # A 7-day window must end before the next split starts; test, the last split, keeps every row.
+    assert target_rows(ds, "train", "peak_3x").tolist() == [True, True, False]
+    assert target_rows(ds, "val", "peak_3x").tolist() == [True, True, False]
+    assert target_rows(ds, "test", "peak_3x").tolist() == [True, True]
+    # The KOL's own label resolves at its close: the dataset's own purging already holds for it.
+    assert target_rows(ds, "train", "label_3x").all() and target_rows(ds, "val", "label_3x").all()
+
+
+def test_a_dataset_without_the_target_label_says_so(token_ds: LoadedDataset) -> None:
+    with pytest.raises(TrainError, match="no label 'peak_3x'"):
+        token_arrays(token_ds, "peak_3x")
+    data = token_arrays(token_ds, "label_3x")
+    assert data.target == "label_3x" and data.oracle_test is not None  # oracle_p3x, the label's oracle
