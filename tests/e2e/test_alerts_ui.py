@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from kolray.alerts import AlertRules, ModelSource, start_watermark
-from kolray.alerts import detect as evaluate
+from kolray.alerts import AlertRules, ModelSource, evaluate, start_watermark
 from kolray.db import upgrade
 from kolray.db.tables import SwapRow
 from kolray.serve import deploy
