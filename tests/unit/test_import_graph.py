@@ -5,12 +5,20 @@ function-level import is still a cycle once both functions have run), relative i
 against the importing module's package, and ``from pkg import name`` is an import of the submodule
 ``pkg.name`` when such a file exists. Only imports under ``if TYPE_CHECKING:`` are left out of the
 cycle check: they never run.
+
+Checked: no cycle; every module outside ``kolray.testing`` is reached from a product entry point
+(the CLI and the command modules it loads by name, ``python -m kolray``, ``jobs/*.py``, the app of
+``serve_config.yaml``; Alembic's scripts through ``kolray.db.migrate``); learning never reaches
+serving; and ``import kolray.cli`` loads none of the heavy packages ruff keeps out of module level.
 """
 
 from __future__ import annotations
 
 import ast
 import itertools
+import subprocess
+import sys
+import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -141,7 +149,9 @@ def entry_points(graph: Graph) -> dict[str, set[str]]:
     application that ``serve_config.yaml`` deploys."""
     # The CLI imports each command's module when that command runs (by name, from its table).
     commands = {f"kolray.commands.{spec.module}" for spec in COMMANDS.values()}
-    assert commands <= graph.modules.keys(), f"the CLI names missing modules {commands - graph.modules.keys()}"
+    assert commands <= graph.modules.keys(), (
+        f"the CLI names missing modules {commands - graph.modules.keys()}"
+    )
     entries: dict[str, set[str]] = {
         "kolray.cli": {"kolray.cli", "kolray", *commands},
         "kolray.__main__": {"kolray.__main__", "kolray"},
@@ -286,6 +296,26 @@ def test_learning_imports_nothing_from_serving() -> None:
                         chain.append(step)
                     raise AssertionError("learning imports serving: " + " -> ".join(reversed(chain)))
                 todo.append(target)
+
+
+def heavy_packages() -> list[str]:
+    """ruff's banned module-level imports (pyproject.toml): what the CLI must not load to start."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return config["tool"]["ruff"]["lint"]["flake8-tidy-imports"]["banned-module-level-imports"]
+
+
+def test_the_cli_starts_without_the_heavy_packages() -> None:
+    heavy = heavy_packages()
+    assert "torch" in heavy and "ray" in heavy
+    probe = (
+        "import sys, kolray.cli\n"
+        f"heavy = {heavy!r}\n"
+        "print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
+    assert loaded == "[]", f"importing kolray.cli loads {loaded}"
 
 
 def test_the_graph_sees_function_level_relative_and_submodule_imports(tmp_path: Path) -> None:
