@@ -41,7 +41,7 @@ from kolray.alerts.rules import AlertPayload, AlertRules, Buy, Facts, dedupe_key
 from kolray.alerts.webhooks import Webhook, initial_deliveries
 from kolray.analyzer import KolStatsIndex, build_ledger, iter_wallet_positions
 from kolray.analyzer.positions import SWAP_FIELDS
-from kolray.analyzer.stage import _committed_watermark
+from kolray.analyzer.stage import committed_watermark as analyzer_watermark
 from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
 from kolray.db.tables import AlertRow, Kol, Meta, SwapRow, now_s
 from kolray.features import token_features_online
@@ -106,9 +106,8 @@ def _write_watermark(conn: Connection, swap_id: int) -> None:
 
 def committed_watermark(engine: Engine) -> int:
     """The largest swap id below which no swap can still appear (shared with the analyzer)."""
-
     with engine.begin() as conn:
-        return _committed_watermark(conn)
+        return analyzer_watermark(conn)
 
 
 def start_watermark(engine: Engine, from_start: bool = False) -> int:
@@ -129,6 +128,7 @@ class ModelSource:
     def __init__(self, database_url: str, storage_uri: str | None) -> None:
         self.database_url = database_url
         self.storage_uri = storage_uri
+        self.target: str | None = None  # what the last scores were the probability of
 
     def warm(self) -> None:
         """Import the model stack and load the champion now (if any), so that the first buys
@@ -147,6 +147,7 @@ class ModelSource:
         ]
         features = token_features_online(self.database_url, items, columns=model.feature_columns)
         p = np.asarray(model.predict_proba(features), dtype=np.float64).reshape(-1)
+        self.target = model.target
         return p, model.threshold, model.version
 
 
@@ -318,8 +319,12 @@ def _facts(
                 )
         else:
             use = rules.p3x_threshold if rules.p3x_threshold is not None else threshold
+            # A source that does not say what its probability is of leaves the message's "P(3x)".
+            target = getattr(model, "target", None)
             for buy, value in zip(scorable, p, strict=True):
-                values[buy.swap_id].update(p_3x=float(value), threshold=use, model_version=version)
+                values[buy.swap_id].update(
+                    p_3x=float(value), threshold=use, model_version=version, target=target
+                )
 
     # Diamond Hand: the analyzer's statistics over positions closed before each buy (computed
     # whatever the rules: every alert's message shows it).

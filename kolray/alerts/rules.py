@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kolray.config import Settings
+from kolray.learn.targets import short_name
 
 Rule = Literal["p3x", "dh", "consensus"]
 RULES: tuple[str, ...] = ("p3x", "dh", "consensus")
@@ -93,6 +94,11 @@ class AlertPayload(BaseModel):
     p_3x: float | None = Field(default=None, description="Token model's P(3x) of the buy, when known.")
     threshold: float | None = Field(default=None, description="p3x rule: the threshold it was compared with.")
     model_version: str | None = None
+    target: str | None = Field(
+        default=None,
+        description="What p_3x is the probability of: peak_3x (the token trades at >= 3x the entry price "
+        "within 7 days) or label_3x (the KOL's own position realises 3x).",
+    )
     dh_score: float | None = Field(default=None, description="KOL's Diamond Hand score before the buy.")
     dh_positions: int | None = Field(default=None, description="Closed positions behind the DH score.")
     consensus_kols: int | None = Field(
@@ -117,7 +123,7 @@ class AlertPayload(BaseModel):
         facts = []
         if self.p_3x is not None:
             facts.append(
-                f"P(3x) {100 * self.p_3x:.0f}%"
+                f"{short_name(self.target) if self.target else 'P(3x)'} {100 * self.p_3x:.0f}%"
                 + (f" (≥ {100 * self.threshold:.0f}%)" if self.threshold is not None else "")
             )
         if self.dh_score is not None:
@@ -141,6 +147,7 @@ class Facts:
     p_3x: float | None = None
     threshold: float | None = None
     model_version: str | None = None
+    target: str | None = None
     dh_score: float | None = None
     dh_positions: int = 0
     consensus_kols: int = 0
@@ -159,6 +166,7 @@ def fired(buy: Buy, facts: Facts, rules: AlertRules, consensus_recent: bool) -> 
         "amount_sol": buy.amount_sol,
         "p_3x": facts.p_3x,
         "model_version": facts.model_version,
+        "target": facts.target,
         "dh_score": facts.dh_score,
         "dh_positions": facts.dh_positions if facts.dh_score is not None else None,
     }

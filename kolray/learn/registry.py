@@ -163,6 +163,8 @@ class RegistryEntry(BaseModel):
     created_at: int
     dataset_version: str
     feature_columns_sha256: str
+    family: str = "net"
+    targets: list[str] = Field(default_factory=list)
     primary_metric: dict[str, Any] = Field(default_factory=dict)
     meta_sha256: str
 
@@ -482,6 +484,8 @@ def register(
             created_at=meta.created_at,
             dataset_version=dataset_version,
             feature_columns_sha256=columns_sha(meta.feature_columns),
+            family=meta.family,
+            targets=list(meta.targets),
             primary_metric=primary,
             meta_sha256=sha256(meta_bytes),
         )

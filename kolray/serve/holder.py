@@ -49,6 +49,7 @@ class Scores:
     values: np.ndarray
     version: str
     threshold: float | None
+    target: str | None = None  # token: the label P is of (peak_3x, label_3x)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,8 @@ class ModelHolder:
         active = self._active
         return {
             "version": active.loaded.version if active else None,
+            "family": getattr(active.loaded, "family", None) if active else None,
+            "target": _target(active.loaded) if active else None,
             "loaded": active is not None,
             "error": self._error,
             "requested": self._wanted,  # the user_config version (None: the champion)
@@ -183,10 +186,16 @@ class ModelHolder:
         out = []
         start = 0
         for size in sizes:
-            out.append(Scores(values[start : start + size], loaded.version, threshold))
+            out.append(Scores(values[start : start + size], loaded.version, threshold, _target(loaded)))
             start += size
         return out
 
     def score(self, block: FeatureBlock) -> Scores:
         """Scores for one block of feature rows."""
         return self.score_many([block])[0]
+
+
+def _target(loaded: Any) -> str | None:
+    """What the model's probability is of (token: peak_3x or label_3x), when it says."""
+    # A model object without the attribute (a stand-in) names no target rather than failing to score.
+    return getattr(loaded, "target", None)

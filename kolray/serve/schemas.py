@@ -248,7 +248,12 @@ class PredictTokenRequest(ApiModel):
 class TokenPrediction(BaseModel):
     """P(3x) for one buy, and whether it is above the model's threshold."""
 
-    p_3x: float = Field(ge=0, le=1, description="Calibrated probability that the position reaches 3x.")
+    p_3x: float = Field(
+        ge=0,
+        le=1,
+        description="Calibrated probability of the model's target (the response's `target`): by default "
+        "that the token trades at >= 3x the entry price within 7 days (peak_3x).",
+    )
     above_threshold: bool = Field(description="p_3x ≥ the model's decision threshold (chosen on validation).")
     cold_start: bool = Field(
         description="The KOL had no closed position before entry_time: the prediction rests on the "
@@ -262,6 +267,12 @@ class PredictTokenResponse(BaseModel):
     predictions: list[TokenPrediction]
     model_version: str = Field(description="Token model version that produced every prediction here.")
     threshold: float | None = Field(description="The model's decision threshold.")
+    target: str | None = Field(
+        default=None,
+        description="What p_3x is the probability of: peak_3x (the token trades at >= 3x the entry price "
+        "within 7 days) or label_3x (the KOL's own position realises 3x).",
+    )
+    target_meaning: str | None = Field(default=None, description="The target in words.")
 
 
 # KOLs
@@ -387,7 +398,9 @@ class TradeOut(BaseModel):
         description="Status of the position this swap belongs to (null: not part of a tracked position)."
     )
     multiple: float | None = Field(description="Closed position: its realised multiple.")
-    p_3x: float | None = Field(description="Buys of positions still open: P(3x) for this buy.")
+    p_3x: float | None = Field(
+        description="Buys of positions still open: the token model's probability for this buy (of `target`)."
+    )
     above_threshold: bool | None
 
 
@@ -397,6 +410,10 @@ class RecentTrades(BaseModel):
     trades: list[TradeOut]
     model_version: str | None = Field(description="Token model version behind p_3x (null: none loaded).")
     threshold: float | None
+    target: str | None = Field(
+        default=None, description="What p_3x is the probability of (see PredictTokenResponse)."
+    )
+    target_meaning: str | None = None
     prediction_error: str | None = Field(default=None, description="Why p_3x is missing, when it is.")
 
 
@@ -407,6 +424,8 @@ class VersionInfo(BaseModel):
     """One registered model version: stage and primary metric."""
 
     version: str
+    family: str = Field(default="net", description="net (PyTorch network) or gbt (LightGBM).")
+    target: str | None = Field(default=None, description="Token: the label its probability is of.")
     stage: Literal["candidate", "champion", "archived"]
     created_at: IsoTime
     dataset_version: str
@@ -420,6 +439,10 @@ class ModelInfo(BaseModel):
 
     champion: str | None
     serving: str | None = Field(description="Version the running replicas use (null: none loaded).")
+    serving_family: str | None = Field(
+        default=None, description="Its family: net (PyTorch) or gbt (LightGBM)."
+    )
+    serving_target: str | None = Field(default=None, description="Token: the label its probability is of.")
     serving_error: str | None = None
     versions: list[VersionInfo] = Field(description="Newest first.")
 
@@ -435,6 +458,8 @@ class ModelState(BaseModel):
     """What a model's replicas hold: the version and the last load error."""
 
     version: str | None
+    family: str | None = Field(default=None, description="net (PyTorch network) or gbt (LightGBM).")
+    target: str | None = Field(default=None, description="Token: the label its probability is of.")
     loaded: bool
     error: str | None = None
 

@@ -32,6 +32,7 @@ from kolray.config import get_settings
 from kolray.db import upgrade
 from kolray.kols import validate_wallet
 from kolray.learn import registry
+from kolray.learn.targets import meaning
 from kolray.secrets import redact_text
 from kolray.serve import queries
 from kolray.serve.coalesce import Coalescer
@@ -247,8 +248,8 @@ class KolrayService:
         self._engine = engine
         self._features: CachedFeatures | None = None
         self._first_close = _WalletTimes(feature_ttl_s)
-        self._token_coalescer: Coalescer[TokenQuery, tuple[float, bool, str, float | None]] = Coalescer(
-            self._coalesced_token_scores, max_items=1024
+        self._token_coalescer: Coalescer[TokenQuery, tuple[float, bool, str, float | None, str | None]] = (
+            Coalescer(self._coalesced_token_scores, max_items=1024)
         )
         self._init_lock = threading.RLock()  # features() builds the engine under it
 
@@ -387,6 +388,8 @@ class KolrayService:
                 ],
                 "model_version": scores.version,
                 "threshold": threshold,
+                "target": scores.target,
+                "target_meaning": meaning(scores.target),
             }
         )
 
@@ -395,16 +398,17 @@ class KolrayService:
             return await self._token_scores_now(items)
         # Small requests in flight together share one feature lookup and one model call.
         results = await self._token_coalescer(list(items))
-        _, _, version, threshold = results[0]
+        _, _, version, threshold, target = results[0]
         values = np.array([r[0] for r in results], dtype=np.float64)
-        return Scores(values, version, threshold), [r[1] for r in results]
+        return Scores(values, version, threshold, target), [r[1] for r in results]
 
     async def _coalesced_token_scores(
         self, items: list[TokenQuery]
-    ) -> list[tuple[float, bool, str, float | None]]:
+    ) -> list[tuple[float, bool, str, float | None, str | None]]:
         scores, cold = await self._token_scores_now(items)
         return [
-            (float(v), c, scores.version, scores.threshold) for v, c in zip(scores.values, cold, strict=True)
+            (float(v), c, scores.version, scores.threshold, scores.target)
+            for v, c in zip(scores.values, cold, strict=True)
         ]
 
     async def _token_scores_now(self, items: Sequence[TokenQuery]) -> tuple[Scores, list[bool]]:
@@ -417,7 +421,7 @@ class KolrayService:
         block, cold = await self._db(lookup)
         scores = await self._score(self.token, block, "token")
         values = np.clip(np.nan_to_num(scores.values, nan=0.0), 0.0, 1.0)
-        return Scores(values, scores.version, scores.threshold), cold
+        return Scores(values, scores.version, scores.threshold, scores.target), cold
 
     async def forecast(self, wallet: str, as_of: int) -> Forecast:
         """A KOL's forecast 3x rates as of ``as_of``."""
@@ -495,6 +499,7 @@ class KolrayService:
         p: dict[int, float] = {}
         version: str | None = None
         threshold: float | None = None
+        target: str | None = None
         error: str | None = None
         if open_buys:
             items = [
@@ -503,7 +508,7 @@ class KolrayService:
             ]
             try:
                 scores, _ = await self._token_scores(items)
-                version, threshold = scores.version, scores.threshold
+                version, threshold, target = scores.version, scores.threshold, scores.target
                 p = {i: float(v) for i, v in zip(open_buys, scores.values, strict=True)}
             except Unavailable as failure:
                 error = failure.message
@@ -526,7 +531,14 @@ class KolrayService:
                     above_threshold=None if value is None or threshold is None else value >= threshold,
                 )
             )
-        return RecentTrades(trades=trades, model_version=version, threshold=threshold, prediction_error=error)
+        return RecentTrades(
+            trades=trades,
+            model_version=version,
+            threshold=threshold,
+            target=target,
+            target_meaning=meaning(target) if target else None,
+            prediction_error=error,
+        )
 
     async def kol_choices(self) -> list[tuple[str, str | None]]:
         """(wallet, name) of every KOL, for the UI's pickers."""
@@ -571,6 +583,8 @@ class KolrayService:
                     versions.append(
                         VersionInfo(
                             version=entry.version,
+                            family=entry.family,
+                            target=entry.targets[0] if name == "token" and entry.targets else None,
                             stage=entry.stage,
                             created_at=iso(entry.created_at) or "",
                             dataset_version=entry.dataset_version,
@@ -583,6 +597,8 @@ class KolrayService:
                 out[name] = ModelInfo(
                     champion=index.champion,
                     serving=state.get("version"),
+                    serving_family=state.get("family"),
+                    serving_target=state.get("target"),
                     serving_error=state.get("error"),
                     versions=versions,
                 )

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from kolray.kols import InvalidWallet, validate_wallet
+from kolray.learn.targets import meaning
 from kolray.serve.routes.alerts import alerts_tab
 from kolray.serve.routes.backtests import backtest_tab
 from kolray.serve.schemas import KolDetail, Leaderboard, RecentTrades, TokenItem, iso
@@ -80,6 +81,7 @@ LEADERBOARD_COLUMNS = [
 ]
 TRADES_COLUMNS = ["Time (UTC)", "KOL", "Side", "SOL", "Token", "DEX", "Position", "P(3x)"]
 STATS_COLUMNS = ["", "7d", "30d", "all"]
+FAMILY_NAMES = {"net": "PyTorch network", "gbt": "LightGBM"}
 POSITIONS_COLUMNS = [
     "Entry (UTC)",
     "Token",
@@ -284,8 +286,12 @@ def forecast_text(detail: KolDetail) -> str:
 
 
 def report_table(report: dict[str, Any]) -> pd.DataFrame:
-    """The test metrics of the model, its baselines and the oracle side by side."""
-    blocks: list[tuple[str, dict[str, Any]]] = [("model", report.get("test") or {})]
+    """The test metrics of the served model, the best of each family searched, its baselines and
+    the oracle side by side."""
+    served = FAMILY_NAMES.get(report.get("family") or "net", report.get("family"))
+    blocks: list[tuple[str, dict[str, Any]]] = [(f"model (serves: {served})", report.get("test") or {})]
+    for family, block in (report.get("families") or {}).items():
+        blocks.append((f"family {FAMILY_NAMES.get(family, family)}", block))
     blocks += list((report.get("baselines") or {}).items())
     if report.get("oracle"):
         blocks.append(("oracle (ceiling)", report["oracle"]))
@@ -400,7 +406,7 @@ def trades_tab(service: KolrayService, blocks: "gr.Blocks") -> "gr.Timer":
             return empty(TRADES_COLUMNS), f"⚠️ {error.message}"
         if trades.model_version:
             legend = (
-                f"P(3x) by token model {trades.model_version}; green ≥ threshold "
+                f"P(3x) = {meaning(trades.target)}, by token model {trades.model_version}; green ≥ threshold "
                 f"{100 * (trades.threshold or 0):.1f}%, amber ≥ half of it."
             )
         else:
@@ -539,7 +545,7 @@ async def model_versions(service: KolrayService, model: str) -> tuple[Any, str]:
         return gr.update(choices=[], value=None), f"⚠️ {error.message}"
     choices = [
         (
-            f"{v.version} · {v.stage}"
+            f"{v.version} · {v.stage} · {FAMILY_NAMES.get(v.family, v.family)}"
             + (f" · {v.metric} {v.metric_value:.4f}" if v.metric_value is not None else ""),
             v.version,
         )
@@ -547,6 +553,8 @@ async def model_versions(service: KolrayService, model: str) -> tuple[Any, str]:
     ]
     summary = (
         f"**{model}** · champion **{info.champion or 'none'}** · serving **{info.serving or 'none'}**"
+        + (f" ({FAMILY_NAMES.get(info.serving_family, info.serving_family)})" if info.serving_family else "")
+        + (f" · answers {meaning(info.serving_target)}" if info.serving_target else "")
         + (f" · ⚠️ {info.serving_error}" if info.serving_error else "")
         + f" · {len(info.versions)} versions"
     )
@@ -573,6 +581,10 @@ async def model_report(
         images.append((Image.open(io.BytesIO(data)), name.removesuffix(".png").replace("_", " ")))
     comparison = report.get("comparison")
     text = f"Dataset {report.get('dataset_version', '–')}"
+    if report.get("target"):
+        text += f" · target {report['target']}: {meaning(report['target'])}"
+    if report.get("family"):
+        text += f" · serves the {FAMILY_NAMES.get(report['family'], report['family'])} family (best on validation)"
     if isinstance(comparison, dict) and comparison.get("summary"):
         text += f" · {comparison['summary']}"
     return report_table(report), images, text
