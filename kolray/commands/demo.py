@@ -290,7 +290,7 @@ def _print_summary(result: PipelineResult, elapsed: float) -> None:
         )
         stages.add_row(stage.stage, f"{stage.seconds:.1f}", (detail.get("line") or what)[:90])
     out.print(stages)
-    models = Table("model", "version", "test metrics", "promoted", "verdict", title="models")
+    models = Table("model", "version", "serves", "test metrics", "promoted", "verdict", title="models")
     for model, summary in result.models.items():
         keys = (
             ("roc_auc", "pr_auc", "brier", "recall")
@@ -298,14 +298,22 @@ def _print_summary(result: PipelineResult, elapsed: float) -> None:
             else ("rmse_7d", "r2_7d", "rmse_30d", "r2_30d")
         )
         metrics = ", ".join(f"{k}={summary[k]:.3f}" for k in keys if isinstance(summary.get(k), int | float))
+        # The family that won on validation, beside each family's validation metric.
+        by_family = summary.get("val_by_family") or {}
+        serves = f"{summary.get('family') or 'net'}" + (
+            " (val " + ", ".join(f"{f} {v:.3f}" for f, v in by_family.items()) + ")" if by_family else ""
+        )
+        if summary.get("target"):
+            serves += f" · {summary['target']}"
         models.add_row(
             model,
             summary["version"],
+            serves,
             metrics,
             "yes" if summary["promoted"] else "no",
             str(summary.get("verdict") or "")[:60],
         )
     for name, why in result.skipped.items():
-        models.add_row(name, "–", "", "", f"skipped: {why}")
+        models.add_row(name, "–", "", "", "", f"skipped: {why}")
     out.print(models)
     out.print(f"pipeline done in {elapsed:.0f}s")

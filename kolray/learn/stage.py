@@ -89,6 +89,7 @@ class TrainOutcome:
             "decision": self.decision.reason if self.decision else "auto-promotion off",
             "target": self.report.get("target"),
             "family": self.search.family,
+            "val_by_family": {f: b.val_metric for f, b in self.search.families.items()},
             "trials": len(self.search.trials),
             "on_gpu": self.search.on_gpu,
         }
