@@ -6,7 +6,8 @@ Layout::
     models/<model>/<version>/meta.json           config, features, normalisation, calibration,
                                                  threshold, dataset version, metrics, code version,
                                                  and the sha256 of every file below
-    models/<model>/<version>/model.safetensors   network weights + normalisation buffers
+    models/<model>/<version>/model.safetensors   network weights + normalisation buffers (family net)
+    models/<model>/<version>/model*.txt          LightGBM's model text (family gbt; KOL: one per target)
     models/<model>/<version>/baselines/*.json|*.txt   baselines (JSON, LightGBM text)
 
 Integrity: ``registry.json`` holds the sha256 of each version's ``meta.json``, which holds the

@@ -1,20 +1,27 @@
-"""Hyper-parameter search with Ray Tune: the best network of a dataset version.
+"""Hyper-parameter search with Ray Tune over model families: the best model of a dataset version.
 
+- Families (:mod:`kolray.learn.families`): the PyTorch networks (``net``) and LightGBM (``gbt``)
+  are trials of the same search, on the same arrays, scored by the same validation metric; the
+  family is a grid axis, so each gets ``ceil(trials / families)`` samples. The champion is the
+  family whose best trial is best on validation; test is never read here.
 - Search spaces: :func:`token_search_space`, :func:`kol_search_space` (widths/depth or attention
-  sizes, dropout, learning rate, weight decay, batch size, and for tokens the imbalance handling).
-- ASHA stops weak trials early (on validation PR-AUC for tokens, validation RMSE for KOLs); each
-  trial also stops itself after ``patience`` epochs without improvement.
+  sizes, dropout, learning rate, weight decay, batch size, and for tokens the imbalance handling
+  and the periodic feature embeddings), and LightGBM's (leaves, learning rate, leaf size,
+  subsampling, L2, class weight).
+- ASHA stops weak network trials early (on validation PR-AUC for tokens, validation RMSE for
+  KOLs); each trial also stops itself after ``patience`` epochs without improvement. A LightGBM
+  trial stops itself on the same validation metric and reports once.
 - Trial resources ``{"cpu": c, "gpu": g}``; fractional ``g`` packs several trials on one GPU. The
   trial trains on ``cuda`` whenever Ray gave it a GPU, else on CPU: same code.
 - ``max_concurrent_trials`` defaults to what the cluster can run at once (CPUs / c, GPUs / g), so
   a 2-CPU machine runs two 1-CPU trials, not a queue of pending actors.
 - The training arrays go to the object store once (``tune.with_parameters``); trials never re-read
   the dataset.
-- Results and checkpoints (safetensors of the best epoch) go to
+- Results and checkpoints (safetensors of the best epoch, or LightGBM's model text) go to
   ``<storage_uri>/tune/<model>-<version>/`` on a local path or ``s3://``. Tune keeps its own
   experiment state there too (``tuner.pkl``, ``params.pkl``); kolray never loads those.
 
-:func:`run_search` returns the best trial's best network; :func:`kolray.learn.stage.train_and_register`
+:func:`run_search` returns the best trial of each family and the champion family; :func:`kolray.learn.stage.train_and_register`
 turns it into a registered, evaluated candidate.
 """
 
