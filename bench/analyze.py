@@ -190,14 +190,14 @@ def phase_naive(url: str) -> dict[str, Any]:
     from sqlalchemy import delete, insert, select
 
     from kolray.analyzer import WINDOWS, build_ledger, kol_stats
-    from kolray.analyzer.stage import _SWAP_COLUMNS
+    from kolray.analyzer.stage import SWAP_COLUMNS
     from kolray.db.migrate import upgrade
     from kolray.db.tables import KolStatRow, PositionRow, SwapRow
 
     engine = upgrade(url)
     with engine.begin() as conn:
         rows = conn.execute(
-            select(*_SWAP_COLUMNS).order_by(SwapRow.wallet, SwapRow.mint, SwapRow.block_time)
+            select(*SWAP_COLUMNS).order_by(SwapRow.wallet, SwapRow.mint, SwapRow.block_time)
         ).all()
         as_of = max(r.block_time for r in rows) + 1
     ledger = build_ledger(rows)
@@ -225,14 +225,14 @@ def phase_naive(url: str) -> dict[str, Any]:
 def phase_sql_read(url: str) -> dict[str, Any]:
     from sqlalchemy import select
 
-    from kolray.analyzer.stage import _SWAP_COLUMNS
+    from kolray.analyzer.stage import SWAP_COLUMNS
     from kolray.db.migrate import upgrade
     from kolray.db.tables import SwapRow
 
     n = 0
     with upgrade(url).connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=20_000).execute(
-            select(*_SWAP_COLUMNS).order_by(
+            select(*SWAP_COLUMNS).order_by(
                 SwapRow.wallet, SwapRow.mint, SwapRow.block_time, SwapRow.slot, SwapRow.signature
             )
         )

@@ -85,7 +85,7 @@ MAX_PAIRS = 20_000
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 # In SWAP_FIELDS order, so that rows turn into legs without attribute lookups.
-_SWAP_COLUMNS = tuple(getattr(SwapRow, name) for name in SWAP_FIELDS)
+SWAP_COLUMNS = tuple(getattr(SwapRow, name) for name in SWAP_FIELDS)
 _CHAIN_ORDER = (SwapRow.block_time, SwapRow.slot, SwapRow.signature)
 
 
@@ -207,7 +207,7 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
     # 1. Snapshot
     with engine.begin() as conn:
         state = _read_state(conn)
-        watermark = _committed_watermark(conn)
+        watermark = committed_watermark(conn)
     reason = "requested" if full else "incremental"
     if not full:
         if state is None:
@@ -396,7 +396,7 @@ def _write_state(conn: Connection, value: dict[str, Any]) -> None:
         conn.execute(insert(Meta).values(key=META_KEY, value=value, updated_at=now_s()))
 
 
-def _committed_watermark(conn: Connection) -> int:
+def committed_watermark(conn: Connection) -> int:
     """The largest swap id below which nothing can still appear."""
     if conn.dialect.name == "postgresql":
         # Sequence ids are handed out before commit: a transaction holding id 7 may commit after one
@@ -472,14 +472,14 @@ def _rebuild_batch(
     rows: list[Any] = []
     if whole:
         rows += conn.execute(
-            select(*_SWAP_COLUMNS)
+            select(*SWAP_COLUMNS)
             .where(SwapRow.wallet.in_(whole), SwapRow.id <= watermark)
             .order_by(SwapRow.wallet, SwapRow.mint, *_CHAIN_ORDER)
         ).all()
     for index in range(0, len(pairs), BATCH_PAIRS):
         chunk = pairs[index : index + BATCH_PAIRS]
         rows += conn.execute(
-            select(*_SWAP_COLUMNS).where(
+            select(*SWAP_COLUMNS).where(
                 tuple_(SwapRow.wallet, SwapRow.mint).in_(chunk), SwapRow.id <= watermark
             )
         ).all()
@@ -625,7 +625,7 @@ def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> in
         .scalar_subquery()
     )
     marks = {}
-    for row in conn.execute(select(*_SWAP_COLUMNS).where(SwapRow.id.in_(select(newest).select_from(wanted)))):
+    for row in conn.execute(select(*SWAP_COLUMNS).where(SwapRow.id.in_(select(newest).select_from(wanted)))):
         price = swap_price_sol(row)
         if price is not None:
             marks[row.mint] = (price, int(row.block_time))
