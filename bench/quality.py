@@ -211,6 +211,12 @@ def main() -> int:
         default=None,
         help="Reuse or keep the twin world here (default: a temporary directory).",
     )
+    parser.add_argument(
+        "--no-second-target",
+        action="store_true",
+        help="Skip the token model's other target (by default the KOL's own label_3x is also searched "
+        "on the same dataset and reported, as a candidate that is never promoted).",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kolray-quality-") as scratch:
@@ -239,11 +245,34 @@ def main() -> int:
         result = run_pipeline(options, say=lambda message: print(f"  {message}", file=sys.stderr, flush=True))
         elapsed = time.perf_counter() - started
         reports = {m: read_report(m, s["version"], str(state / "store")) for m, s in result.models.items()}
+        served_target = reports.get("token", {}).get("target")
+        if "token" in reports and served_target and not args.no_second_target:
+            from kolray.learn.stage import train_and_register
+            from kolray.learn.targets import TokenTarget
+            from kolray.learn.tune import TuneOptions
+
+            other: TokenTarget = "label_3x" if served_target == "peak_3x" else "peak_3x"
+            second = train_and_register(
+                "token",
+                dataset_version=result.dataset_version,
+                options=TuneOptions(
+                    trials=args.trials,
+                    max_epochs=args.max_epochs,
+                    n_boot=200,
+                    target=other,
+                    auto_promote=False,
+                ),
+                progress=lambda message: print(f"  second target: {message}", file=sys.stderr, flush=True),
+            )
+            reports["token_second"] = second.report
         ray.shutdown()
 
     token = token_table(reports["token"]) if "token" in reports else None
     kol = kol_table(reports["kol"]) if "kol" in reports else None
+    second_token = token_table(reports["token_second"]) if "token_second" in reports else None
     print(markdown(token, kol))
+    if second_token:
+        print("\n" + markdown(second_token, None) + "\n(a candidate on the other target, never promoted)")
     world = result.stage("world").detail
     line = {
         "bench": "quality",
@@ -258,8 +287,10 @@ def main() -> int:
         "pipeline_s": round(elapsed, 1),
         "token": token,
         "kol": kol,
+        "token_other_target": second_token,
         "verdicts": {m: r["comparison"].get("verdict") for m, r in reports.items()},
         "goals": goals(token, kol),
+        "goals_other_target": goals(second_token, None) if second_token else None,
     }
     print(json.dumps(line))
     return 0
