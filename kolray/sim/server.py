@@ -1,8 +1,10 @@
 """The twin's JSON-RPC server over HTTP: a clock, per-client rate limits, latency and faults.
 
 - **Clock.** ``clock="end"`` serves the whole world. ``clock="realtime"`` starts at the world's
-  start and advances ``speed`` simulated seconds per second: a transaction (and its signature in
-  ``getSignaturesForAddress``) appears only once its slot has been reached.
+  start (plus ``clock_offset_s``) and advances ``speed`` simulated seconds per second: a
+  transaction (and its signature in ``getSignaturesForAddress``) appears only once its slot has
+  been reached. WebSocket pubsub on the same port (:mod:`kolray.sim.pubsub`) announces
+  transactions as the clock reaches them; its faults are the ``ws_*`` fields.
 - **Rate limits**, per client (its IP address, or the ``X-Twin-Client`` header when a test or
   benchmark wants several clients from one host): like public mainnet by default — 100 requests per
   10 s, and 40 per 10 s for any one method; every call of a batch counts. Over the limit the reply
@@ -77,6 +79,7 @@ class ServerConfig:
     max_nulls: int = 2
     clock: str = "end"
     speed: float = 1.0
+    clock_offset_s: float = 0.0  # realtime: start this far into the world (its history before)
     seed: int = 0
     # Pubsub over WebSocket on the same port (kolray.sim.pubsub): confirmation lag and faults.
     ws_confirm_slots: int = 1
@@ -214,7 +217,11 @@ class TwinServer:
     def sim_time(self) -> float:
         if self.config.clock == "end":
             return float(self.world.end)
-        return self.world.start + (time.monotonic() - self._started) * self.config.speed
+        return (
+            self.world.start
+            + self.config.clock_offset_s
+            + (time.monotonic() - self._started) * self.config.speed
+        )
 
     def current_slot(self) -> int:
         if self.config.clock == "end":
