@@ -46,6 +46,7 @@ from kolray.chain.swaps import MalformedTransaction, extract_swaps
 from kolray.chain.types import Swap
 from kolray.db.engine import session_scope
 from kolray.db.tables import Cursor, SwapRow
+from kolray.tracker.latency import LatencyRecorder
 from kolray.tracker.poller import ChainSource, PollPolicy, SignatureRef, WalletPollResult, poll_wallet
 from kolray.tracker.store import CommitResult, WalletProgress, commit_progress, load_cursors
 
@@ -119,6 +120,11 @@ def commit_telling_new(engine: Engine, progress: WalletProgress) -> tuple[Commit
     if not result.committed:
         return result, []
     return result, [s for s in progress.swaps if (s.signature, s.wallet, s.mint) not in before]
+
+
+def block_time_of(swap: Swap) -> float | None:
+    """A swap's chain time as the node gives it (whole seconds)."""
+    return None if swap.block_time is None else float(swap.block_time)
 
 
 class LiveStore(Protocol):
@@ -220,8 +226,14 @@ class LiveTracker:
         wallets: Sequence[str],
         options: LiveOptions | None = None,
         on_stored: Callable[[StoredSwaps], Awaitable[None] | None] | None = None,
+        latency: LatencyRecorder | None = None,
+        latency_engine: Engine | None = None,
+        chain_time: Callable[[Swap], float | None] = block_time_of,
     ) -> None:
         self.options = options or LiveOptions()
+        self.latency = latency
+        self.latency_engine = latency_engine
+        self.chain_time = chain_time
         self.source = RememberingSource(source)
         self.store = store
         self.wallets = list(dict.fromkeys(wallets))
@@ -336,6 +348,11 @@ class LiveTracker:
             self.seen.popitem(last=False)
 
     async def _tell(self, stored: StoredSwaps) -> None:
+        if self.latency is not None:
+            times = [t for t in map(self.chain_time, stored.swaps) if t is not None]
+            self.latency.observe_chain("stored", times, stored.stored_at)
+            if self.latency_engine is not None:
+                await asyncio.to_thread(self.latency.flush, self.latency_engine)
         if self.on_stored is None:
             return
         outcome = self.on_stored(stored)

@@ -17,6 +17,7 @@ from kolray.db.migrate import upgrade
 from kolray.sim.pubsub import slot_start
 from kolray.sim.server import start_server
 from kolray.sim.world import World, generate_world, load_world
+from kolray.tracker.latency import LatencyRecorder, latency_summary
 from kolray.tracker.live import EngineStore, LiveOptions, LiveTracker, StoredSwaps, may_trade
 from kolray.tracker.poller import PollPolicy
 from kolray.tracker.source import RpcChainSource
@@ -132,7 +133,8 @@ def test_without_faults_the_fast_road_stores_each_swap_within_a_second(world: Wo
         async def main() -> LiveTracker:
             source = RpcChainSource.create([twin.url], timeout_s=2.0)
             live = LiveTracker(source, EngineStore(engine), [ws_url_of(twin.url)], wallets,
-                               LiveOptions(reconcile_interval_s=10**6), on_stored=batches.append)  # fmt: skip
+                               LiveOptions(reconcile_interval_s=10**6), on_stored=batches.append,
+                               latency=recorder, latency_engine=engine)  # fmt: skip
             stop = asyncio.Event()
             task = asyncio.create_task(live.run(stop))
             await asyncio.sleep(6)
@@ -141,6 +143,7 @@ def test_without_faults_the_fast_road_stores_each_swap_within_a_second(world: Wo
             await source.aclose()
             return live
 
+        recorder = LatencyRecorder("test")
         started = time.time() - twin.server.sim_time() / speed  # wall time = started + sim / speed
         live = asyncio.run(main())
     lags = [
@@ -153,3 +156,7 @@ def test_without_faults_the_fast_road_stores_each_swap_within_a_second(world: Wo
     lags.sort()
     assert lags[len(lags) // 2] < 1.0, lags
     assert set(stored(engine)) <= truth(world)
+    # The same swaps, in kolray's own record (from blockTime: whole seconds of simulated time).
+    recorder.flush(engine, force=True)
+    summary = latency_summary(engine)
+    assert summary["stored"].n == len(lags) + sum(len(b.swaps) for b in batches if b.road != "live")
