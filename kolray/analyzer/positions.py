@@ -1,4 +1,4 @@
-"""Swaps → positions: FIFO lots per (wallet, mint), exactly as ``docs/internals.md`` ("Positions") defines them.
+"""Swaps → positions: FIFO lots per (wallet, mint), exactly as ``docs/analysis.md`` ("Position rules") defines them.
 
 Everything here is a pure function of the swaps it is given, so the database stage, the feature
 pipeline, the chain twin's checks and the tests all compute the same positions. Sums are kept in
@@ -90,7 +90,7 @@ class Position:
     last_price_sol: float | None = None  # mark for open positions
     mark_time: int | None = None
 
-    # Derived values (docs/internals.md, points 4-6)
+    # Derived values (docs/analysis.md, "Position rules")
 
     @property
     def closed(self) -> bool:

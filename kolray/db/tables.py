@@ -131,7 +131,7 @@ class Cursor(Base):
 class PositionRow(Base):
     """A position per (wallet, mint, seq): opened by a buy, closed when what is left is dust.
 
-    Written by the analyzer (``kolray.analyzer``), following docs/internals.md "Positions". The
+    Written by the analyzer (``kolray.analyzer``), following docs/analysis.md "Position rules". The
     ``*_lamports`` columns are the exact integer sums; the ``*_sol`` floats are derived from them.
     """
 

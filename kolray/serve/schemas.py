@@ -7,7 +7,7 @@ of 32 bytes (the published pattern admits nearly only those: see ``Wallet``). A 
 ``detail`` names the field (``loc``), and whose ``message`` says the same in one line.
 
 Times go out as ISO-8601 UTC strings (``2024-06-01T12:00:00Z``); inside kolray they are unix
-seconds (docs/internals.md "Units and time").
+seconds (docs/architecture.md, "Units and time").
 """
 
 from __future__ import annotations

@@ -118,8 +118,8 @@ DEFAULT_START = 1_740_787_200  # 2025-03-01T00:00:00Z
 HOUR = 3600.0
 DAY = 86_400
 
-LABEL_HORIZON_S = 7 * DAY  # docs/internals.md: label_3x within H = 7 days of entry
-DUST_FRACTION = 0.001  # docs/internals.md: a position closes when ≤ 0.1% of its bought tokens remain
+LABEL_HORIZON_S = 7 * DAY  # docs/features.md: label_3x within H = 7 days of entry
+DUST_FRACTION = 0.001  # docs/analysis.md: a position closes when ≤ 0.1% of its bought tokens remain
 THREE_X = 3.0
 
 STYLES = ("farmer", "scalper", "swing", "diamond")

@@ -1,6 +1,6 @@
-"""Positions from swaps, exactly as ``docs/internals.md`` defines them (the twin's ground truth).
+"""Positions from swaps, exactly as ``docs/analysis.md`` ("Position rules") defines them (the twin's ground truth).
 
-This is a reference implementation for the ground truth the analyzer (issue 6) must reproduce:
+This is a reference implementation for the ground truth the analyzer must reproduce:
 FIFO lots per (wallet, mint), a new position after a close, closing at dust (≤ 0.1% of the
 position's bought tokens left), untracked sells, fees kept apart, multiple = proceeds / cost.
 """

@@ -5,7 +5,7 @@ world.json                  parameters, summary, time and slot range, parts
 kols.parquet                KOL wallets and their latent traits
 tokens.parquet              tokens and their latent dynamics
 trades.parquet              ground-truth swaps (the ``Swap`` fields) of the tracked wallets
-positions.parquet           ground-truth positions (docs/internals.md) with ``oracle_p3x``
+positions.parquet           ground-truth positions (docs/analysis.md) with ``oracle_p3x``
 kol_daily.parquet           per KOL and day: oracle 3x rate of the next 7 / 30 days' positions
 chain/part-NNNNN/           one part per community of KOLs
     txs.bin                 zlib-compressed getTransaction results (json encoding, no "version")

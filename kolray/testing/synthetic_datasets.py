@@ -1,6 +1,6 @@
-"""Synthetic feature datasets in the exact format of docs/internals.md, with a planted signal.
+"""Synthetic feature datasets in the exact format of docs/features.md ("Dataset format"), with a planted signal.
 
-Until the feature pipeline (issue 7) produces real datasets, these exercise training, search,
+Beside the real datasets the feature build makes, these exercise training, search,
 evaluation and the registry end to end. The signal is planted through latent traits that only show
 through noisy observable features, as on the chain twin, so that an oracle exists and is a ceiling
 a model can approach but not reach:

@@ -1,8 +1,8 @@
-"""The analyzer on a chain-twin world (issue 6, "Done when"): positions and realised multiples
+"""The analyzer on a chain-twin world: positions and realised multiples
 equal the twin's ground truth exactly, through the pure function and through the database stage;
 KOL statistics equal a direct computation from the ground truth.
 
-Written against the twin's documented API (docs/internals.md: ``generate_world(out, ...)``,
+Written against the twin's documented API (docs/chain-twin.md: ``generate_world(out, ...)``,
 ``load_world(dir)``) while ``kolray.sim`` was still being built. :func:`ground_truth` is the one
 place that reads the twin's ground truth: adjust it there if the twin's shape differs.
 """
@@ -78,7 +78,7 @@ def _ints(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def ground_truth(world: Any) -> tuple[list[Swap], list[dict[str, Any]]]:
-    """The twin's ground-truth trades (as Swaps) and positions (docs/internals.md field names)."""
+    """The twin's ground-truth trades (as Swaps) and positions (docs/analysis.md field names)."""
     trades = _records(world.trades())
     positions = [_ints(_missing_to_none(row)) for row in _records(world.positions())]
     swaps = [
@@ -93,7 +93,7 @@ def ground_truth(world: Any) -> tuple[list[Swap], list[dict[str, Any]]]:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     sim = pytest.importorskip("kolray.sim")
     if not hasattr(sim, "generate_world"):
-        pytest.skip("kolray.sim has no generate_world/load_world yet (issue 4): the twin test cannot run")
+        pytest.skip("kolray.sim has no generate_world/load_world: the twin test cannot run")
     out = Path(tmp_path_factory.mktemp("twin"))
     sim.generate_world(out, kols=20, days=14, seed=11)  # ~1,600 positions, a few of them 3x
     return sim.load_world(out)
@@ -162,7 +162,7 @@ def test_the_database_stage_gives_the_same_positions(
 
 def _direct(rows: Iterable[Mapping[str, Any]], as_of: int, window: str) -> dict[str, Any]:
     """KOL statistics computed straight from ground-truth position records, independently of the
-    analyzer's code: the definitions in README "Positions and KOL statistics"."""
+    analyzer's code: the definitions in docs/analysis.md "KOL statistics, point in time"."""
     span = WINDOWS[window]
     closed = [
         r

@@ -25,7 +25,7 @@ def twin_world(tmp_path_factory: pytest.TempPathFactory):
         world = importlib.import_module("kolray.sim.world")
         world.generate_world, world.load_world  # noqa: B018
     except (ModuleNotFoundError, AttributeError):
-        pytest.skip("kolray.sim has no generate_world/load_world yet (issue 4)")
+        pytest.skip("kolray.sim has no generate_world/load_world")
     directory = tmp_path_factory.mktemp("twin") / "world"
     world.generate_world(directory, kols=20, days=30, seed=4)
     return directory, world.load_world(directory)

@@ -1,4 +1,4 @@
-"""The HTTP contract (DESIGN.md §3) on the plain FastAPI app: real database (the sample world run
+"""The HTTP contract (docs/serving.md) on the plain FastAPI app: real database (the sample world run
 through the real analyzer), real registered models, real point-in-time features; no Ray.
 
 Every bad input gets a 4xx naming the field; unknown things a documented 404; a missing model a

@@ -1,4 +1,4 @@
-"""Positions from swaps: docs/internals.md "Positions", case by case."""
+"""Positions from swaps: docs/analysis.md "Position rules", case by case."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The twin's ground-truth positions follow docs/internals.md to the letter (hand-written cases)."""
+"""The twin's ground-truth positions follow docs/analysis.md ("Position rules") to the letter (hand-written cases)."""
 
 from __future__ import annotations
 
