@@ -28,8 +28,10 @@ from kolray.backtest.engine import (
 )
 from kolray.backtest.report import (
     BacktestReport,
+    DelayResult,
     ModelCheck,
     StrategyResult,
+    delay_table_text,
     equity_png,
     list_reports,
     load_png,
@@ -58,6 +60,7 @@ __all__ = [
     "BacktestReport",
     "BacktestRun",
     "BacktestStage",
+    "DelayResult",
     "Execution",
     "KolSell",
     "LookaheadError",
@@ -72,6 +75,7 @@ __all__ = [
     "Trade",
     "backtest_stage",
     "check_model",
+    "delay_table_text",
     "equity_png",
     "list_reports",
     "load_png",

@@ -58,6 +58,15 @@ class StrategyResult(BaseModel):
     note: str | None = None
 
 
+class DelayResult(BaseModel):
+    """One strategy's same copies at another delay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delay_s: int
+    metrics: Metrics
+
+
 class BacktestReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +86,10 @@ class BacktestReport(BaseModel):
         default_factory=dict, description="Strategies that could not run, and why."
     )
     notes: list[str] = Field(default_factory=list)
+    by_delay: dict[str, list[DelayResult]] = Field(
+        default_factory=dict,
+        description="Per strategy: the same decisions replayed at each requested delay (what latency is worth).",
+    )
 
     def strategy(self, name: str) -> StrategyResult:
         for result in self.strategies:
@@ -152,6 +165,41 @@ def table_text(report: BacktestReport) -> str:
 
 
 # The plot
+
+
+def delay_table_text(report: BacktestReport) -> str:
+    """Return per trade of each strategy at each requested delay, as a Markdown table ("" when no
+    delay list was asked for)."""
+    delays = sorted({r.delay_s for results in report.by_delay.values() for r in results})
+    if not delays:
+        return ""
+    header = ["return per trade", *(f"{d} s" for d in delays)]
+    rows = []
+    for name, results in report.by_delay.items():
+        at = {r.delay_s: r.metrics for r in results}
+        rows.append(
+            [name]
+            + [
+                _cell("return_per_trade", at[d].return_per_trade) + f" ({at[d].trades})" if d in at else "–"
+                for d in delays
+            ]
+        )
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    separator = (
+        "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    )
+    return "\n".join([line(header), separator, *(line(r) for r in rows)])
 
 
 def equity_png(report: BacktestReport) -> bytes:

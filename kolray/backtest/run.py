@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kolray.analyzer import iter_wallet_positions
 from kolray.backtest.data import BacktestError, SignalSet, load_signals
 from kolray.backtest.engine import Execution, metrics, replay
-from kolray.backtest.report import BacktestReport, ModelCheck, StrategyResult, equity_png, save_report
+from kolray.backtest.report import (
+    BacktestReport,
+    DelayResult,
+    ModelCheck,
+    StrategyResult,
+    equity_png,
+    save_report,
+)
 from kolray.backtest.strategies import (
     DEFAULT_MIN_SCORED,
     DEFAULT_STRATEGIES,
@@ -63,6 +70,18 @@ class BacktestOptions(BaseModel):
     end: int | None = Field(
         default=None, description="End of the data (unix s); default: the dataset's cutoff."
     )
+    delays_s: list[int] = Field(
+        default_factory=list,
+        description="Also replay every strategy's same decisions at each of these delays (seconds from "
+        "the KOL's trade to the copy's fills): what latency is worth (BacktestReport.by_delay).",
+    )
+
+    @field_validator("delays_s")
+    @classmethod
+    def _delays(cls, delays: list[int]) -> list[int]:
+        if any(d < 0 for d in delays):
+            raise ValueError("delays must be >= 0 seconds")
+        return sorted(set(delays))
 
     @field_validator("strategies")
     @classmethod
@@ -198,6 +217,7 @@ def run_backtest(
     skipped: dict[str, str] = {}
     results: list[StrategyResult] = []
     trades: dict[str, list[dict[str, Any]]] = {}
+    by_delay: dict[str, list[DelayResult]] = {}
     model_check: ModelCheck | None = None
     model_threshold: float | None = None
 
@@ -236,6 +256,11 @@ def run_backtest(
             )
         )
         trades[name] = [t.to_dict() for t in outcome.trades]
+        for delay in options.delays_s:
+            execution = options.execution.model_copy(update={"delay_s": delay})
+            at_delay = replay(data.signals, decisions, data.tape, execution, data.end, scores)
+            delayed, _ = metrics(at_delay, len(data.signals), execution, data.start, data.end)
+            by_delay.setdefault(name, []).append(DelayResult(delay_s=delay, metrics=delayed))
         say(f"{name}: {measured.trades} trades, {measured.total_pnl_sol:+.2f} SOL")
     if not results:
         raise BacktestError("no strategy could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -262,6 +287,7 @@ def run_backtest(
         strategies=results,
         skipped=skipped,
         notes=notes,
+        by_delay=by_delay,
     )
     png = equity_png(report)
     say(f"backtest done in {time.perf_counter() - started:.1f}s")

@@ -15,6 +15,7 @@ from kolray.backtest import (
     Execution,
     StrategySpec,
     backtest_stage,
+    delay_table_text,
     table_text,
 )
 from kolray.backtest.report import trades_csv
@@ -55,6 +56,14 @@ def backtest(
     delay_s: Annotated[int, typer.Option(help="Seconds from a KOL's trade to the copy's fill.")] = default_of(
         Execution, "delay_s"
     ),
+    delays: Annotated[
+        str | None,
+        typer.Option(
+            "--delays",
+            help="Also replay every strategy's same copies at each of these delays (comma-separated "
+            "seconds, e.g. 0,2,10,30,60,300) and print return per trade at each: what latency is worth.",
+        ),
+    ] = None,
     slippage_bps: Annotated[float, typer.Option(help="Price impact per fill, basis points.")] = default_of(
         Execution, "slippage_bps"
     ),
@@ -122,6 +131,12 @@ def backtest(
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         fail(f"--out: {out_dir} is not a directory")
     try:
+        delays_s = [int(d) for d in delays.split(",") if d.strip()] if delays else []
+    except ValueError:
+        fail(f"--delays: whole seconds separated by commas, e.g. 0,2,10,30,60,300 (got {delays!r})")
+    if any(d < 0 for d in delays_s):
+        fail("--delays: delays must be >= 0 seconds")
+    try:
         execution = Execution(
             delay_s=delay_s,
             slippage_bps=slippage_bps,
@@ -142,6 +157,7 @@ def backtest(
             top_kols_window=top_kols_window,
             top_kols_min_scored=min_scored,
             allow_lookahead=allow_lookahead,
+            delays_s=delays_s,
         )
     except ValidationError as error:
         problems = []
@@ -207,6 +223,10 @@ def _print(report: BacktestReport) -> None:
         table_text(report),
         "",
     ]
+    if report.by_delay:
+        lines.extend(
+            ["Return per trade (copies) by delay, same decisions:", "", delay_table_text(report), ""]
+        )
     for result in report.strategies:
         lines.append(f"- {result.name}: {result.description}" + (f" ({result.note})" if result.note else ""))
     for name, why in report.skipped.items():
