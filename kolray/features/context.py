@@ -148,7 +148,7 @@ def multiples(frame: Columns) -> np.ndarray:
 
 
 def labels_3x(frame: Columns, horizon_s: int) -> np.ndarray:
-    """docs/internals.md: ``closed and exit_time <= entry_time + H and multiple >= 3`` (int8)."""
+    """docs/features.md: ``closed and exit_time <= entry_time + H and multiple >= 3`` (int8)."""
     multiple = multiples(frame)
     entry = _col(frame, "entry_time", np.int64)
     exit_ = _col(frame, "exit_time", np.float64)

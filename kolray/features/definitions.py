@@ -20,7 +20,7 @@ import pyarrow as pa
 
 DAY = 86_400
 HOUR = 3_600
-DEFAULT_HORIZON_S = 7 * DAY  # docs/internals.md: label_3x within H = 7 days of entry
+DEFAULT_HORIZON_S = 7 * DAY  # docs/features.md: label_3x within H = 7 days of entry
 DEFAULT_EMBARGO_S = DAY
 KOL_TARGET_WINDOWS: dict[str, int] = {"7d": 7 * DAY, "30d": 30 * DAY}
 CONSENSUS_WINDOWS: dict[str, int] = {"1h": HOUR, "24h": DAY}

@@ -2,7 +2,7 @@
 (one per KOL per day). Pure: the Ray Data build calls these on one shard of wallets at a time, the
 in-memory build on everything at once, the leak test on rewritten histories.
 
-Which rows exist (docs/internals.md, "Labels and point in time"):
+Which rows exist (docs/features.md, "Labels and point in time"):
 
 - token: every position whose opening buy was paid in SOL and whose outcome is known,
   ``entry_time + H <= cutoff``; a position still open then is labelled 0 (it did not realise 3x

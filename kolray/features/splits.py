@@ -1,4 +1,4 @@
-"""Time splits with purging and an embargo (docs/internals.md, "Feature datasets").
+"""Time splits with purging and an embargo (docs/features.md).
 
 A row has a time ``t`` (token: entry; KOL: the day) and a *resolution time* ``r >= t``: when its
 label became known (token: the close if within the horizon, else ``entry + H``; KOL: the end of
