@@ -99,7 +99,7 @@ def test_the_token_manifest_counts_positives_exactly_in_any_order(tmp_path, orde
     for shard in range(3):
         rng = np.random.default_rng(100 + shard)
         days = np.sort(rng.integers(0, 80, 50)) * DAY
-        frame = pd.DataFrame({"entry_time": days, TOKEN_LABEL_COLUMNS[0]: rng.integers(0, 2, 50)})
+        frame = pd.DataFrame({"entry_time": days, **{c: rng.integers(0, 2, 50) for c in TOKEN_LABEL_COLUMNS}})
         codes = np.where(days < PLAN.val_start - DAY, 0, np.where(days < PLAN.test_start - DAY, 1, 2))
         codes[(days >= PLAN.val_start - DAY) & (days < PLAN.val_start)] = -1
         codes[(days >= PLAN.test_start - DAY) & (days < PLAN.test_start)] = -1
