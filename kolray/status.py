@@ -16,7 +16,9 @@ from sqlalchemy.engine import Engine
 from kolray.db.engine import session_scope
 from kolray.db.tables import Cursor, Kol, Run, SwapRow
 from kolray.learn import registry
+from kolray.tracker.latency import StageLatency, latency_summary
 
+LATENCY_WINDOW_S = 300.0
 STAGES = ("track", "analyze", "features", "tune", "continuous_train", "pipeline")
 
 
@@ -28,6 +30,10 @@ class TrackerStatus(BaseModel):
     # Seconds since each active wallet was last brought up to date: what "freshness" means to a user.
     staleness_p50_s: float | None
     staleness_max_s: float | None
+    # Seconds from chain time (blockTime) to each stage — stored, alert raised, webhook delivered —
+    # over the last ``latency_window_s`` (kolray.tracker.latency; samples from every process).
+    latency_window_s: float = LATENCY_WINDOW_S
+    latency: dict[str, StageLatency] = {}
 
 
 class RunStatus(BaseModel):
@@ -74,6 +80,10 @@ def tracker_status(engine: Engine, now: float | None = None) -> TrackerStatus:
         )
         swaps = session.scalar(select(func.count()).select_from(SwapRow)) or 0
     ages = sorted(now - at for at in polled.values() if at)
+    try:
+        latency = latency_summary(engine, LATENCY_WINDOW_S, now)
+    except Exception:  # a status shows what it can read
+        latency = {}
     return TrackerStatus(
         wallets_active=len(active),
         wallets_never_polled=sum(1 for w in active if not polled.get(w)),
@@ -81,6 +91,7 @@ def tracker_status(engine: Engine, now: float | None = None) -> TrackerStatus:
         last_poll_at=max((at for at in polled.values() if at), default=None),
         staleness_p50_s=round(ages[len(ages) // 2], 1) if ages else None,
         staleness_max_s=round(ages[-1], 1) if ages else None,
+        latency=latency,
     )
 
 

@@ -27,6 +27,7 @@ from kolray.db import upgrade
 from kolray.db.locks import database_lock
 from kolray.features.source import read_engine
 from kolray.secrets import redact_text
+from kolray.tracker.latency import AlertLatency, LatencyRecorder
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class AlertRunner:
         # Not bound to a loop until first awaited: safe to create here and set from other threads
         # through the loop's call_soon_threadsafe.
         self._stop = asyncio.Event()
+        self.latency = AlertLatency(LatencyRecorder("alerts"))
         self._wake = asyncio.Event()
 
     # Life cycle
@@ -175,6 +177,7 @@ class AlertRunner:
                 if result.new_ids:
                     self.deliverer.add(result.new_ids)
                     deliver_wake.set()
+                await asyncio.to_thread(self._record_latency, result.new_ids)
             stopped = asyncio.ensure_future(self._stop.wait())
             woken = asyncio.ensure_future(self._wake.wait())
             await asyncio.wait({stopped, woken}, timeout=self.interval_s, return_when=asyncio.FIRST_COMPLETED)
@@ -182,6 +185,16 @@ class AlertRunner:
                 if not future.done():
                     future.cancel()
         await delivery
+
+    def _record_latency(self, new_ids: list[int]) -> None:
+        """Seconds from each buy's block time to its alert (now) and to its first delivered webhook
+        (read back after the deliveries land: the next pass), for ``kolray status`` and ``/healthz``."""
+        try:
+            self.latency.raised(self.engine, new_ids)
+            self.latency.deliveries(self.engine)
+            self.latency.recorder.flush(self.engine)
+        except Exception as error:  # informative: never stops alerting
+            log.debug("alerts: latency not recorded: %s", redact_text(str(error)))
 
     def evaluate_once(self) -> Evaluation:
         result = evaluate(

@@ -1,4 +1,5 @@
-"""``kolray track``: poll the tracked wallets into the database."""
+"""``kolray track``: poll the tracked wallets into the database (``--live``: pubsub subscriptions, the
+poller reconciling)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from kolray.commands._common import console, default_of, fail, out, settings
 from kolray.commands._database import database
 from kolray.config import Settings
 from kolray.secrets import redact_url, register_secret
-from kolray.tracker.supervisor import TrackerOptions, active_wallets, run_forever, sync_once
+from kolray.tracker.live import LiveOptions
+from kolray.tracker.supervisor import TrackerOptions, active_wallets, run_forever, run_live, sync_once
 
 
 def track(
@@ -53,6 +55,31 @@ def track(
         ),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print summaries as JSON lines.")] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Learn of each wallet's transactions within a slot or two from pubsub subscriptions "
+            "(logsSubscribe over WebSocket), store their swaps at once and wake the alerts straight "
+            "away; polling stays on as the reconciler that fills every gap.",
+        ),
+    ] = False,
+    ws_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ws-url",
+            help="--live: pubsub endpoint (repeatable; connections spread over them). Default: each "
+            "RPC URL with ws(s):// for http(s)://.",
+        ),
+    ] = None,
+    reconcile_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="--live: seconds between reconciliations of every wallet (what subscriptions "
+            "missed). Default: 10 × the poll interval.",
+        ),
+    ] = None,
     alerts: Annotated[
         bool,
         typer.Option(
@@ -122,6 +149,10 @@ def track(
         if summary.wallets_outside_backfill:  # the other notes are the normal quiet of a cycle
             _print_notes(summary.notes()[:1])
 
+    if live:
+        _track_live(options, config, alerts, ws_url, interval, reconcile_interval, json_)
+        return
+
     with tracking_hook(config, enabled=alerts) as alert_cycle:
 
         def on_cycle_and_alerts(cycle: int, summary) -> None:
@@ -133,6 +164,46 @@ def track(
             options, interval_s=interval or config.poll_interval_s, on_cycle=on_cycle_and_alerts
         )
     console.print(f"stopped after {cycles} cycles")
+
+
+def _track_live(
+    options: TrackerOptions,
+    config: Settings,
+    alerts: bool,
+    ws_urls: list[str] | None,
+    interval: float | None,
+    reconcile_interval: float | None,
+    json_: bool,
+) -> None:
+    import json
+
+    poll_interval = interval or config.poll_interval_s
+    for url in ws_urls or []:
+        register_secret(url)
+    live_options = LiveOptions(
+        poll_interval_s=poll_interval,
+        reconcile_interval_s=reconcile_interval or 10 * poll_interval,
+        policy=options.policy,
+        wallet_concurrency=options.wallet_concurrency,
+    )
+    console.print(
+        f"live: subscriptions, reconciling uncovered wallets every {live_options.poll_interval_s:g} s and "
+        f"every wallet every {live_options.reconcile_interval_s:g} s"
+    )
+    with tracking_hook(config, enabled=alerts) as alert_cycle:
+
+        def on_stored(count: int) -> None:
+            if alert_cycle is not None:
+                alert_cycle(0, None)  # straight through: the alert runner evaluates now
+
+        totals = run_live(options, ws_urls, live_options, on_stored=on_stored)
+    if json_:
+        out.print_json(json.dumps(totals))
+    else:
+        console.print(
+            f"stopped: {totals.get('stored_live', 0)} swaps stored live, "
+            f"{totals.get('stored_reconcile', 0)} by reconciliation"
+        )
 
 
 def _print_notes(notes: list[str]) -> None:

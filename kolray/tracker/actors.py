@@ -21,9 +21,12 @@ import os
 import time
 from typing import Any
 
+from kolray.chain.types import Swap
 from kolray.db.migrate import upgrade
 from kolray.logs import configure_logging
 from kolray.secrets import redact_text, register_secret
+from kolray.tracker.latency import LatencyRecorder
+from kolray.tracker.live import LiveOptions, LiveTracker, commit_telling_new, store_swaps
 from kolray.tracker.poller import PollPolicy, WalletPollResult, poll_wallet
 from kolray.tracker.ratelimit import RateLimiter
 from kolray.tracker.source import RpcChainSource
@@ -71,6 +74,8 @@ class WriterActor:
         self.wakeup = asyncio.Event()
         self.flusher: asyncio.Task[None] | None = None
         self.commits = 0
+        self.stored_live = 0
+        self.stored_reconciled = 0
 
     async def commit(self, progress: WalletProgress) -> CommitResult:
         if self.flusher is None or self.flusher.done():
@@ -101,8 +106,26 @@ class WriterActor:
                 if not future.done():
                     future.set_result(result)
 
+    async def store(self, swaps: list[Swap]) -> list[Swap]:
+        """The live road's swaps, inserted at once (no batching wait: seconds count), without
+        moving cursors; returns those that were new."""
+        inserted = await asyncio.to_thread(store_swaps, self.engine, swaps)
+        self.stored_live += len(inserted)
+        return inserted
+
+    async def commit_telling_new(self, progress: WalletProgress) -> tuple[CommitResult, list[Swap]]:
+        """The reconciler's commit, saying which swaps were new (for latency and alerts)."""
+        outcome, fresh = await asyncio.to_thread(commit_telling_new, self.engine, progress)
+        self.stored_reconciled += len(fresh)
+        return outcome, fresh
+
     def stats(self) -> dict[str, int]:
-        return {"transactions": self.commits, "queued": len(self.queue)}
+        return {
+            "transactions": self.commits,
+            "queued": len(self.queue),
+            "stored_live": self.stored_live,
+            "stored_reconciled": self.stored_reconciled,
+        }
 
 
 class PollerActor:
@@ -137,6 +160,8 @@ class PollerActor:
         self.stopping = False
         self.metrics = _PollerMetrics(index)
         self.pid = os.getpid()
+        self.live_stop: asyncio.Event | None = None
+        self.live_tracker: LiveTracker | None = None
 
     async def _ensure_source(self) -> Any:
         if self.source is None:
@@ -199,12 +224,56 @@ class PollerActor:
     def reset_progress(self) -> None:
         self.done = 0
 
+    async def live(self, wallets: list[str], ws_urls: list[str], options: LiveOptions) -> dict[str, Any]:
+        """Hold subscriptions for ``wallets`` and store their swaps as they land, the poller
+        reconciling (:mod:`kolray.tracker.live`), until :meth:`stop`. Returns the live stats."""
+        source = await self._ensure_source()
+        self.stopping = False
+        self.live_stop = asyncio.Event()
+        tracker = LiveTracker(
+            source,
+            _WriterStore(self.writer, self.engine),
+            ws_urls,
+            wallets,
+            options,
+            latency=LatencyRecorder(f"tracker-{self.index}"),
+            latency_engine=self.engine,
+        )
+        self.live_tracker = tracker
+        await tracker.run(self.live_stop)
+        return tracker.stats()
+
+    def live_stats(self) -> dict[str, Any]:
+        return self.live_tracker.stats() if self.live_tracker is not None else {}
+
     def stop(self) -> None:
         """Finish the wallets in flight (their commits land), start no new ones."""
         self.stopping = True
+        if self.live_stop is not None:
+            self.live_stop.set()
 
     def pid_of(self) -> int:
         return self.pid
+
+
+class _WriterStore:
+    """The live tracker's store through the writer actor (cursor reads straight from the database)."""
+
+    def __init__(self, writer: Any, engine: Any) -> None:
+        self.writer = writer
+        self.engine = engine
+
+    async def store(self, swaps: list[Swap]) -> list[Swap]:
+        inserted: list[Swap] = await self.writer.store.remote(swaps)
+        return inserted
+
+    async def commit(self, progress: WalletProgress) -> tuple[CommitResult, list[Swap]]:
+        outcome: tuple[CommitResult, list[Swap]] = await self.writer.commit_telling_new.remote(progress)
+        return outcome
+
+    async def cursors(self, wallets: list[str]) -> dict[str, str | None]:
+        found = await asyncio.to_thread(load_cursors, self.engine, wallets)
+        return {w: c.newest_signature for w, c in found.items()}
 
 
 # The Ray options of each actor class, applied by ``remote``: the classes stay plain, so importing the

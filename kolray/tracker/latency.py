@@ -61,7 +61,8 @@ class LatencyRecorder:
         self._lock = threading.Lock()
         self._last_flush = 0.0
         self._dirty = False
-        self._histogram: Any = _ray_histogram()
+        self._histogram: Any = None
+        self._histogram_checked = False
 
     def observe(self, stage: str, seconds: float, at: float | None = None) -> None:
         if stage not in self.samples:
@@ -70,6 +71,8 @@ class LatencyRecorder:
         with self._lock:
             self.samples[stage].append((time.time() if at is None else at, seconds))
             self._dirty = True
+        if not self._histogram_checked:  # Ray may start after the recorder is made
+            self._histogram, self._histogram_checked = _ray_histogram(), True
         if self._histogram is not None:
             self._histogram.observe(seconds, tags={"stage": stage})
 

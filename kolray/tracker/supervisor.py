@@ -17,12 +17,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kolray.chain.pubsub import ws_url_of
 from kolray.cluster import init_ray
 from kolray.config import Settings, get_settings
 from kolray.db.migrate import upgrade
 from kolray.db.runs import record_run
 from kolray.kols import list_kols
 from kolray.tracker import actors
+from kolray.tracker.live import LiveOptions
 from kolray.tracker.poller import PollPolicy
 
 log = logging.getLogger(__name__)
@@ -314,6 +316,63 @@ class Tracker:
         summary.elapsed_s = round(time.time() - started, 3)
         return summary
 
+    def live(
+        self,
+        wallets: list[str],
+        ws_urls: list[str],
+        live_options: LiveOptions,
+        stop: threading.Event,
+        on_stored: Callable[[int], None] | None = None,
+        check_s: float = 0.1,
+    ) -> dict[str, Any]:
+        """Hold pubsub subscriptions for ``wallets`` (sharded over the pollers as for polling) until
+        ``stop``; the pollers reconcile. ``on_stored(n)`` hears, within ``check_s``, that n more
+        swaps were stored (straight on to alerts). A poller that dies is restarted by Ray and its
+        shard resubscribed (its first reconciliation fills what was missed meanwhile). Returns the
+        pollers' live stats, summed."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        pending: dict[Any, tuple[int, list[str], int]] = {}
+        for index, shard in enumerate(self.shards(wallets)):
+            if shard:
+                pending[self.pollers[index].live.remote(shard, ws_urls, live_options)] = (index, shard, 0)
+        totals: dict[str, Any] = {"actor_restarts": 0}
+        last_stored: int | None = None
+        stop_sent = False
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=check_s)
+            if stop.is_set() and not stop_sent:
+                self.stop()
+                stop_sent = True
+            for ref in ready:
+                index, shard, attempts = pending.pop(ref)
+                try:
+                    _add_counts(totals, ray.get(ref))
+                except RayActorError as error:
+                    self.restarts += 1
+                    totals["actor_restarts"] += 1
+                    if stop.is_set() or attempts >= MAX_RESUBMITS:
+                        continue
+                    log.warning(
+                        "poller died, resubscribing its shard",
+                        extra={"poller": index, "error": type(error).__name__},
+                    )
+                    pending[self.pollers[index].live.remote(shard, ws_urls, live_options)] = (
+                        index,
+                        shard,
+                        attempts + 1,
+                    )
+            try:
+                writer = ray.get(self.writer.stats.remote(), timeout=5)
+            except Exception:  # a writer restarting: ask again next time
+                continue
+            stored = int(writer.get("stored_live", 0)) + int(writer.get("stored_reconciled", 0))
+            if last_stored is not None and stored > last_stored and on_stored is not None:
+                on_stored(stored - last_stored)
+            last_stored = stored
+        return totals
+
     def _in_progress(self, pending: dict[Any, tuple[int, list[str], int]]) -> int:
         """Wallets finished inside shards that are still running (best effort, for the progress bar)."""
         import ray
@@ -383,6 +442,40 @@ def run_forever(
     finally:
         restore()
     return cycles
+
+
+def run_live(
+    options: TrackerOptions | None = None,
+    ws_urls: list[str] | None = None,
+    live_options: LiveOptions | None = None,
+    on_stored: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Track live (``kolray track --live``): subscriptions on ``ws_urls`` (default: each RPC URL's
+    pubsub, ``https`` → ``wss``), the pollers as reconcilers, until ``stop`` (SIGINT/SIGTERM in the
+    main thread). Returns the summed live stats, also recorded as a ``track`` run."""
+    options = options or TrackerOptions.from_settings()
+    stop = stop or threading.Event()
+    urls = ws_urls or [ws_url_of(u) for u in options.rpc_urls]
+    live_options = live_options or LiveOptions(
+        policy=options.policy, wallet_concurrency=options.wallet_concurrency
+    )
+    restore = _install_signal_handlers(stop)
+    try:
+        with Tracker(options) as tracker:
+            totals = tracker.live(active_wallets(options.database_url), urls, live_options, stop, on_stored)
+    finally:
+        restore()
+    record_run("track", "ok", {"mode": "live", **totals}, options.database_url)
+    return totals
+
+
+def _add_counts(totals: dict[str, Any], stats: dict[str, Any]) -> None:
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            _add_counts(totals.setdefault(key, {}), value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            totals[key] = totals.get(key, 0) + value
 
 
 def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:

@@ -160,3 +160,44 @@ def test_without_faults_the_fast_road_stores_each_swap_within_a_second(world: Wo
     recorder.flush(engine, force=True)
     summary = latency_summary(engine)
     assert summary["stored"].n == len(lags) + sum(len(b.swaps) for b in batches if b.road != "live")
+
+
+@pytest.mark.slow
+def test_ray_pollers_hold_subscriptions_and_wake_alerts(ray_session, world: World, sqlite_url: str) -> None:
+    """``kolray track --live``'s machinery: the poller actors hold the subscriptions, the writer
+    actor stores, the supervisor hears of stored swaps at once; then a poll pass finds nothing left."""
+    import threading
+
+    from kolray.kols import KolIn, upsert_kols
+    from kolray.tracker.supervisor import Tracker, TrackerOptions
+
+    engine = upgrade(sqlite_url)
+    wallets = [str(w) for w in world.kols().wallet]
+    upsert_kols(engine, [KolIn(wallet=w) for w in wallets])
+    speed = (world.end - world.start) / 15.0
+    policy = PollPolicy(batch_size=50, backfill_seconds=10**9, backfill_max_signatures=10**6)
+    options = TrackerOptions(
+        rpc_urls=[], database_url=sqlite_url, actors=2, rps=2000, burst=200, policy=policy,
+        client_options={"timeout_s": 2.0, "max_retries": 10, "backoff_base_s": 0.05, "backoff_max_s": 0.5},
+    )  # fmt: skip
+    woken: list[int] = []
+    with start_server(world, rps=None, clock="realtime", speed=speed, ws_drop_rate=0.02, seed=4) as twin:
+        options.rpc_urls = [twin.url]
+        with Tracker(options) as tracker:
+            stop = threading.Event()
+            threading.Timer(12.0, stop.set).start()
+            totals = tracker.live(
+                wallets, [ws_url_of(twin.url)], LiveOptions(policy=policy), stop, woken.append
+            )
+            while twin.server.sim_time() < world.end + 60:
+                time.sleep(0.2)
+            after = tracker.sync(wallets)
+    rows = stored(engine)
+    assert len(rows) == len(set(rows)), "a swap was stored twice"
+    assert set(rows) == truth(world)
+    assert totals["stored_live"] > 0 and sum(woken) >= totals["stored_live"]
+    assert totals["pubsub"]["subscriptions"] >= len(wallets)
+    # What the live run stored, the poll pass found stored: at most the swaps after the stop.
+    assert after.swaps < len(rows) / 2, after
+    summary = latency_summary(engine, window_s=3600)
+    assert summary["stored"].n > 0

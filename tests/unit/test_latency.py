@@ -44,3 +44,16 @@ def test_local_summary_and_flush_rate(sqlite_url: str) -> None:
     assert not recorder.flush(engine), "flushed again within flush_every_s"
     local = recorder.summary()
     assert local["stored"].n == 2 and local["alert"].n == 0 and local["alert"].p50_s is None
+
+
+def test_status_shows_the_last_minutes(sqlite_url: str) -> None:
+    from kolray.status import tracker_status
+
+    engine = upgrade(sqlite_url)
+    recorder = LatencyRecorder("tracker-0")
+    for seconds in (0.4, 0.6, 0.8):
+        recorder.observe("stored", seconds)
+    recorder.flush(engine, force=True)
+    status = tracker_status(engine)
+    assert status.latency["stored"].n == 3 and status.latency["stored"].p50_s == pytest.approx(0.6)
+    assert status.latency["webhook"].n == 0
