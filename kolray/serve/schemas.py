@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from kolray.kols import validate_wallet
+from kolray.tracker.latency import StageLatency
 
 # Solana mainnet-beta's first block (2020-03-16): nothing traded before it.
 MIN_TIME_S = 1_584_316_800
@@ -471,6 +472,11 @@ class Health(BaseModel):
     models: dict[ModelName, ModelState]
     database: Literal["ok", "unavailable"]
     kolray_version: str
+    latency: dict[str, StageLatency] = Field(
+        default_factory=dict,
+        description="Last 5 minutes: seconds from a swap's chain time (blockTime) to stored, alert "
+        "raised and webhook delivered (p50, p99, n).",
+    )
 
 
 class ReloadRequest(ApiModel):

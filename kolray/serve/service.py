@@ -14,6 +14,7 @@ do; a request for something that does not exist is :class:`NotFound` (404).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -66,6 +67,7 @@ from kolray.serve.schemas import (
     VersionInfo,
     iso,
 )
+from kolray.tracker.latency import StageLatency, latency_summary
 
 log = logging.getLogger(__name__)
 
@@ -339,17 +341,22 @@ class KolrayService:
                 states[name] = ModelState(**await scorer.state())
             except Exception as error:
                 states[name] = ModelState(version=None, loaded=False, error=_first_line(error))
+        latency: dict[str, StageLatency] = {}
         try:
             await self._db(lambda: self.engine.connect().close())
             database = "ok"
         except Exception:
             database = "unavailable"
+        if database == "ok":
+            with contextlib.suppress(Exception):  # informative: never degrades the health answer
+                latency = await self._db(lambda: latency_summary(self.engine, 300.0))
         ok = database == "ok" and all(s.loaded for s in states.values())
         return Health(
             status="ok" if ok else "degraded",
             models=states,  # type: ignore[arg-type]
             database=database,  # type: ignore[arg-type]
             kolray_version=__version__,
+            latency=latency,
         )
 
     def warm_up(self) -> bool:
