@@ -26,11 +26,11 @@ from kolray.backtest import (
     list_reports,
     load_report,
     run_backtest,
-    sample,
     save_report,
 )
 from kolray.cli import main
 from kolray.learn import registry
+from kolray.testing import backtest_world as sample
 from kolray.testing.backtest_world import HOUR, T
 
 DAY = 86_400

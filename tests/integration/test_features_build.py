@@ -57,7 +57,8 @@ def test_build_reads_either_database_and_writes_complete_versions(db, db_url, ra
 
     m = token.manifest
     assert m.feature_columns == TOKEN_FEATURES and m.feature_groups["seed"] == SEED_TOKEN_FEATURES
-    assert m.label_columns == ["label_3x"] and m.eval_only_columns == ["multiple", "oracle_p3x"]
+    assert m.label_columns == ["label_3x", "peak_3x"]
+    assert m.eval_only_columns == ["multiple", "oracle_p3x", "oracle_p_peak3x", "twin_peak_3x"]
     assert (m.horizon_s, m.embargo_s) == (7 * DAY, DAY)
     snapshot = read_snapshot(db_url)
     assert (

@@ -95,7 +95,13 @@ def assert_422(response: Any, *field: Any) -> None:
 def test_health_names_the_versions_served(api: Api) -> None:
     body = api.client.get("/healthz").json()
     assert body["status"] == "ok" and body["database"] == "ok"
-    assert body["models"]["token"] == {"version": api.models.token[0], "loaded": True, "error": None}
+    assert body["models"]["token"] == {
+        "version": api.models.token[0],
+        "family": "net",
+        "target": "label_3x",
+        "loaded": True,
+        "error": None,
+    }
     assert body["models"]["kol"]["version"] == api.models.kol[0]
 
 
@@ -516,6 +522,8 @@ def test_without_a_champion_predictions_are_503_and_the_rest_works(api: Api, tmp
             "champion": None,
             "serving": None,
             "serving_error": health.json()["models"]["token"]["error"],
+            "serving_family": None,
+            "serving_target": None,
             "versions": [],
         }
 
