@@ -139,32 +139,23 @@ def table_rows(report: BacktestReport) -> list[list[str]]:
 
 def table_text(report: BacktestReport) -> str:
     """The table as aligned plain text (Markdown-compatible pipes)."""
-    header = [label for label, _ in COLUMNS]
-    rows = table_rows(report)
-    widths = [
-        max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
-        for i in range(len(header))
-    ]
+    return _markdown_table([label for label, _ in COLUMNS], table_rows(report))
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """Aligned Markdown pipes: the first column left-aligned, the others right-aligned."""
+    widths = [max([len(header[i]), *(len(r[i]) for r in rows)]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
-            + " |"
+        aligned = (
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
+        return "| " + " | ".join(aligned) + " |"
 
     rule = (
-        "|"
-        + "|".join(("-" * (w + 2)) if i == 0 else ("-" * (w + 1) + ":") for i, w in enumerate(widths))
-        + "|"
+        "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     )
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
-
-
-# The plot
 
 
 def delay_table_text(report: BacktestReport) -> str:
@@ -184,22 +175,10 @@ def delay_table_text(report: BacktestReport) -> str:
                 for d in delays
             ]
         )
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    return _markdown_table(header, rows)
 
-    def line(cells: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
-            + " |"
-        )
 
-    separator = (
-        "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
-    )
-    return "\n".join([line(header), separator, *(line(r) for r in rows)])
+# The plot
 
 
 def equity_png(report: BacktestReport) -> bytes:
