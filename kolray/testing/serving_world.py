@@ -34,7 +34,9 @@ from kolray.learn.train import (
     train_kol_model,
     train_token_model,
 )
+from kolray.serve.holder import ModelHolder
 from kolray.serve.lookup import DEFAULT_SOURCE
+from kolray.serve.service import KolrayService, LocalReloader, LocalScorer
 
 DAY = 86_400
 SOL = 1_000_000_000
@@ -332,3 +334,20 @@ def app_config(
             ],
         }
     )
+
+
+def local_service(db_url: str, store: str, api_key: str = "") -> tuple[KolrayService, dict[str, ModelHolder]]:
+    """The API's service in this process, without Ray: each model's holder set to its champion (if
+    there is one), reloads applied to the holders directly."""
+    holders = {m: ModelHolder(m, storage_uri=store) for m in ("token", "kol")}
+    for holder in holders.values():
+        holder.configure(None)
+    service = KolrayService(
+        token=LocalScorer(holders["token"]),
+        kol=LocalScorer(holders["kol"]),
+        database_url=db_url,
+        storage_uri=store,
+        reloader=LocalReloader(holders),
+        api_key=api_key,
+    )
+    return service, holders

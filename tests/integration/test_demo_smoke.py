@@ -15,8 +15,6 @@ from kolray.commands.demo import smoke_check
 from kolray.db import upgrade
 from kolray.learn import registry
 from kolray.serve.api import build_app
-from kolray.serve.holder import ModelHolder
-from kolray.serve.service import KolrayService, LocalReloader, LocalScorer
 from kolray.testing import serving_world as sample
 
 NO_POSITIVES = "dataset token/20260101T000000Z-00000000: no positive label_3x in the val split"
@@ -24,16 +22,7 @@ NO_KOL_DATASET = "no day has its 30-day target window and 7-day horizon behind t
 
 
 def serve(db_url: str, store: str) -> TestClient:
-    holders = {m: ModelHolder(m, storage_uri=store) for m in ("token", "kol")}
-    for holder in holders.values():
-        holder.configure(None)  # the champion, if there is one
-    service = KolrayService(
-        token=LocalScorer(holders["token"]),
-        kol=LocalScorer(holders["kol"]),
-        database_url=db_url,
-        storage_uri=store,
-        reloader=LocalReloader(holders),
-    )
+    service, _ = sample.local_service(db_url, store)
     return TestClient(build_app(service, ui=False))
 
 

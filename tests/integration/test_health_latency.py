@@ -9,8 +9,7 @@ from fastapi.testclient import TestClient
 
 from kolray.db import upgrade
 from kolray.serve.api import build_app
-from kolray.serve.holder import ModelHolder
-from kolray.serve.service import KolrayService, LocalReloader, LocalScorer
+from kolray.testing.serving_world import local_service
 from kolray.tracker.latency import LatencyRecorder
 
 
@@ -24,14 +23,7 @@ def test_healthz_carries_p50_and_p99_per_stage(tmp_path: Path) -> None:
     alerts.observe("webhook", 0.9)
     tracker.flush(engine, force=True)
     alerts.flush(engine, force=True)
-    holders = {m: ModelHolder(m, storage_uri=store) for m in ("token", "kol")}
-    service = KolrayService(
-        token=LocalScorer(holders["token"]),
-        kol=LocalScorer(holders["kol"]),
-        database_url=db_url,
-        storage_uri=store,
-        reloader=LocalReloader(holders),
-    )
+    service, _ = local_service(db_url, store)
     with TestClient(build_app(service, ui=False)) as client:
         body = client.get("/healthz").json()
     assert body["database"] == "ok"

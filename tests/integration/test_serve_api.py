@@ -25,7 +25,7 @@ from kolray.learn import registry
 from kolray.serve.api import build_app
 from kolray.serve.holder import ModelHolder
 from kolray.serve.schemas import MAX_ITEMS, iso
-from kolray.serve.service import KolrayService, LocalReloader, LocalScorer
+from kolray.serve.service import KolrayService
 from kolray.testing import serving_world as sample
 
 UNKNOWN_WALLET = sample.pubkey(99, "nobody")
@@ -44,19 +44,7 @@ class Api:
     db_url: str
 
 
-def make_service(db_url: str, store: str, api_key: str = "") -> tuple[KolrayService, dict[str, ModelHolder]]:
-    holders = {m: ModelHolder(m, storage_uri=store) for m in ("token", "kol")}
-    for holder in holders.values():
-        holder.configure(None)
-    service = KolrayService(
-        token=LocalScorer(holders["token"]),
-        kol=LocalScorer(holders["kol"]),
-        database_url=db_url,
-        storage_uri=store,
-        reloader=LocalReloader(holders),
-        api_key=api_key,
-    )
-    return service, holders
+make_service = sample.local_service
 
 
 @pytest.fixture(scope="module")
