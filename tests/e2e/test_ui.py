@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kolray.db import upgrade
+from kolray.learn.targets import meaning
 from kolray.serve import deploy
 from kolray.testing import serving_world as sample
 
@@ -107,7 +108,10 @@ def test_recent_trades_show_p3x(page, site: Site) -> None:
     table = page.locator("#trades-table")
     expect(table.get_by_role("gridcell", name=re.compile(r"^\d+\.\d%$")).first).to_be_visible()
     expect(table.get_by_role("gridcell", name="open", exact=True).first).to_be_visible()
-    expect(page.get_by_text(f"P(3x) by token model {site.models.token[0]}")).to_be_visible()
+    # The legend says which probability it is: the sample world's model is trained on label_3x.
+    expect(
+        page.get_by_text(f"P(3x) = {meaning('label_3x')}, by token model {site.models.token[0]}")
+    ).to_be_visible()
     shot(page, "2-recent-trades")
 
 
@@ -155,7 +159,8 @@ def test_models_tab_shows_metrics_and_report_plots(page, site: Site) -> None:
         f"champion **{site.models.token[0]}**".replace("**", "")
     )
     metrics = page.locator("#model-metrics")
-    for row in ("model", "logistic", "oracle (ceiling)"):
+    # The served row names its family (the sample world trains the network only).
+    for row in ("model (serves: PyTorch network)", "logistic", "oracle (ceiling)"):
         expect(metrics.get_by_role("gridcell", name=row, exact=True)).to_be_visible()
     gallery = page.locator("#model-plots img")
     expect(gallery.first).to_be_visible()
