@@ -77,7 +77,7 @@ def tune(
         typer.Option(
             metavar="net|gbt",
             help="Model family to search (repeat for several): net (PyTorch network), gbt (LightGBM). "
-            "Default: both, side by side; the best on validation is served."
+            "Default: both, side by side; the best on validation is served.",
         ),
     ] = None,
     out_dir: Annotated[

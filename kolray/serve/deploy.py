@@ -301,11 +301,29 @@ def run_blocking(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         try:
-            shutdown_serve()
+            gone = _own_ray_stopped() if started_ray else []
+            if gone:
+                # The stop signal went to the whole process group: Serve's controller went with
+                # Ray, and serve.shutdown() would wait for it in vain while ray.shutdown() ran.
+                log.info(
+                    "Ray's processes stopped with this one (%s): no Serve shutdown to wait for",
+                    ", ".join(gone),
+                )
+            else:
+                shutdown_serve()
         finally:
             if started_ray:
                 ray.shutdown()
     return signalled[0] if signalled else None
+
+
+def _own_ray_stopped(within_s: float = 1.0) -> list[str]:
+    """The Ray processes this process started that have exited, looked for during ``within_s``
+    (a signal sent to the process group reaches them as it reached this one)."""
+    deadline = time.monotonic() + within_s
+    while not (gone := ray_private.own_ray_processes_stopped()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return gone
 
 
 def _record_sigterm(signalled: list[int]) -> Any:

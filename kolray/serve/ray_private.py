@@ -51,3 +51,19 @@ def dashboard_url() -> str | None:
 
     url: str | None = get_dashboard_url()
     return url
+
+
+def own_ray_processes_stopped() -> list[str]:
+    """The process types (``gcs_server``, ``raylet``, …) of the Ray instance this process started
+    that have exited; empty when it started none, or when all of them run.
+
+    Private call: ``ray._private.worker._global_node.dead_processes()``. A stop signal sent to a
+    whole process group reaches Ray's processes too; ``serve.shutdown()`` then waits for a
+    controller that is gone, and ``ray.shutdown()`` racing that wait has crashed the process
+    (SIGSEGV). Ray has no public way to ask whether the processes it started are still alive."""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    if node is None or not getattr(node, "head", False):
+        return []
+    return sorted({str(kind) for kind, _process in node.dead_processes()})

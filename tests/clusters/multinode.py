@@ -39,6 +39,11 @@ def nodes_of(class_name: str) -> set[str]:
 
 
 def main(world_dir: str, work: str) -> None:
+    # Token auth: ray.init() makes ~/.ray/auth_token for a new local cluster, cluster_utils does not,
+    # so on a fresh machine this script would start a GCS that dies for want of a token.
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+
+    ensure_token_if_auth_enabled()
     # Dashboard (the state API needs it) on a free port: other clusters may be running here.
     cluster = Cluster(
         initialize_head=True, head_node_args={**NODE, "include_dashboard": True, "dashboard_port": 0}
@@ -98,7 +103,7 @@ def main(world_dir: str, work: str) -> None:
     out["missing"] = len(truth - set(stored))
     out["extra"] = len(set(stored) - truth)
 
-    # Tune across the two nodes left (head + one worker): three 1-CPU trials.
+    # Tune across the two nodes left (head + one worker): four 1-CPU trials, two per family.
     from kolray.learn.stage import train_and_register
     from kolray.learn.tune import TuneOptions
     from kolray.testing import synthetic_datasets as synthetic
@@ -107,11 +112,12 @@ def main(world_dir: str, work: str) -> None:
     synthetic.write_token_dataset(store, n_rows=1500, seed=3)
     outcome = train_and_register(
         "token",
-        options=TuneOptions(trials=3, max_epochs=3, grace_period=1, n_boot=10, fixed={"depth": 1}),
+        options=TuneOptions(trials=4, max_epochs=3, grace_period=1, n_boot=10, fixed={"depth": 1}),
         storage_uri=store,
     )
     out["tune_trials"] = len(outcome.search.trials)
     out["tune_errors"] = sum(t["error"] is not None for t in outcome.search.trials)
+    out["tune_families"] = sorted({t["family"] for t in outcome.search.trials})
     out["trial_nodes"] = len(nodes_of("ImplicitFunc"))
     print(json.dumps(out))
     ray.shutdown()

@@ -292,8 +292,11 @@ async def kill_under_load(
     import os
     import signal
 
-    before = replica_pids(deployment)
-    assert before, f"no running {deployment} replica"
+    # A replica being reconfigured (a reload just refused and put back) is UPDATING, not RUNNING.
+    waited = time.monotonic() + 60
+    while not (before := replica_pids(deployment)) and time.monotonic() < waited:
+        await asyncio.sleep(0.2)
+    assert before, f"no running {deployment} replica after 60 s"
     stop = asyncio.Event()
     answers: list[Answer] = []
     world = served.world
