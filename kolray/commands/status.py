@@ -10,6 +10,7 @@ import typer
 from kolray.commands._common import out, settings
 from kolray.commands._database import database
 from kolray.status import collect_status
+from kolray.tracker.latency import StageLatency
 
 
 def _ago(ts: int | None) -> str:
@@ -20,6 +21,16 @@ def _ago(ts: int | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{seconds}s ago"
+
+
+def _latency_line(latency: dict[str, StageLatency], window_s: float) -> str:
+    """Seconds from chain time to each stage over the window, or why there is nothing to show."""
+    minutes = f"last {window_s / 60:.0f} min"
+    seen = [(stage, lat) for stage, lat in latency.items() if lat.n and lat.p50_s is not None]
+    if not seen:
+        return f"no swap stored, alert raised or webhook delivered in the {minutes} (kolray track --live records them)"
+    parts = [f"{stage} p50 {lat.p50_s:.2f}s p99 {lat.p99_s:.2f}s ({lat.n})" for stage, lat in seen]
+    return f"from chain time, {minutes}: " + ", ".join(parts)
 
 
 def status(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
@@ -38,6 +49,7 @@ def status(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
         f"{t.staleness_p50_s if t.staleness_p50_s is not None else '-'}s max "
         f"{t.staleness_max_s if t.staleness_max_s is not None else '-'}s"
     )
+    out.print(f"[bold]latency[/]  {_latency_line(t.latency, t.latency_window_s)}")
     runs = Table("stage", "status", "started", "took", "summary", title="last runs")
     for run in report.runs:
         took = f"{run.finished_at - run.started_at}s" if run.finished_at else "running"

@@ -49,3 +49,30 @@ def test_status_command_prints_json(data_dir: Path, capsys: pytest.CaptureFixtur
     assert main(["status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tracker"]["wallets_active"] == 0 and report["serve"]["healthy"] is False
+
+
+def test_status_says_the_recent_latency_from_chain_time(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    from kolray.config import get_settings
+    from kolray.tracker.latency import LatencyRecorder
+
+    monkeypatch.setenv("KOLRAY_SERVE_PORT", str(free_port()))
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["status"]) == 0
+    assert (
+        "latency  no swap stored, alert raised or webhook delivered in the last 5 min"
+        in capsys.readouterr().out
+    )
+
+    recorder = LatencyRecorder("tracker-0")
+    for seconds in (0.4, 0.6, 0.8):
+        recorder.observe("stored", seconds)
+    recorder.observe("webhook", 1.5)
+    recorder.flush(upgrade(get_settings().database_url), force=True)
+    assert main(["status"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("latency"))
+    assert (
+        line
+        == "latency  from chain time, last 5 min: stored p50 0.60s p99 0.80s (3), webhook p50 1.50s p99 1.50s (1)"
+    )
