@@ -99,10 +99,12 @@ def group_members(pgid: int) -> list[str]:
     return found
 
 
-def start_quick_demo(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
-    """`kolray demo` on a 20 KOLs × 30 days world, in its own session: the process group a
-    terminal would Ctrl-C, and nothing of the test's."""
-    command = [str(Path(sys.executable).parent / "kolray"), "demo", "--kols", "20", "--days", "30",
+def start_quick_demo(
+    tmp_path: Path, port: int, *extra: str, kols: int = 20, days: int = 30
+) -> subprocess.Popen[str]:
+    """`kolray demo` on a 20 KOLs × 30 days world (the README's quick demo), in its own session:
+    the process group a terminal would Ctrl-C, and nothing of the test's."""
+    command = [str(Path(sys.executable).parent / "kolray"), "demo", "--kols", str(kols), "--days", str(days),
                "--trials", "1", "--max-epochs", "2", "--dir", str(tmp_path / "demo"),
                "--port", str(port), *extra]  # fmt: skip
     return subprocess.Popen(
@@ -192,7 +194,8 @@ def test_quick_demo_serves_what_it_has_and_ctrl_c_stops_everything(tmp_path: Pat
 def test_sigterm_while_the_demo_deploys_stops_it_with_143(tmp_path: Path) -> None:
     """SIGTERM during the deploy (run_blocking's phase) is not lost: the demo stops, shut down, and
     exits 143 rather than going on to serve or to report success."""
-    demo = start_quick_demo(tmp_path, free_port(), "--exit-after")
+    # The smallest world that reaches the deploy: what it cannot train is skipped on the way.
+    demo = start_quick_demo(tmp_path, free_port(), "--exit-after", kols=8, days=14)
     lines: list[str] = []
     try:
         assert demo.stdout is not None
