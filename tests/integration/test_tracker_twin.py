@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,13 @@ def truth(world: World, until: float | None = None) -> set[tuple]:
     return {normalise(tuple(row)) for row in trades[list(FIELDS)].itertuples(index=False)}
 
 
+def cursor_of(engine, wallet: str) -> dict | None:
+    """The wallet's cursor row, for failure messages."""
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM cursors WHERE wallet = :w"), {"w": wallet}).mappings().first()
+    return dict(row) if row else None
+
+
 def stored(engine) -> list[tuple]:
     with engine.connect() as conn:
         return [normalise(tuple(row)) for row in conn.execute(text(f"SELECT {', '.join(FIELDS)} FROM swaps"))]
@@ -101,16 +109,25 @@ def test_faults_and_killed_pollers_lose_and_duplicate_nothing(ray_session, world
             stop.set()
             thread.join()
         # "Again after a restart": a new pool of actors resumes from the committed cursors.
+        passes = []
         for _ in range(4):
             with Tracker(options(db_url, twin.url, policy=SMALL_BATCHES)) as tracker:
                 again = tracker.sync(wallets)
+            passes.append(again)
             if not again.unavailable and not again.wallet_errors:
                 break
         faults = twin.stats()["faults"]
 
     rows = stored(engine)
     assert len(rows) == len(set(rows)), "a swap was stored twice"
-    assert set(rows) == truth(world), "stored swaps differ from the twin's ground truth"
+    missing, extra = truth(world) - set(rows), set(rows) - truth(world)
+    # On failure, say whose swaps and what the resumed passes saw (a rare failure must explain itself).
+    by_wallet = Counter(swap[1] for swap in missing)
+    cursors = {w: cursor_of(engine, w) for w in by_wallet}
+    assert not missing and not extra, (
+        f"stored swaps differ from the twin's ground truth: {len(missing)} missing {dict(by_wallet)}, "
+        f"{len(extra)} extra; cursors {cursors}; first pass {first}; resumed passes {passes}"
+    )
     assert kills, "no poller was killed: the test did not test restarts"
     assert set(faults) == kinds, f"every fault kind must have happened, saw {faults}"
     # A killed poller's counts die with it, so the summaries cannot be added up; the resumed pool
