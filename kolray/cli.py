@@ -33,6 +33,9 @@ class CommandSpec(NamedTuple):
 
 COMMANDS: dict[str, CommandSpec] = {
     "track": CommandSpec("track", "track", "Poll the tracked wallets into the database."),
+    "market": CommandSpec(
+        "market", "market", "Price tapes of the tokens tracked KOLs trade, from chain state."
+    ),
     "analyze": CommandSpec("analyze", "analyze", "Swaps → positions → KOL statistics (incremental)."),
     "features": CommandSpec(
         "features", "features", "Build the versioned token and KOL feature datasets (Ray Data)."

@@ -11,6 +11,7 @@ from kolray.alerts import tracking_hook
 from kolray.commands._common import console, default_of, fail, out, settings
 from kolray.commands._database import database
 from kolray.config import Settings
+from kolray.market.stage import MarketOptions
 from kolray.secrets import redact_url, register_secret
 from kolray.tracker.live import LiveOptions
 from kolray.tracker.supervisor import TrackerOptions, active_wallets, run_forever, run_live, sync_once
@@ -88,6 +89,14 @@ def track(
             "background (kolray.alerts; never holds tracking back).",
         ),
     ] = True,
+    market: Annotated[
+        bool,
+        typer.Option(
+            "--market/--no-market",
+            help="Continuous and --live modes: run the market stage beside the pollers (`kolray market`: "
+            "each traded token's price tape from its curve or pool), in the same rate budget.",
+        ),
+    ] = True,
 ) -> None:
     """Poll the tracked wallets into the database: new signatures since each wallet's cursor,
     transactions in batches, swaps extracted and stored exactly once. Continuous unless --once;
@@ -104,6 +113,8 @@ def track(
         if parts.scheme not in ("http", "https") or not parts.hostname:
             fail(f"--rpc-url {redact_url(url)}: not an http(s) URL")
     options = TrackerOptions.from_settings(config, rpc_urls=urls, actors=actors, rps=rps)
+    if market and not once:
+        options.market = MarketOptions.from_settings(config, rpc_urls=urls)
     if backfill_days is not None:
         options.policy = replace(options.policy, backfill_seconds=backfill_days * 86400)
     if backfill_max_signatures is not None:

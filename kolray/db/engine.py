@@ -7,12 +7,13 @@ for writes, so two writers queue instead of failing half-way with "database is l
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -106,3 +107,28 @@ def session_scope(engine: Engine | str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def insert_ignoring_duplicates(
+    session: Session,
+    table: type[Any],
+    rows: Sequence[dict[str, Any]],
+    unique: Sequence[str],
+    chunk: int = 400,
+) -> int:
+    """Insert ``rows`` into ``table``, skipping those whose ``unique`` columns already exist
+    (``ON CONFLICT DO NOTHING``, SQLite and PostgreSQL); returns how many were really inserted.
+    ``chunk`` rows per statement stay well under SQLite's bound-variable limit."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the engine factory refuses others
+        raise RuntimeError(f"unsupported database dialect {dialect}")
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted = 0
+    for start in range(0, len(rows), chunk):
+        statement = dialect_insert(table).values(list(rows[start : start + chunk]))
+        statement = statement.on_conflict_do_nothing(index_elements=list(unique))
+        # RETURNING counts what was really inserted; rowcount is not reliable across drivers here.
+        inserted += len(session.execute(statement.returning(table.id)).all())
+    return inserted

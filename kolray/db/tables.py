@@ -236,3 +236,27 @@ class AlertRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     deliveries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class TapePointRow(Base):
+    """A token's market at one slot, read from chain state by the market stage (``kolray.market``);
+    unique on (mint, slot), so a re-read never duplicates. A row with no price is a gap: the
+    market could not be read then, ``note`` says why."""
+
+    __tablename__ = "market_tape"
+    __table_args__ = (
+        UniqueConstraint("mint", "slot", name="uq_market_tape_mint_slot"),
+        Index("ix_market_tape_mint_time", "mint", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    mint: Mapped[str] = mapped_column(String(44), nullable=False)
+    slot: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    time: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    price_sol: Mapped[float | None] = mapped_column(Float)
+    market_cap_sol: Mapped[float | None] = mapped_column(Float)
+    liquidity_sol: Mapped[float | None] = mapped_column(Float)
+    venue: Mapped[str | None] = mapped_column(String(32))
+    graduated: Mapped[bool | None] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(8), nullable=False)  # live (accounts) | history (trades)
+    note: Mapped[str | None] = mapped_column(Text)

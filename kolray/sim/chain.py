@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kolray.chain.accounts import bonding_curve_address
 from kolray.chain.types import Swap
 from kolray.sim import keys
 from kolray.sim.market import Fill, curve_real_reserves, reserves_at
@@ -321,7 +322,7 @@ class Renderer:
         token = self.tokens[token_index]
         dev = keys.dev_wallet(self.seed, self.community, token_index)
         mint = token.mint
-        curve = keys.bonding_curve(mint)
+        curve = bonding_curve_address(mint)
         curve_ata = keys.ata(curve, mint)
         mint_kp = keys.keypair(self.seed, "mint", self.community, token_index)
         tx = TxBuilder(
@@ -425,7 +426,7 @@ class Renderer:
     def _venue_accounts(self, token_index: int, venue: str) -> dict[str, str]:
         token = self.tokens[token_index]
         if venue == "pumpfun":
-            curve = keys.bonding_curve(token.mint)
+            curve = bonding_curve_address(token.mint)
             creator = keys.dev_wallet(self.seed, self.community, token_index)
             return {
                 "curve": curve,

@@ -13,6 +13,7 @@ from functools import lru_cache
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
+from kolray.chain.accounts import canonical_pumpswap_pool
 from kolray.sim.params import ATA_PROGRAM, PUMPFUN_PROGRAM, TOKEN_PROGRAM
 
 _TOKEN_PROGRAM = Pubkey.from_string(TOKEN_PROGRAM)
@@ -92,7 +93,12 @@ def pool_accounts(seed: int, community: int, token: int, venue: str) -> dict[str
         "creator_vault",
         "creator_vault_ata",
     )
-    return {name: _address(seed, "pool", venue, community, token, name) for name in names}
+    accounts = {name: _address(seed, "pool", venue, community, token, name) for name in names}
+    if venue == "pumpswap":
+        # The pool pump.fun's migrate creates sits at its canonical PDA, as on mainnet, so a reader
+        # finds a graduated token's pool from its mint alone.
+        accounts["pool"] = canonical_pumpswap_pool(mint_address(seed, community, token))
+    return accounts
 
 
 @lru_cache(maxsize=4096)
@@ -116,12 +122,6 @@ def ata(owner: str, mint: str) -> str:
         [bytes(Pubkey.from_string(owner)), bytes(_TOKEN_PROGRAM), bytes(Pubkey.from_string(mint))],
         _ATA_PROGRAM,
     )
-    return str(address)
-
-
-@lru_cache(maxsize=65_536)
-def bonding_curve(mint: str) -> str:
-    address, _ = Pubkey.find_program_address([b"bonding-curve", bytes(Pubkey.from_string(mint))], _PUMPFUN)
     return str(address)
 
 

@@ -30,6 +30,7 @@ import orjson
 from solders.signature import Signature
 
 from kolray.sim import keys
+from kolray.sim.accounts import TwinAccounts
 from kolray.sim.encodings import to_json_parsed
 from kolray.sim.params import GENESIS_SLOT, SLOTS_PER_SECOND
 from kolray.sim.store import FLAG_LEGACY, ChainPart, addr_bytes, sig_bytes
@@ -38,6 +39,7 @@ from kolray.sim.world import World
 
 VERSION = {"feature-set": 3294202862, "solana-core": "2.2.7"}
 API_VERSION = "2.2.7"
+MAX_MULTIPLE_ACCOUNTS = 100  # agave's limit per getMultipleAccounts
 GENESIS_HASH = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d"  # mainnet-beta's
 MAX_SIGNATURES_LIMIT = 1000
 SLOTS_PER_EPOCH = 432_000
@@ -157,7 +159,10 @@ class Node:
         for part in self.parts:
             for mint, (amount, decimals) in part.supplies.items():
                 self.supplies[mint] = (int(amount), int(decimals))
+        self.accounts = TwinAccounts(world)
         self.methods: dict[str, Callable[[list[Any], int], Any]] = {
+            "getAccountInfo": self.get_account_info,
+            "getMultipleAccounts": self.get_multiple_accounts,
             "getSignaturesForAddress": self.get_signatures_for_address,
             "getTransaction": self.get_transaction,
             "getSlot": self.get_slot,
@@ -256,6 +261,36 @@ class Node:
             raise invalid_params("Invalid param: not a Token mint")
         amount, decimals = supply
         return {"context": self._context(slot), "value": ui_amount(amount, decimals)}
+
+    def _account_config(self, params: list[Any], index: int) -> None:
+        config = _config(params, index)
+        _check_commitment(config)
+        encoding = config.get("encoding", "base64")  # agave's default is base58; readers here ask base64
+        if encoding != "base64":
+            raise invalid_params(
+                f"Invalid params: the twin serves program accounts in base64 only, not {encoding!r}"
+            )
+
+    def _slot_time(self, slot: int) -> float:
+        return self.world.start + (slot - GENESIS_SLOT) / SLOTS_PER_SECOND
+
+    def get_account_info(self, params: list[Any], slot: int) -> dict[str, Any]:
+        if not params:
+            raise invalid_params("`params` should have at least 1 argument(s)")
+        _pubkey(params[0])
+        self._account_config(params, 1)
+        return {"context": self._context(slot), "value": self.accounts.info(params[0], self._slot_time(slot))}
+
+    def get_multiple_accounts(self, params: list[Any], slot: int) -> dict[str, Any]:
+        if not params or not isinstance(params[0], list):
+            raise invalid_params("Invalid params: invalid type: expected a sequence of pubkeys.")
+        if len(params[0]) > MAX_MULTIPLE_ACCOUNTS:
+            raise invalid_params(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
+        for address in params[0]:
+            _pubkey(address)
+        self._account_config(params, 1)
+        t = self._slot_time(slot)
+        return {"context": self._context(slot), "value": [self.accounts.info(a, t) for a in params[0]]}
 
     def get_signatures_for_address(self, params: list[Any], slot: int) -> list[dict[str, Any]]:
         if not params:

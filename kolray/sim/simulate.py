@@ -34,6 +34,7 @@ from kolray.sim.market import (
 )
 from kolray.sim.oracle import DEAD_SALE_CAP_S, DEAD_SALE_DELAY_S, EntryState
 from kolray.sim.params import DUST_FRACTION, HOUR, LAMPORTS_PER_SOL, MIGRATION_LEVEL, WorldParams
+from kolray.sim.tapes import TokenTape, tape_of
 from kolray.sim.trading import Holding, apply, venue_for
 
 VIRTUAL_SOL_80_LEVEL = 2 * math.log(80 / 30)  # the curve's price ∝ virtual SOL²: 30 SOL at launch
@@ -154,6 +155,7 @@ class CommunityResult:
     positions: list[PositionPlan]
     market: dict[str, int] = field(default_factory=dict)
     graduation_s: list[float] = field(default_factory=list)
+    tapes: dict[int, TokenTape] = field(default_factory=dict)  # token index → its true price tape
 
 
 def is_dump(returns: np.ndarray) -> bool:
@@ -193,6 +195,7 @@ class Community:
             0,
         )
         self.graduation_s: list[float] = []
+        self.tapes: dict[int, TokenTape] = {}
 
     # Tokens
 
@@ -287,8 +290,11 @@ class Community:
                 next_launch += 1
             for index in [i for i, tok in alive.items() if tok.death_time <= t]:
                 dead = alive.pop(index)
+                self._keep_tape(dead)
                 dead.path = dead.crowd = dead.impact = None  # positions planned their trades; free memory
             self._decide(t, k, alive)
+        for token in alive.values():
+            self._keep_tape(token)
         # Tokens launched after the last decision still exist on chain only through noise; their
         # paths are simulated all the same, so the market's figures cover every launch.
         for _, index in launches[next_launch:]:
@@ -312,7 +318,13 @@ class Community:
             self.positions,
             self.market,
             self.graduation_s,
+            self.tapes,
         )
+
+    def _keep_tape(self, token: Token) -> None:
+        """A traded token's true tape, once no KOL can draw another crowd to it."""
+        if token.kol_wallets and token.path is not None and token.impact is not None:
+            self.tapes[token.index] = tape_of(token.path, token.impact, self.end)
 
     def _decide(self, t: float, k: int, alive: dict[int, Token]) -> None:
         p = self.params

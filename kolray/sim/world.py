@@ -39,6 +39,7 @@ from kolray.sim.params import (
 from kolray.sim.positions import build_positions
 from kolray.sim.simulate import Community, CommunityResult
 from kolray.sim.store import FORMAT_VERSION, ChainPart, PartWriter, read_world_json
+from kolray.sim.tapes import TAPES_SCHEMA, Tapes, tapes_frame
 
 Progress = Callable[[str, int, int], None]
 
@@ -113,6 +114,9 @@ POSITIONS_SCHEMA = pa.schema(
         ("tracked_kols_before", pa.int32()),
         ("peak_3x", pa.bool_()),
         ("oracle_p_peak3x", pa.float64()),
+        # The peak on the true tape (the prices the token traded at, every crowd included) within
+        # 7 days of entry, over the tape's price at entry: what a reader of the chain can see.
+        ("tape_max_multiple_7d", pa.float64()),
     ]
 )
 KOLS_SCHEMA = pa.schema(
@@ -213,6 +217,10 @@ class World:
 
     def kol_daily(self) -> pd.DataFrame:
         return self._read("kol_daily")
+
+    def tapes(self) -> Tapes:
+        """The true price tapes of the traded tokens (:mod:`kolray.sim.tapes`)."""
+        return Tapes.read(self.path)
 
     def chain_parts(self) -> list[ChainPart]:
         return [ChainPart(self.path / "chain" / name) for name in self.meta["parts"]]
@@ -437,6 +445,8 @@ def _write_part(
     oracle_peak = oracle_p_peak([plan.entry for plan in plans], params) if plans else np.empty(0)
     kols = {k.index: k for k in result.kols}
     tokens = result.tokens
+    tapes_df = tapes_frame({tokens[i].mint: tape for i, tape in result.tapes.items()})
+    tapes = Tapes(tapes_df)
     mismatches = 0
     for plan, p3x, peak3x in zip(plans, oracle, oracle_peak, strict=True):
         position = by_signature.get(entry_signature[plan.id])
@@ -455,6 +465,7 @@ def _write_part(
             # What a follower could have taken: the price traded at ≥ 3x the entry within 7 days.
             peak_3x=plan.max_level_7d >= math.log(3.0),
             oracle_p_peak3x=float(peak3x),
+            tape_max_multiple_7d=_tape_multiple(tapes, tokens[plan.token].mint, plan.entry_time),
         )
         planned = plan.outcome == "closed" and plan.planned_three_x
         if position["status"] == "closed" and planned != (position["multiple"] >= 3.0):
@@ -493,7 +504,15 @@ def _write_part(
         "kols": _table(kol_df, KOLS_SCHEMA),
         "tokens": _table(_tokens_table(result, positions_df), TOKENS_SCHEMA),
         "kol_daily": _table(_kol_daily(params, result, positions_df), KOL_DAILY_SCHEMA),
+        "tapes": _table(tapes_df, TAPES_SCHEMA),
     }
+
+
+def _tape_multiple(tapes: Tapes, mint: str, entry_time: float) -> float:
+    at_entry = tapes.at(mint, entry_time) if mint in tapes else None
+    if at_entry is None:
+        return math.nan
+    return math.exp(tapes.peak(mint, entry_time, entry_time + LABEL_HORIZON_S) - at_entry[0])
 
 
 def _ladder_json(ladders: tuple[Ladder, ...], weights: tuple[float, ...]) -> str:

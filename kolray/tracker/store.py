@@ -18,16 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kolray.chain.types import Swap
-from kolray.db.engine import session_scope
+from kolray.db.engine import insert_ignoring_duplicates, session_scope
 from kolray.db.tables import Cursor, SwapRow
-
-_INSERT_CHUNK = 400  # rows per INSERT: well under SQLite's bound-variable limit
 
 
 @dataclass(frozen=True)
@@ -73,21 +70,9 @@ def load_cursors(engine: Engine, wallets: Sequence[str]) -> dict[str, Cursor]:
 
 
 def _insert_ignoring_duplicates(session: Session, swaps: Sequence[Swap]) -> int:
-    if not swaps:
-        return 0
-    dialect = session.get_bind().dialect.name
-    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the engine factory refuses others
-        raise RuntimeError(f"unsupported database dialect {dialect}")
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = int(time.time())
-    inserted = 0
-    for start in range(0, len(swaps), _INSERT_CHUNK):
-        rows = [dict(s.to_dict(), ingested_at=now) for s in swaps[start : start + _INSERT_CHUNK]]
-        statement = dialect_insert(SwapRow).values(rows)
-        statement = statement.on_conflict_do_nothing(index_elements=["signature", "wallet", "mint"])
-        # RETURNING counts what was really inserted; rowcount is not reliable across drivers here.
-        inserted += len(session.execute(statement.returning(SwapRow.id)).all())
-    return inserted
+    rows = [dict(s.to_dict(), ingested_at=now) for s in swaps]
+    return insert_ignoring_duplicates(session, SwapRow, rows, ("signature", "wallet", "mint"))
 
 
 def _move_cursor(session: Session, item: WalletProgress, inserted: int) -> bool:

@@ -23,6 +23,8 @@ from kolray.config import Settings, get_settings
 from kolray.db.migrate import upgrade
 from kolray.db.runs import record_run
 from kolray.kols import list_kols
+from kolray.market.actors import MARKET_NAME, market_actor_class
+from kolray.market.stage import MarketOptions, MarketSummary
 from kolray.tracker import actors
 from kolray.tracker.live import LiveOptions
 from kolray.tracker.poller import PollPolicy
@@ -154,6 +156,8 @@ class TrackerOptions:
     policy: PollPolicy = field(default_factory=PollPolicy)
     wallet_concurrency: int = 32
     client_options: dict[str, Any] = field(default_factory=dict)
+    # The market stage, run beside continuous tracking in the same rate budget (None: off).
+    market: MarketOptions | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> TrackerOptions:
@@ -225,6 +229,44 @@ class Tracker:
             for i in range(options.actors)
         ]
         self.restarts = 0
+        self.market: Any = None
+        self.market_run: Any = None
+
+    def start_market(self) -> None:
+        """Start the market stage's actor (:mod:`kolray.market`) if the options ask for it, or run it
+        again if its last run ended (the actor was restarted)."""
+        if self.options.market is None:
+            return
+        import ray
+
+        if self.market is None:
+            self.market = (
+                market_actor_class()
+                .options(name=MARKET_NAME, namespace=actors.NAMESPACE, get_if_exists=True)
+                .remote(self.options.market, self.options.rps, self.options.burst)
+            )
+        if self.market_run is not None:
+            ready, _ = ray.wait([self.market_run], timeout=0)
+            if not ready:
+                return
+            with contextlib.suppress(Exception):
+                ray.get(self.market_run)  # a crash shows in the actor's log; run it again
+            log.warning("market stage stopped; starting it again")
+        self.market_run = self.market.run.remote()
+
+    def stop_market(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Stop the market stage; its summary (empty if it was off or did not answer in time)."""
+        if self.market is None or self.market_run is None:
+            return {}
+        import ray
+
+        self.market.stop.remote()
+        try:
+            summary: dict[str, Any] = ray.get(self.market_run, timeout=timeout_s)
+        except Exception:
+            summary = {}
+        self.market_run = None
+        return summary
 
     def __enter__(self) -> Tracker:
         return self
@@ -235,7 +277,7 @@ class Tracker:
     def shutdown(self) -> None:
         import ray
 
-        for actor in [*self.pollers, self.writer, self.limiter]:
+        for actor in [*self.pollers, self.writer, self.limiter, *([self.market] if self.market else [])]:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor, no_restart=True)
 
@@ -432,6 +474,7 @@ def run_forever(
     try:
         with Tracker(options) as tracker:
             while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+                tracker.start_market()
                 started = time.time()
                 summary = tracker.sync(active_wallets(options.database_url), stop=stop)
                 cycles += 1
@@ -439,6 +482,7 @@ def run_forever(
                 if on_cycle is not None:
                     on_cycle(cycles, summary)
                 stop.wait(max(0.0, interval_s - (time.time() - started)))
+            tracker.stop_market()
     finally:
         restore()
     return cycles
@@ -463,11 +507,48 @@ def run_live(
     restore = _install_signal_handlers(stop)
     try:
         with Tracker(options) as tracker:
+            tracker.start_market()
             totals = tracker.live(active_wallets(options.database_url), urls, live_options, stop, on_stored)
+            market = tracker.stop_market()
+            if market:
+                totals["market"] = market
     finally:
         restore()
     record_run("track", "ok", {"mode": "live", **totals}, options.database_url)
     return totals
+
+
+def run_market(options: TrackerOptions, stop: threading.Event | None = None) -> MarketSummary:
+    """The market stage alone (``kolray market``): its actor, in the cluster-wide rate budget, until
+    ``stop`` (SIGINT/SIGTERM in the main thread)."""
+    import ray
+
+    if options.market is None:
+        raise ValueError("run_market needs options.market")
+    stop = stop or threading.Event()
+    restore = _install_signal_handlers(stop)
+    init_ray(namespace="kolray", log_to_driver=False)
+    actor = (
+        market_actor_class()
+        .options(name=MARKET_NAME, namespace=actors.NAMESPACE, get_if_exists=True)
+        .remote(options.market, options.rps, options.burst)
+    )
+    try:
+        run = actor.run.remote()
+        while not stop.is_set():
+            ready, _ = ray.wait([run], timeout=0.5)
+            if ready:  # it crashed and Ray restarted the actor: run it again
+                with contextlib.suppress(Exception):
+                    ray.get(run)
+                run = actor.run.remote()
+        actor.stop.remote()
+        summary = MarketSummary.model_validate(ray.get(run, timeout=30))
+    finally:
+        restore()
+        with contextlib.suppress(Exception):
+            ray.kill(actor, no_restart=True)
+    record_run("market", "ok", summary.model_dump(), options.database_url)
+    return summary
 
 
 def _add_counts(totals: dict[str, Any], stats: dict[str, Any]) -> None:

@@ -14,6 +14,8 @@ from sqlalchemy import text
 
 from kolray.db.migrate import upgrade
 from kolray.kols import KolIn, upsert_kols
+from kolray.market.stage import MarketOptions
+from kolray.market.store import read_tape
 from kolray.sim.server import FAULT_KINDS, start_server
 from kolray.sim.world import World, generate_world, load_world
 from kolray.tracker.poller import PollPolicy
@@ -159,10 +161,21 @@ def test_continuous_mode_picks_up_new_trades_within_one_interval(
             if listed_at > world.end:  # this cycle listed after the last trade: all must be in
                 stop.set()
 
+        # The market stage runs beside the pollers (as `kolray track` runs it), in their rate budget.
+        market = MarketOptions(
+            rpc_urls=[twin.url], database_url=sqlite_url, fast_s=0.5, slow_s=2, refresh_s=1
+        )
         cycles = run_forever(
-            options(sqlite_url, twin.url), interval_s=interval, on_cycle=on_cycle, stop=stop, max_cycles=60
+            options(sqlite_url, twin.url, market=market),
+            interval_s=interval,
+            on_cycle=on_cycle,
+            stop=stop,
+            max_cycles=60,
         )
     assert cycles >= 4
+    tape = read_tape(engine)
+    priced = tape[tape["price_sol"].notna()]
+    assert priced["mint"].nunique() > 10, f"the market stage recorded {len(tape)} tape rows"
     assert checks[-1][0] == len(truth(world)), "the world did not finish unfolding"
     grew = [n for n, _ in checks]
     assert grew == sorted(grew) and grew[-1] > grew[0], "new trades kept arriving"

@@ -1,0 +1,191 @@
+"""The market stage: every watched token's price tape, from chain state, into the database.
+
+``MarketWatcher.run`` loops: refresh the watch list (:func:`kolray.market.watch.watched_mints`),
+read the tokens that are due (:class:`kolray.market.read.MarketReader`, batched), store what moved
+(and a heartbeat point every ``heartbeat_s``, so a flat tape is told from a missing one) and the
+gaps. ``market_once`` reads every watched token once. The RPC client is the caller's: the tracker
+hands it the cluster-wide limiter, so tracking and the market share one rate budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from kolray.chain.rpc import RpcClient
+from kolray.config import Settings, get_settings
+from kolray.db.migrate import upgrade
+from kolray.market.read import Gap, MarketReader, Pool, TapePoint, raydium_pool_from_transaction
+from kolray.market.store import store_tape
+from kolray.market.watch import LABEL_HORIZON_S, Cadence, watched_mints
+from kolray.secrets import redact_text
+
+log = logging.getLogger("kolray.market")
+
+
+FAST_S = 2.0  # a token whose price moved is read again this soon
+SLOW_S = 60.0  # … and one standing still at most this late
+
+
+@dataclass
+class MarketOptions:
+    rpc_urls: list[str]
+    database_url: str
+    fast_s: float = FAST_S
+    slow_s: float = SLOW_S
+    heartbeat_s: float = 300.0  # an unchanged price is stored again after this long
+    refresh_s: float = 30.0  # the watch list is re-read this often
+    horizon_s: int = LABEL_HORIZON_S
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> MarketOptions:
+        settings = settings or get_settings()
+        options = cls(
+            rpc_urls=settings.rpc_url_values,
+            database_url=settings.database_url,
+            client_options={"timeout_s": settings.rpc_timeout_s, "max_retries": settings.rpc_max_retries},
+        )
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(options, name, value)
+        return options
+
+
+class MarketSummary(BaseModel):
+    rounds: int = 0
+    watched: int = 0
+    reads: int = 0
+    points_stored: int = 0
+    gaps: int = 0
+    rpc_calls: int = 0
+    errors: list[str] = []
+    elapsed_s: float = 0.0
+
+
+class MarketWatcher:
+    def __init__(self, options: MarketOptions, rpc: RpcClient, engine: Engine | None = None) -> None:
+        self.options = options
+        self.rpc = rpc
+        self.engine = engine or upgrade(options.database_url)
+        self.reader = MarketReader(rpc, find_pool=self._find_pool)
+        self.cadence = Cadence(options.fast_s, options.slow_s)
+        self.stored: dict[str, tuple[float, int]] = {}  # mint → (price, time) of the last stored point
+        self.gap_reasons: dict[str, str] = {}
+        self.summary = MarketSummary()
+        self.chain_now = 0
+        self._refreshed = -float("inf")
+
+    async def _find_pool(self, mint: str) -> Pool | None:
+        """A graduated token's Raydium pool, from one stored swap of it on Raydium AMM v4."""
+        sql = "SELECT signature FROM swaps WHERE mint = :mint AND dex = 'raydium_amm_v4' ORDER BY block_time LIMIT 1"
+        with self.engine.connect() as conn:
+            row = conn.execute(text(sql), {"mint": mint}).first()
+        if row is None:
+            return None
+        transaction = await self.rpc.get_transaction(str(row[0]))
+        self.reader.calls += 1
+        return await raydium_pool_from_transaction(self.rpc, mint, transaction) if transaction else None
+
+    async def _chain_time(self) -> int:
+        slot = await self.rpc.call("getSlot", [{"commitment": "confirmed"}])
+        self.reader.calls += 2
+        return int(await self.rpc.call("getBlockTime", [slot]))
+
+    async def refresh(self, now: float) -> list[str]:
+        self.chain_now = max(self.chain_now, await self._chain_time())
+        mints = await asyncio.to_thread(watched_mints, self.engine, self.chain_now, self.options.horizon_s)
+        self.cadence.watch(mints, now)
+        self.summary.watched = len(mints)
+        self._refreshed = now
+        return mints
+
+    async def read(self, mints: list[str], now: float) -> int:
+        """Read ``mints`` once, store what is new; returns the rows stored."""
+        points, gaps = await self.reader.read(mints)
+        keep_points: list[TapePoint] = []
+        keep_gaps: list[Gap] = []
+        for p in points:
+            moved = self.cadence.read(p.mint, p.price_sol, now)
+            last = self.stored.get(p.mint)
+            if (
+                moved
+                or last is None
+                or p.time - last[1] >= self.options.heartbeat_s
+                or p.mint in self.gap_reasons
+            ):
+                keep_points.append(p)
+                self.stored[p.mint] = (p.price_sol, p.time)
+            self.gap_reasons.pop(p.mint, None)
+            self.chain_now = max(self.chain_now, p.time)
+        for g in gaps:
+            self.cadence.read(g.mint, None, now)
+            if (
+                self.gap_reasons.get(g.mint) != g.reason
+            ):  # a gap is stored (and told) where it starts or changes
+                log.warning("market: no price for a token", extra={"mint": g.mint, "reason": g.reason})
+                keep_gaps.append(g)
+                self.gap_reasons[g.mint] = g.reason
+        stored = await asyncio.to_thread(store_tape, self.engine, keep_points, keep_gaps)
+        self.summary.rounds += 1
+        self.summary.reads += len(mints)
+        self.summary.points_stored += stored
+        self.summary.gaps += len(gaps)
+        self.summary.rpc_calls = self.reader.calls
+        return stored
+
+    async def step(self, now: float) -> float:
+        """One pass of the loop; returns how long to wait before the next."""
+        if now - self._refreshed >= self.options.refresh_s:
+            await self.refresh(now)
+        due = self.cadence.due_now(now)
+        if due:
+            await self.read(due, now)
+        upcoming = self.cadence.next_due()
+        wait = self.options.refresh_s if upcoming is None else upcoming - time.monotonic()
+        return min(max(wait, 0.05), self.options.refresh_s)
+
+    async def run(
+        self, stop: asyncio.Event, on_round: Callable[[MarketSummary], None] | None = None
+    ) -> MarketSummary:
+        """Watch until ``stop`` is set; an RPC or database failure is logged and retried next pass."""
+        started = time.monotonic()
+        while not stop.is_set():
+            try:
+                wait = await self.step(time.monotonic())
+            except Exception as error:  # one failed round never stops the stage
+                message = redact_text(f"{type(error).__name__}: {error}")
+                log.warning("market round failed", extra={"error": message})
+                self.summary.errors = [*self.summary.errors[-9:], message]
+                wait = self.options.fast_s
+            if on_round is not None:
+                on_round(self.summary)
+            self.summary.elapsed_s = round(time.monotonic() - started, 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+        return self.summary
+
+
+async def market_once_async(options: MarketOptions, limiter: Any = None) -> MarketSummary:
+    """Read every watched token once and store the tape."""
+    started = time.monotonic()
+    async with RpcClient(options.rpc_urls, limiter=limiter, **options.client_options) as rpc:
+        watcher = MarketWatcher(options, rpc)
+        mints = await watcher.refresh(time.monotonic())
+        for begin in range(0, len(mints), 1000):
+            await watcher.read(mints[begin : begin + 1000], time.monotonic())
+    watcher.summary.elapsed_s = round(time.monotonic() - started, 3)
+    return watcher.summary
+
+
+def market_once(options: MarketOptions | None = None) -> MarketSummary:
+    return asyncio.run(market_once_async(options or MarketOptions.from_settings()))
