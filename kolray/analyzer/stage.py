@@ -65,7 +65,7 @@ from kolray.analyzer.positions import (
 from kolray.analyzer.stats import WINDOWS, kol_stats_windows
 from kolray.chain.types import WSOL_MINT
 from kolray.db.locks import database_lock
-from kolray.db.tables import KolStatRow, Meta, PositionRow, Run, SwapRow, now_s
+from kolray.db.tables import KolStatRow, Meta, PositionRow, Run, SwapRow, TapePointRow, now_s
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,18 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
             new_mints = conn.scalars(
                 select(SwapRow.mint).where(SwapRow.id > previous, SwapRow.id <= watermark).distinct()
             ).all()
-        mints = sorted(marked_mints.union(new_mints))
+            # Open positions whose token's market (kolray.market) moved on since their mark.
+            market_moved = conn.scalars(
+                select(PositionRow.mint)
+                .join(TapePointRow, TapePointRow.mint == PositionRow.mint)
+                .where(
+                    PositionRow.status == "open",
+                    TapePointRow.price_sol.is_not(None),
+                    TapePointRow.time > func.coalesce(PositionRow.mark_time, 0),
+                )
+                .distinct()
+            ).all()
+        mints = sorted(marked_mints.union(new_mints, market_moved))
     for index in range(0, len(mints), BATCH_PAIRS):
         chunk = mints[index : index + BATCH_PAIRS]
         with engine.begin() as conn:
@@ -601,8 +612,9 @@ def _wallets_touched_by_time(engine: Engine, before: int, after: int) -> list[st
 
 
 def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> int:
-    """Mark every open position in ``mints`` with its mint's last price (same rule as
-    :func:`kolray.analyzer.positions.last_prices`); returns how many positions were updated."""
+    """Mark every open position in ``mints`` with its mint's last price: its last swap's (same rule as
+    :func:`kolray.analyzer.positions.last_prices`), or the market tape's where that is newer (the
+    token's own market, :mod:`kolray.market`); returns how many positions were updated."""
     # Per mint, the newest swap that reveals a price: a correlated LIMIT 1 per mint walks the
     # (mint, block_time) index backwards, so the cost does not grow with a mint's history.
     wanted = values(column("mint", String), name="wanted").data([(mint,) for mint in mints]).cte("wanted")
@@ -629,6 +641,24 @@ def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> in
         price = swap_price_sol(row)
         if price is not None:
             marks[row.mint] = (price, int(row.block_time))
+    # The token's own market, where the market stage has read it later than the last swap.
+    newest_tape = (
+        select(TapePointRow.mint, func.max(TapePointRow.time).label("time"))
+        .where(TapePointRow.mint.in_(list(mints)), TapePointRow.price_sol.is_not(None))
+        .group_by(TapePointRow.mint)
+        .subquery()
+    )
+    tape_marks = conn.execute(
+        select(TapePointRow.mint, TapePointRow.time, TapePointRow.price_sol)
+        .join(
+            newest_tape,
+            and_(TapePointRow.mint == newest_tape.c.mint, TapePointRow.time == newest_tape.c.time),
+        )
+        .where(TapePointRow.price_sol.is_not(None))
+    )
+    for mint, seen, price in tape_marks:
+        if mint not in marks or int(seen) > marks[mint][1]:
+            marks[mint] = (float(price), int(seen))
     updates = []
     for position_id, mint, bought, sold, decimals in conn.execute(
         select(

@@ -2,10 +2,11 @@
 
 A follower who copies a KOL's buy can sell whenever the price allows, so what matters to them is
 whether the token *traded* at three times the entry price within the horizon, not whether the KOL
-happened to sell there (``label_3x``). Until kolray records the full market tape, the prices it
-has are those of every stored swap (any tracked wallet, buy or sell) of the mint:
+happened to sell there (``label_3x``). The prices kolray has are those of every stored swap (any
+tracked wallet, buy or sell) of the mint and, where the market stage watched it, the token's market
+tape (:mod:`kolray.market`, read from its curve or pool between the swaps):
 
-    peak_3x = max(price_sol of the mint's swaps with entry_time < block_time <= entry_time + H)
+    peak_3x = max(price_sol of the mint's swaps and tape points with entry_time < time <= entry_time + H)
               >= 3 * price_sol of the opening buy
 
 ``price_sol`` is the pool's price after the trade (pump.fun and PumpSwap events), else the trade's
@@ -73,6 +74,7 @@ class MintPrices:
             for s, w, m, p in zip(
                 frame["signature"], frame["wallet"], frame["mint"], frame["price"], strict=True
             )
+            if s  # tape points have no signature: they price the window, never an entry
         }
         return cls(starts, frame["time"].to_numpy(np.int64), frame["price"].to_numpy(np.float64), by_swap)
 
@@ -82,6 +84,13 @@ def _swap_filter() -> str:
         "s.block_time IS NOT NULL AND s.price_sol IS NOT NULL AND s.price_sol > 0 "
         f"AND (s.quote_mint IS NULL OR s.quote_mint = '{WSOL_MINT}')"
     )
+
+
+# The market stage's tape (kolray.market): prices between the swaps, with no signature of their own.
+_TAPE_PRICES = (
+    "SELECT t.mint, t.time, t.price_sol, '', '' FROM market_tape t "
+    "WHERE t.price_sol IS NOT NULL AND t.price_sol > 0"
+)
 
 
 def _prices_from(rows: Sequence[Sequence[object]]) -> MintPrices:
@@ -99,7 +108,8 @@ def shard_prices(url: str, shard: WalletShard, watermark: int) -> MintPrices:
     touched = "SELECT p.mint FROM positions p WHERE p.wallet >= :lo AND p.wallet <= :hi"
     sql = (
         "SELECT s.mint, s.block_time, s.price_sol, s.signature, s.wallet FROM swaps s "
-        f"WHERE s.mint IN ({touched}) AND s.id <= :w AND {_swap_filter()}"
+        f"WHERE s.mint IN ({touched}) AND s.id <= :w AND {_swap_filter()} "
+        f"UNION ALL {_TAPE_PRICES} AND t.mint IN ({touched})"
     )
     with read_engine(url).connect() as conn:
         rows = conn.execute(
@@ -112,7 +122,7 @@ def read_all_prices(url: str, watermark: int) -> MintPrices:
     """Prices of every stored swap (small databases, tests)."""
     sql = (
         "SELECT s.mint, s.block_time, s.price_sol, s.signature, s.wallet FROM swaps s "
-        f"WHERE s.id <= :w AND {_swap_filter()}"
+        f"WHERE s.id <= :w AND {_swap_filter()} UNION ALL {_TAPE_PRICES}"
     )
     with read_engine(url).connect() as conn:
         rows = conn.execute(text(sql), {"w": watermark}).all()

@@ -4,26 +4,20 @@ exactly once; faults and unreadable accounts leave gaps, never a wrong price."""
 from __future__ import annotations
 
 import asyncio
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from kolray.chain.rpc import RpcClient
-from kolray.db.engine import session_scope
-from kolray.db.migrate import upgrade
-from kolray.db.tables import SwapRow
 from kolray.market.read import MarketReader
 from kolray.market.stage import MarketOptions, MarketWatcher
 from kolray.market.store import read_tape, store_tape
-from kolray.sim.market import price_of
-from kolray.sim.params import GENESIS_SLOT, SLOTS_PER_SECOND
 from kolray.sim.server import start_server
-from kolray.sim.world import SWAP_FIELDS, World, generate_world, load_world
+from kolray.sim.world import World, generate_world, load_world
+from kolray.testing.market_world import database_with_world_swaps, true_prices
 
 pytestmark = pytest.mark.slow
 
@@ -33,32 +27,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     path = tmp_path_factory.mktemp("twin") / "world"
     generate_world(path, kols=12, days=4, seed=5)
     return load_world(path)
-
-
-def with_swaps(url: str, world: World) -> Engine:
-    """A database holding the world's KOL swaps, as the tracker stores them."""
-    engine = upgrade(url)
-    rows = world.trades()[list(SWAP_FIELDS)].to_dict("records")
-    clean = [
-        {
-            k: (None if isinstance(v, float) and math.isnan(v) else getattr(v, "item", lambda v=v: v)())
-            for k, v in r.items()
-        }
-        for r in rows
-    ]
-    with session_scope(engine) as session:
-        session.execute(insert(SwapRow), [dict(r, ingested_at=0) for r in clean])
-    return engine
-
-
-def true_price(world: World, tape: pd.DataFrame) -> np.ndarray:
-    """The twin's price (SOL per whole token) at each row's slot, from its true tapes."""
-    tapes = world.tapes()
-    levels = [
-        tapes.at(mint, world.start + (slot - GENESIS_SLOT) / SLOTS_PER_SECOND)[0]
-        for mint, slot in zip(tape["mint"], tape["slot"], strict=True)
-    ]
-    return np.array([price_of(level) * 1e-3 for level in levels])
 
 
 async def watch(url: str, engine: Engine, twin_url: str, seconds: float) -> MarketWatcher:
@@ -72,7 +40,7 @@ async def watch(url: str, engine: Engine, twin_url: str, seconds: float) -> Mark
 
 
 def test_the_recorded_tape_is_the_twins_true_price_and_is_stored_once(world: World, db_url: str) -> None:
-    engine = with_swaps(db_url, world)
+    engine = database_with_world_swaps(db_url, world)
     # An hour of the world per second, from its second day: tokens launch, run, graduate and die.
     with start_server(world, rps=None, clock="realtime", speed=3600, clock_offset_s=86_400) as twin:
         watcher = asyncio.run(watch(db_url, engine, twin.url, seconds=8))
@@ -80,7 +48,7 @@ def test_the_recorded_tape_is_the_twins_true_price_and_is_stored_once(world: Wor
     priced = tape[tape["price_sol"].notna()]
     assert watcher.summary.errors == []
     assert len(priced) > 300 and priced["mint"].nunique() > 50, watcher.summary
-    error = np.abs(priced["price_sol"].to_numpy() / true_price(world, priced) - 1)
+    error = np.abs(priced["price_sol"].to_numpy() / true_prices(world, priced) - 1)
     assert error.max() < 0.01, f"worst tape point {error.max():.2%} off the twin's price"
     assert set(priced["venue"]) >= {"pumpfun", "pumpswap"} and priced["graduated"].any()
     # Gaps say why: the graduated tokens whose Raydium pool no stored swap names.
@@ -101,7 +69,7 @@ def test_the_recorded_tape_is_the_twins_true_price_and_is_stored_once(world: Wor
 
 
 def test_faults_leave_gaps_or_nothing_never_a_wrong_price(world: World, sqlite_url: str) -> None:
-    engine = with_swaps(sqlite_url, world)
+    engine = database_with_world_swaps(sqlite_url, world)
     with start_server(
         world, rps=None, clock="realtime", speed=3600, clock_offset_s=86_400, fault_rate=0.5, seed=3
     ) as twin:
@@ -109,7 +77,7 @@ def test_faults_leave_gaps_or_nothing_never_a_wrong_price(world: World, sqlite_u
     tape = read_tape(engine)
     priced = tape[tape["price_sol"].notna()]
     assert watcher.summary.rounds > 0 and len(priced) > 0
-    error = np.abs(priced["price_sol"].to_numpy() / true_price(world, priced) - 1)
+    error = np.abs(priced["price_sol"].to_numpy() / true_prices(world, priced) - 1)
     assert error.max() < 0.01
 
 
@@ -152,7 +120,7 @@ def test_market_once_from_the_command_line(
     from kolray.cli import main
     from kolray.config import get_settings
 
-    engine = with_swaps(get_settings().database_url, world)
+    engine = database_with_world_swaps(get_settings().database_url, world)
     with start_server(world, rps=None) as twin:
         assert main(["market", "--once", "--rpc-url", twin.url, "--json"]) == 0
     out = capsys.readouterr().out
@@ -160,3 +128,81 @@ def test_market_once_from_the_command_line(
     tape = read_tape(engine)
     # At the world's end a week of buys is watched: every one has a point or a gap.
     assert tape["mint"].nunique() > 0 and not tape.duplicated(["mint", "slot"]).any()
+
+
+def test_open_positions_are_marked_at_the_market_once_it_is_newer_than_their_last_swap(
+    world: World, db_url: str
+) -> None:
+    from sqlalchemy import select
+
+    from kolray.analyzer import analyze
+    from kolray.db.tables import PositionRow
+    from kolray.market.read import TapePoint
+
+    engine = database_with_world_swaps(db_url, world)
+    analyze(engine)
+    with engine.connect() as conn:
+        open_positions = conn.execute(
+            select(PositionRow.id, PositionRow.mint, PositionRow.mark_time, PositionRow.last_price_sol).where(
+                PositionRow.status == "open", PositionRow.mark_time.is_not(None)
+            )
+        ).all()
+    assert open_positions, "the world leaves positions open"
+    _, mint, mark_time, _ = open_positions[0]
+    store_tape(engine, [TapePoint(mint, 10**9, mark_time + 60, 1.5e-5, 15.0, 30.0, "pumpswap", True)], [])
+    summary = analyze(engine)  # no new swap: the market alone moves the mark
+    assert summary.marks_updated >= 1
+    with engine.connect() as conn:
+        marked = conn.execute(
+            select(PositionRow.mark_time, PositionRow.last_price_sol, PositionRow.unrealised_value_sol).where(
+                PositionRow.mint == mint, PositionRow.status == "open"
+            )
+        ).all()
+    assert all(t == mark_time + 60 and p == 1.5e-5 and v is not None for t, p, v in marked), marked
+    # An older tape point never replaces a newer swap's price.
+    store_tape(engine, [TapePoint(mint, 10**9 - 1, mark_time - 3600, 9.0, 9e9, 1.0, "pumpswap", True)], [])
+    analyze(engine)
+    with engine.connect() as conn:
+        prices = conn.scalars(
+            select(PositionRow.last_price_sol).where(PositionRow.mint == mint, PositionRow.status == "open")
+        ).all()
+    assert set(prices) == {1.5e-5}
+
+
+def test_the_follower_label_sees_a_peak_only_the_market_tape_caught(world: World, sqlite_url: str) -> None:
+    from kolray.features.peaks import peak_labels, read_all_prices
+    from kolray.market.read import TapePoint
+
+    engine = database_with_world_swaps(sqlite_url, world)
+    trades = world.trades()
+    trades = trades[trades["price_sol"].notna()]
+    horizon = 7 * 86_400
+
+    def swaps_peak(buy) -> float:
+        later = trades[
+            (trades["mint"] == buy["mint"])
+            & (trades["block_time"] > buy["block_time"])
+            & (trades["block_time"] <= buy["block_time"] + horizon)
+        ]
+        return float(later["price_sol"].max() / buy["price_sol"]) if len(later) else 0.0
+
+    opening = trades[(trades["side"] == "buy") & trades["opens_position"]]
+    buy = next(b for _, b in opening.iterrows() if swaps_peak(b) < 2.5)  # the swaps alone never reach 3x
+    rows = pd.DataFrame(
+        {
+            "entry_signature": [buy["signature"]],
+            "wallet": [buy["wallet"]],
+            "mint": [buy["mint"]],
+            "entry_time": [int(buy["block_time"])],
+        }
+    )
+
+    def label() -> list[int]:
+        return peak_labels(rows, read_all_prices(str(engine.url), 10**12), horizon).tolist()
+
+    price, t = float(buy["price_sol"]), int(buy["block_time"])
+    assert label() == [0]
+    store_tape(engine, [TapePoint(buy["mint"], 1, t + horizon + 60, 50 * price, 0, 0, "pumpfun", False)], [])
+    assert label() == [0], "a peak after the horizon does not count"
+    store_tape(engine, [TapePoint(buy["mint"], 2, t + 600, 3.2 * price, 0, 0, "pumpfun", False)], [])
+    assert label() == [1], "a 3.2x tape point within the horizon makes peak_3x"
