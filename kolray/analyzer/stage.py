@@ -636,7 +636,7 @@ def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> in
         .correlate(wanted)
         .scalar_subquery()
     )
-    marks = {}
+    marks: dict[str, tuple[float, int]] = {}
     for row in conn.execute(select(*SWAP_COLUMNS).where(SwapRow.id.in_(select(newest).select_from(wanted)))):
         price = swap_price_sol(row)
         if price is not None:
@@ -656,9 +656,9 @@ def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> in
         )
         .where(TapePointRow.price_sol.is_not(None))
     )
-    for mint, seen, price in tape_marks:
-        if mint not in marks or int(seen) > marks[mint][1]:
-            marks[mint] = (float(price), int(seen))
+    for mint, tape_time, tape_price in tape_marks:
+        if tape_price is not None and (mint not in marks or int(tape_time) > marks[mint][1]):
+            marks[mint] = (float(tape_price), int(tape_time))
     updates = []
     for position_id, mint, bought, sold, decimals in conn.execute(
         select(
@@ -669,7 +669,9 @@ def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> in
             PositionRow.token_decimals,
         ).where(PositionRow.status == "open", PositionRow.mint.in_(list(mints)))
     ):
-        price, seen = marks.get(mint, (None, None))
+        mark = marks.get(mint)
+        price = None if mark is None else mark[0]
+        seen = None if mark is None else mark[1]
         updates.append(
             {
                 "pid": position_id,

@@ -157,6 +157,11 @@ def _retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def client_options_of(settings: Any) -> dict[str, Any]:
+    """The :class:`RpcClient` options a stage's actors take from the settings (timeout, retries)."""
+    return {"timeout_s": settings.rpc_timeout_s, "max_retries": settings.rpc_max_retries}
+
+
 class RpcClient:
     """Solana JSON-RPC over several endpoints. Use as ``async with RpcClient(urls) as rpc: ...``."""
 

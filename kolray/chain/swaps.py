@@ -631,6 +631,9 @@ def _parse_entry(entry: Any, name: str, n_keys: int) -> tuple[int, str, int, int
         raise MalformedTransaction(f"a {name} entry is incomplete ({error!r})") from None
     if type(index) is not int or not 0 <= index < n_keys:
         raise MalformedTransaction(f"{name} refers to account index {index!r} of {n_keys} account keys")
+    decimals = parsed[3]
+    if type(decimals) is not int or not 0 <= decimals <= 255:  # a mint's decimals are a u8
+        raise MalformedTransaction(f"a {name} entry has decimals {decimals!r}, not a u8")
     return parsed
 
 

@@ -6,8 +6,9 @@ Light on purpose (no database, no Ray): ``kolray --help`` imports it.
 from __future__ import annotations
 
 import re
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
+import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.segment import Segment, SegmentLines
@@ -111,3 +112,13 @@ def help_of(options: type[BaseModel], name: str, more: str = "") -> str:
     """The description of an options model's field as an option's help (``more`` appended)."""
     description = options.model_fields[name].description or ""
     return f"{description} {more}".strip()
+
+
+# Options that the commands reading the chain share.
+RpcUrls = Annotated[
+    list[str] | None,
+    typer.Option("--rpc-url", help="RPC endpoint (repeatable; failover in order). Default: KOLRAY_RPC_URLS."),
+]
+Rps = Annotated[
+    float | None, typer.Option(min=0.001, help="Requests/s per endpoint. Default: KOLRAY_RPC_RPS.")
+]

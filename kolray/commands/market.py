@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kolray.commands._common import console, fail, out, settings
+from kolray.commands._common import RpcUrls, Rps, console, fail, out, settings
 from kolray.commands._database import database
 from kolray.market.stage import FAST_S, SLOW_S, MarketOptions, MarketSummary, market_once
 from kolray.secrets import redact_url, register_secret
@@ -16,15 +16,8 @@ def market(
     once: Annotated[
         bool, typer.Option("--once", help="Read every watched token once, print a summary and exit.")
     ] = False,
-    rpc_url: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rpc-url", help="RPC endpoint (repeatable; failover in order). Default: KOLRAY_RPC_URLS."
-        ),
-    ] = None,
-    rps: Annotated[
-        float | None, typer.Option(min=0.001, help="Requests/s per endpoint. Default: KOLRAY_RPC_RPS.")
-    ] = None,
+    rpc_url: RpcUrls = None,
+    rps: Rps = None,
     fast: Annotated[
         float,
         typer.Option(min=0.1, help="Seconds until a token whose price moved is read again."),

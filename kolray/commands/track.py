@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kolray.alerts import tracking_hook
-from kolray.commands._common import console, default_of, fail, out, settings
+from kolray.commands._common import RpcUrls, Rps, console, default_of, fail, out, settings
 from kolray.commands._database import database
 from kolray.config import Settings
 from kolray.market.stage import MarketOptions
@@ -21,18 +21,11 @@ def track(
     once: Annotated[
         bool, typer.Option("--once", help="Sync every wallet once, print a summary and exit.")
     ] = False,
-    rpc_url: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rpc-url", help="RPC endpoint (repeatable; failover in order). Default: KOLRAY_RPC_URLS."
-        ),
-    ] = None,
+    rpc_url: RpcUrls = None,
     actors: Annotated[
         int | None, typer.Option(min=1, help="Poller actors. Default: KOLRAY_TRACKER_ACTORS.")
     ] = None,
-    rps: Annotated[
-        float | None, typer.Option(min=0.001, help="Requests/s per endpoint. Default: KOLRAY_RPC_RPS.")
-    ] = None,
+    rps: Rps = None,
     interval: Annotated[
         float | None,
         typer.Option(

@@ -14,14 +14,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from kolray.chain.rpc import RpcClient
+from kolray.chain.rpc import RpcClient, client_options_of
 from kolray.config import Settings, get_settings
 from kolray.db.migrate import upgrade
 from kolray.market.read import Gap, MarketReader, Pool, TapePoint, raydium_pool_from_transaction
@@ -53,12 +53,9 @@ class MarketOptions:
         options = cls(
             rpc_urls=settings.rpc_url_values,
             database_url=settings.database_url,
-            client_options={"timeout_s": settings.rpc_timeout_s, "max_retries": settings.rpc_max_retries},
+            client_options=client_options_of(settings),
         )
-        for name, value in overrides.items():
-            if value is not None:
-                setattr(options, name, value)
-        return options
+        return replace(options, **{name: value for name, value in overrides.items() if value is not None})
 
 
 class MarketSummary(BaseModel):

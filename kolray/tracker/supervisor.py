@@ -11,13 +11,14 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from kolray.chain.pubsub import ws_url_of
+from kolray.chain.rpc import client_options_of
 from kolray.cluster import init_ray
 from kolray.config import Settings, get_settings
 from kolray.db.migrate import upgrade
@@ -173,12 +174,9 @@ class TrackerOptions:
                 backfill_seconds=settings.backfill_days * 86400,
                 backfill_max_signatures=settings.backfill_max_signatures,
             ),
-            client_options={"timeout_s": settings.rpc_timeout_s, "max_retries": settings.rpc_max_retries},
+            client_options=client_options_of(settings),
         )
-        for name, value in overrides.items():
-            if value is not None:
-                setattr(options, name, value)
-        return options
+        return replace(options, **{name: value for name, value in overrides.items() if value is not None})
 
 
 def shard_of(wallet: str, shards: int) -> int:
