@@ -86,18 +86,29 @@ class MarketReader:
     find_pool: PoolFinder | None = None
     pools: dict[str, Pool] = field(default_factory=dict)
     calls: int = 0
+    untimed: int = 0  # reads left out: the node had no block time for their slot
 
-    async def _accounts(self, addresses: list[str]) -> tuple[int, list[dict[str, Any] | None]]:
-        """(slot of the first batch, values) for ``addresses``, in calls of 100 sent as one batch."""
+    async def _accounts(
+        self, addresses: list[str], groups: Sequence[int] | None = None
+    ) -> tuple[list[int], list[dict[str, Any] | None]]:
+        """(slot each value was read at, values) for ``addresses``, in calls of up to 100 sent as one
+        batch. ``groups`` (sizes, summing to ``len(addresses)``) are never split across calls, so one
+        pool's vaults are always read at the same slot."""
         config = {"encoding": "base64", "commitment": "confirmed"}
-        chunks = [
-            addresses[i : i + MAX_ACCOUNTS_PER_CALL] for i in range(0, len(addresses), MAX_ACCOUNTS_PER_CALL)
-        ]
+        chunks: list[list[str]] = []
+        at = 0
+        for size in groups if groups is not None else [1] * len(addresses):
+            group = addresses[at : at + size]
+            at += size
+            if not chunks or len(chunks[-1]) + size > MAX_ACCOUNTS_PER_CALL:
+                chunks.append([])
+            chunks[-1].extend(group)
         if not chunks:
-            return 0, []
+            return [], []
         self.calls += len(chunks)
         answers = await self.rpc.batch([("getMultipleAccounts", [chunk, config]) for chunk in chunks])
         values: list[dict[str, Any] | None] = []
+        slots: list[int] = []
         for chunk, answer in zip(chunks, answers, strict=True):
             if not isinstance(answer, dict) or not isinstance(answer.get("value"), list):
                 raise AccountLayoutError(f"getMultipleAccounts answered {str(answer)[:80]}")
@@ -106,19 +117,20 @@ class MarketReader:
                     f"getMultipleAccounts: {len(answer['value'])} values for {len(chunk)} keys"
                 )
             values.extend(answer["value"])
-        return int(answers[0]["context"]["slot"]), values
+            slots.extend([int(answer["context"]["slot"])] * len(chunk))
+        return slots, values
 
     async def read(self, mints: Sequence[str]) -> tuple[list[TapePoint], list[Gap]]:
         """One round over ``mints``: a point or a gap for each."""
         if not mints:
             return [], []
         curves = [bonding_curve_address(m) for m in mints]
-        slot, values = await self._accounts(curves)
+        slots, values = await self._accounts(curves)
         now = 0  # the block time, filled in below once every slot of the round is known
         points: list[TapePoint] = []
         gaps: list[Gap] = []
         graduated: list[str] = []
-        for mint, value in zip(mints, values, strict=True):
+        for mint, slot, value in zip(mints, slots, values, strict=True):
             try:
                 data = account_bytes(value, PUMPFUN)
                 if data is None:
@@ -138,20 +150,23 @@ class MarketReader:
             except AccountLayoutError as error:
                 gaps.append(Gap(mint, slot, now, f"bonding curve {bonding_curve_address(mint)}: {error}"))
         if graduated:
-            more_points, more_gaps = await self._read_pools(graduated, slot, now)
+            more_points, more_gaps = await self._read_pools(graduated, slots[0], now)
             points += more_points
             gaps += more_gaps
         times = await self._block_times({p.slot for p in points} | {g.slot for g in gaps})
+        # A read at a slot the node gives no block time for cannot be placed on the tape: it is
+        # left out (the token is read again next round), never stored at a guessed time.
+        self.untimed += sum(p.slot not in times for p in points) + sum(g.slot not in times for g in gaps)
         return (
-            [replace(p, time=times[p.slot]) for p in points],
-            [replace(g, time=times[g.slot]) for g in gaps],
+            [replace(p, time=times[p.slot]) for p in points if p.slot in times],
+            [replace(g, time=times[g.slot]) for g in gaps if g.slot in times],
         )
 
     async def _block_times(self, slots: set[int]) -> dict[int, int]:
         ordered = sorted(slots)
         self.calls += len(ordered)
         answers = await self.rpc.batch([("getBlockTime", [s]) for s in ordered])
-        return {s: int(t) for s, t in zip(ordered, answers, strict=True)}
+        return {s: int(t) for s, t in zip(ordered, answers, strict=True) if isinstance(t, int)}
 
     async def _read_pools(self, mints: list[str], slot: int, now: int) -> tuple[list[TapePoint], list[Gap]]:
         gaps: list[Gap] = []
@@ -177,12 +192,13 @@ class MarketReader:
             return [], gaps
         # The vaults, and a Raydium pool's own account (its pending PnL is in the vaults but not the pool's).
         addresses = [a for m in known for a in _pool_accounts(self.pools[m])]
-        vault_slot, values = await self._accounts(addresses)
+        slots, values = await self._accounts(addresses, [len(_pool_accounts(self.pools[m])) for m in known])
         points: list[TapePoint] = []
         at = 0
         for mint in known:
             pool = self.pools[mint]
             mine = values[at : at + len(_pool_accounts(pool))]
+            vault_slot = slots[at]
             at += len(mine)
             try:
                 base_amount, quote_amount = _reserves(pool, mine)

@@ -65,6 +65,7 @@ class MarketSummary(BaseModel):
     points_stored: int = 0
     gaps: int = 0
     rpc_calls: int = 0
+    untimed: int = 0  # reads left out: the node gave no block time for their slot
     errors: list[str] = []
     elapsed_s: float = 0.0
 
@@ -138,6 +139,7 @@ class MarketWatcher:
         self.summary.points_stored += stored
         self.summary.gaps += len(gaps)
         self.summary.rpc_calls = self.reader.calls
+        self.summary.untimed = self.reader.untimed
         return stored
 
     async def step(self, now: float) -> float:
