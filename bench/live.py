@@ -55,7 +55,7 @@ from kolray.config import Settings
 from kolray.db.migrate import upgrade
 from kolray.db.tables import AlertRow
 from kolray.kols import KolIn, upsert_kols
-from kolray.sim.pubsub import slot_start
+from kolray.sim.params import slot_start
 from kolray.sim.server import ServerHandle, start_server
 from kolray.sim.world import World, generate_world, load_world
 from kolray.tracker.live import EngineStore, LiveOptions, LiveTracker, StoredSwaps

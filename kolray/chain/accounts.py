@@ -38,9 +38,8 @@ from typing import Any, Final
 from solders.pubkey import Pubkey
 
 from kolray.chain.programs import PUMPFUN, PUMPSWAP, TOKEN_2022_PROGRAM, TOKEN_PROGRAM
-from kolray.chain.types import WSOL_MINT
+from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
 
-LAMPORTS_PER_SOL: Final = 1_000_000_000
 PUMP_TOKEN_DECIMALS: Final = 6
 PUMP_TOKEN_SUPPLY: Final = 1_000_000_000 * 10**PUMP_TOKEN_DECIMALS
 

@@ -7,7 +7,9 @@ here if the tracker has not made it), so tracking and the market stay inside one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 from typing import Any
 
 from kolray.chain.rpc import RpcClient
@@ -19,6 +21,8 @@ from kolray.tracker.actors import remote as tracker_remote
 from kolray.tracker.source import ActorLimiter
 
 MARKET_NAME = "kolray-market"
+
+log = logging.getLogger(__name__)
 
 
 class MarketActor:
@@ -57,3 +61,27 @@ def market_actor_class() -> Any:
     import ray
 
     return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(MarketActor)
+
+
+def market_actor(options: MarketOptions, rps: float, burst: float) -> Any:
+    """The cluster's market actor (``kolray-market``), made if there is none."""
+    return (
+        market_actor_class()
+        .options(name=MARKET_NAME, namespace=NAMESPACE, get_if_exists=True)
+        .remote(options, rps, burst)
+    )
+
+
+def keep_running(actor: Any, run: Any) -> Any:
+    """The market actor's current run (an ObjectRef), started when there is none or started again
+    when it has ended (a crash, or Ray restarting the actor)."""
+    import ray
+
+    if run is not None:
+        ready, _ = ray.wait([run], timeout=0)
+        if not ready:
+            return run
+        with contextlib.suppress(Exception):
+            ray.get(run)  # a crash shows in the actor's log
+        log.warning("market stage stopped; starting it again")
+    return actor.run.remote()

@@ -6,8 +6,8 @@ completed (PumpSwap's canonical pool; a Raydium AMM v4 pool found once from a st
 pools' vaults. Every account is decoded with :mod:`kolray.chain.accounts`; a token whose accounts
 cannot be read or decoded gets a :class:`Gap` with the reason, never a price.
 
-The round's time is the block time of the slot the curves were read at (``getBlockTime``, one
-call): a reader's clock is the chain's, never the machine's.
+Each point's time is the block time of the slot its accounts were read at (``getBlockTime``, one
+call per distinct slot of the round): a reader's clock is the chain's, never the machine's.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from kolray.chain.accounts import (
-    LAMPORTS_PER_SOL,
     PUMP_TOKEN_DECIMALS,
+    PUMP_TOKEN_SUPPLY,
     TOKEN_OWNERS,
     AccountLayoutError,
     account_bytes,
@@ -30,9 +30,10 @@ from kolray.chain.accounts import (
     decode_token_account,
 )
 from kolray.chain.programs import PUMPFUN, PUMPSWAP, RAYDIUM_AMM_V4
-from kolray.chain.types import WSOL_MINT
+from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
 
 MAX_ACCOUNTS_PER_CALL = 100  # getMultipleAccounts' limit on mainnet nodes
+UNTIMED = 0  # a point's or gap's time until the round has its slots' block times
 
 
 class Rpc(Protocol):
@@ -126,31 +127,30 @@ class MarketReader:
             return [], []
         curves = [bonding_curve_address(m) for m in mints]
         slots, values = await self._accounts(curves)
-        now = 0  # the block time, filled in below once every slot of the round is known
         points: list[TapePoint] = []
         gaps: list[Gap] = []
-        graduated: list[str] = []
+        graduated: dict[str, int] = {}  # mint → the slot its completed curve was read at
         for mint, slot, value in zip(mints, slots, values, strict=True):
             try:
                 data = account_bytes(value, PUMPFUN)
                 if data is None:
-                    gaps.append(Gap(mint, slot, now, "no pump.fun bonding curve for this mint"))
+                    gaps.append(Gap(mint, slot, UNTIMED, "no pump.fun bonding curve for this mint"))
                     continue
                 curve = decode_bonding_curve(data)
                 if curve.complete:
-                    graduated.append(mint)
+                    graduated[mint] = slot
                     continue
                 price = curve.price_sol()
                 points.append(
                     TapePoint(
-                        mint, slot, now, price, price * curve.token_total_supply / 10**PUMP_TOKEN_DECIMALS,
+                        mint, slot, UNTIMED, price, price * curve.token_total_supply / 10**PUMP_TOKEN_DECIMALS,
                         curve.real_sol_reserves / LAMPORTS_PER_SOL, "pumpfun", False,
                     )
                 )  # fmt: skip
             except AccountLayoutError as error:
-                gaps.append(Gap(mint, slot, now, f"bonding curve {bonding_curve_address(mint)}: {error}"))
+                gaps.append(Gap(mint, slot, UNTIMED, f"bonding curve {bonding_curve_address(mint)}: {error}"))
         if graduated:
-            more_points, more_gaps = await self._read_pools(graduated, slots[0], now)
+            more_points, more_gaps = await self._read_pools(graduated)
             points += more_points
             gaps += more_gaps
         times = await self._block_times({p.slot for p in points} | {g.slot for g in gaps})
@@ -168,56 +168,47 @@ class MarketReader:
         answers = await self.rpc.batch([("getBlockTime", [s]) for s in ordered])
         return {s: int(t) for s, t in zip(ordered, answers, strict=True) if isinstance(t, int)}
 
-    async def _read_pools(self, mints: list[str], slot: int, now: int) -> tuple[list[TapePoint], list[Gap]]:
+    async def _read_pools(self, curve_slots: dict[str, int]) -> tuple[list[TapePoint], list[Gap]]:
+        """Points (or gaps) for graduated tokens, from their pools; ``curve_slots`` gives the slot of
+        each token's completed curve (a gap about finding its pool is placed there)."""
         gaps: list[Gap] = []
-        unknown = [m for m in mints if m not in self.pools]
+        unknown = [m for m in curve_slots if m not in self.pools]
         if unknown:
             _, values = await self._accounts([canonical_pumpswap_pool(m) for m in unknown])
             for mint, value in zip(unknown, values, strict=True):
                 try:
                     pool = await self._pool_of(mint, value)
                 except AccountLayoutError as error:
-                    gaps.append(Gap(mint, slot, now, f"pool: {error}"))
+                    gaps.append(Gap(mint, curve_slots[mint], UNTIMED, f"pool: {error}"))
                     continue
                 if pool is None:
-                    gaps.append(
-                        Gap(
-                            mint, slot, now, "graduated, but no canonical PumpSwap pool and no known AMM pool"
-                        )
-                    )
+                    reason = "graduated, but no canonical PumpSwap pool and no known AMM pool"
+                    gaps.append(Gap(mint, curve_slots[mint], UNTIMED, reason))
                     continue
                 self.pools[mint] = pool
-        known = [m for m in mints if m in self.pools]
+        known = [m for m in curve_slots if m in self.pools]
         if not known:
             return [], gaps
         # The vaults, and a Raydium pool's own account (its pending PnL is in the vaults but not the pool's).
-        addresses = [a for m in known for a in _pool_accounts(self.pools[m])]
-        slots, values = await self._accounts(addresses, [len(_pool_accounts(self.pools[m])) for m in known])
+        groups = [_pool_accounts(self.pools[m]) for m in known]
+        slots, values = await self._accounts([a for group in groups for a in group], [len(g) for g in groups])
         points: list[TapePoint] = []
         at = 0
-        for mint in known:
+        for mint, group in zip(known, groups, strict=True):
             pool = self.pools[mint]
-            mine = values[at : at + len(_pool_accounts(pool))]
-            vault_slot = slots[at]
-            at += len(mine)
+            slot, mine = slots[at], values[at : at + len(group)]
+            at += len(group)
             try:
                 base_amount, quote_amount = _reserves(pool, mine)
             except AccountLayoutError as error:
                 self.pools.pop(mint, None)  # look the pool up again next round
-                gaps.append(Gap(mint, vault_slot, now, f"{pool.venue} pool {pool.address}: {error}"))
+                gaps.append(Gap(mint, slot, UNTIMED, f"{pool.venue} pool {pool.address}: {error}"))
                 continue
             price = (quote_amount / LAMPORTS_PER_SOL) / (base_amount / 10**PUMP_TOKEN_DECIMALS)
-            supply = 1_000_000_000  # pump.fun's fixed supply, whole tokens
+            market_cap = price * PUMP_TOKEN_SUPPLY / 10**PUMP_TOKEN_DECIMALS
             points.append(
                 TapePoint(
-                    mint,
-                    vault_slot,
-                    now,
-                    price,
-                    price * supply,
-                    quote_amount / LAMPORTS_PER_SOL,
-                    pool.venue,
-                    True,
+                    mint, slot, UNTIMED, price, market_cap, quote_amount / LAMPORTS_PER_SOL, pool.venue, True
                 )
             )
         return points, gaps

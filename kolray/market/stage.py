@@ -77,7 +77,7 @@ class MarketWatcher:
         self.engine = engine or upgrade(options.database_url)
         self.reader = MarketReader(rpc, find_pool=self._find_pool)
         self.cadence = Cadence(options.fast_s, options.slow_s)
-        self.stored: dict[str, tuple[float, int]] = {}  # mint → (price, time) of the last stored point
+        self.stored_at: dict[str, int] = {}  # mint → chain time of its last stored point
         self.gap_reasons: dict[str, str] = {}
         self.summary = MarketSummary()
         self.chain_now = 0
@@ -114,22 +114,21 @@ class MarketWatcher:
         keep_gaps: list[Gap] = []
         for p in points:
             moved = self.cadence.read(p.mint, p.price_sol, now)
-            last = self.stored.get(p.mint)
+            last = self.stored_at.get(p.mint)
             if (
                 moved
                 or last is None
-                or p.time - last[1] >= self.options.heartbeat_s
+                or p.time - last >= self.options.heartbeat_s
                 or p.mint in self.gap_reasons
             ):
                 keep_points.append(p)
-                self.stored[p.mint] = (p.price_sol, p.time)
+                self.stored_at[p.mint] = p.time
             self.gap_reasons.pop(p.mint, None)
             self.chain_now = max(self.chain_now, p.time)
         for g in gaps:
             self.cadence.read(g.mint, None, now)
-            if (
-                self.gap_reasons.get(g.mint) != g.reason
-            ):  # a gap is stored (and told) where it starts or changes
+            # A gap is stored (and told) where it starts or its reason changes.
+            if self.gap_reasons.get(g.mint) != g.reason:
                 log.warning("market: no price for a token", extra={"mint": g.mint, "reason": g.reason})
                 keep_gaps.append(g)
                 self.gap_reasons[g.mint] = g.reason
@@ -174,10 +173,10 @@ class MarketWatcher:
         return self.summary
 
 
-async def market_once_async(options: MarketOptions, limiter: Any = None) -> MarketSummary:
+async def market_once_async(options: MarketOptions) -> MarketSummary:
     """Read every watched token once and store the tape."""
     started = time.monotonic()
-    async with RpcClient(options.rpc_urls, limiter=limiter, **options.client_options) as rpc:
+    async with RpcClient(options.rpc_urls, **options.client_options) as rpc:
         watcher = MarketWatcher(options, rpc)
         mints = await watcher.refresh(time.monotonic())
         for begin in range(0, len(mints), 1000):

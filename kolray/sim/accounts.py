@@ -29,14 +29,8 @@ from kolray.chain.accounts import (
 from kolray.chain.programs import PUMPFUN, PUMPSWAP, RAYDIUM_AMM_V4, TOKEN_PROGRAM
 from kolray.chain.types import WSOL_MINT
 from kolray.sim import keys
-from kolray.sim.market import reserves_at
-from kolray.sim.params import (
-    CURVE_VIRTUAL_SOL0,
-    CURVE_VIRTUAL_TOKENS_AT_COMPLETION,
-    LAMPORTS_PER_SOL,
-    TOKEN_DECIMALS,
-    TOKEN_SUPPLY_RAW,
-)
+from kolray.sim.market import curve_real_reserves, reserves_at
+from kolray.sim.params import CURVE_K, CURVE_VIRTUAL_TOKENS_AT_COMPLETION, TOKEN_DECIMALS, TOKEN_SUPPLY_RAW
 from kolray.sim.tapes import Tapes
 from kolray.sim.world import World
 
@@ -129,15 +123,8 @@ class TwinAccounts:
 
 def _curve(level: float, migrated: bool, creator: str) -> BondingCurve:
     if migrated:  # complete: the reserves went to the pool, the virtual ones stay at completion
-        sol = CURVE_VIRTUAL_SOL0 + 85 * LAMPORTS_PER_SOL
+        sol = round(CURVE_K / CURVE_VIRTUAL_TOKENS_AT_COMPLETION)
         return BondingCurve(CURVE_VIRTUAL_TOKENS_AT_COMPLETION, sol, 0, 0, TOKEN_SUPPLY_RAW, True, creator)
     sol, tokens = reserves_at("pumpfun", level)
-    return BondingCurve(
-        virtual_token_reserves=tokens,
-        virtual_sol_reserves=sol,
-        real_token_reserves=max(tokens - CURVE_VIRTUAL_TOKENS_AT_COMPLETION, 0),
-        real_sol_reserves=max(sol - CURVE_VIRTUAL_SOL0, 0),
-        token_total_supply=TOKEN_SUPPLY_RAW,
-        complete=False,
-        creator=creator,
-    )
+    real_sol, real_tokens = curve_real_reserves(sol, tokens)
+    return BondingCurve(tokens, sol, real_tokens, real_sol, TOKEN_SUPPLY_RAW, False, creator)

@@ -598,7 +598,7 @@ class Renderer:
         curve, curve_ata, creator_vault = acc["curve"], acc["curve_ata"], acc["creator_vault"]
         for address in (PUMPFUN_FEE_RECIPIENT, curve, curve_ata, creator_vault):
             tx.account(address, writable=True)
-        real_sol, real_tokens = curve_real_reserves(fill)
+        real_sol, real_tokens = curve_real_reserves(fill.reserve_sol, fill.reserve_tokens)
         pre_real_sol = max(fill.reserve_sol_before - 30 * LAMPORTS_PER_SOL, 0)
         pre_real_tokens = real_tokens - fill.token_amount if not buy else real_tokens + fill.token_amount
         # The path's price is exogenous (other traders are not simulated), so a large sell can pay

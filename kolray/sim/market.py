@@ -421,9 +421,9 @@ def sell(venue: str, level: float, tokens: int, reserves: tuple[int, int] | None
     )
 
 
-def curve_real_reserves(fill: Fill) -> tuple[int, int]:
-    """pump.fun's real reserves after a trade: virtual ones minus the curve's virtual offsets."""
+def curve_real_reserves(virtual_sol: int, virtual_tokens: int) -> tuple[int, int]:
+    """pump.fun's real (SOL, token) reserves: the virtual ones minus the curve's virtual offsets."""
     return (
-        max(fill.reserve_sol - CURVE_VIRTUAL_SOL0, 0),
-        max(fill.reserve_tokens - CURVE_VIRTUAL_TOKENS_AT_COMPLETION, 0),
+        max(virtual_sol - CURVE_VIRTUAL_SOL0, 0),
+        max(virtual_tokens - CURVE_VIRTUAL_TOKENS_AT_COMPLETION, 0),
     )

@@ -32,7 +32,7 @@ from solders.signature import Signature
 from kolray.sim import keys
 from kolray.sim.accounts import TwinAccounts
 from kolray.sim.encodings import to_json_parsed
-from kolray.sim.params import GENESIS_SLOT, SLOTS_PER_SECOND
+from kolray.sim.params import GENESIS_SLOT, SLOTS_PER_SECOND, slot_start
 from kolray.sim.store import FLAG_LEGACY, ChainPart, addr_bytes, sig_bytes
 from kolray.sim.txbuild import ui_amount
 from kolray.sim.world import World
@@ -271,15 +271,15 @@ class Node:
                 f"Invalid params: the twin serves program accounts in base64 only, not {encoding!r}"
             )
 
-    def _slot_time(self, slot: int) -> float:
-        return self.world.start + (slot - GENESIS_SLOT) / SLOTS_PER_SECOND
-
     def get_account_info(self, params: list[Any], slot: int) -> dict[str, Any]:
         if not params:
             raise invalid_params("`params` should have at least 1 argument(s)")
         _pubkey(params[0])
         self._account_config(params, 1)
-        return {"context": self._context(slot), "value": self.accounts.info(params[0], self._slot_time(slot))}
+        return {
+            "context": self._context(slot),
+            "value": self.accounts.info(params[0], slot_start(self.world.start, slot)),
+        }
 
     def get_multiple_accounts(self, params: list[Any], slot: int) -> dict[str, Any]:
         if not params or not isinstance(params[0], list):
@@ -289,7 +289,7 @@ class Node:
         for address in params[0]:
             _pubkey(address)
         self._account_config(params, 1)
-        t = self._slot_time(slot)
+        t = slot_start(self.world.start, slot)
         return {"context": self._context(slot), "value": [self.accounts.info(a, t) for a in params[0]]}
 
     def get_signatures_for_address(self, params: list[Any], slot: int) -> list[dict[str, Any]]:

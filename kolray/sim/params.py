@@ -275,6 +275,12 @@ def slot_at(params: WorldParams, t: float) -> int:
     return GENESIS_SLOT + math.floor((t - params.start) * SLOTS_PER_SECOND)
 
 
+def slot_start(start: int, slot: int) -> float:
+    """Unix time (float seconds) at which ``slot`` begins in a world that starts at ``start``: the
+    exact chain time of a twin transaction (``blockTime`` is this, floored)."""
+    return start + (slot - GENESIS_SLOT) / SLOTS_PER_SECOND
+
+
 def block_time_of_slot(params: WorldParams, slot: int) -> int:
     """A slot's ``blockTime``: whole seconds, never decreasing with the slot."""
     return params.start + math.floor((slot - GENESIS_SLOT) / SLOTS_PER_SECOND)

@@ -42,7 +42,6 @@ import orjson
 from solders.signature import Signature
 
 from kolray.sim.node import Node, RpcError
-from kolray.sim.params import GENESIS_SLOT, SLOTS_PER_SECOND
 from kolray.sim.store import ChainPart, addr_bytes
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
@@ -440,9 +439,3 @@ def _notification(method: str, result: bytes, sub_id: int) -> bytes:
         + str(sub_id).encode()
         + b"}}"
     )
-
-
-def slot_start(start: int, slot: int) -> float:
-    """Unix time (float seconds) at which ``slot`` begins in a world that starts at ``start``: the
-    exact chain time of a twin transaction (``blockTime`` is this, floored)."""
-    return start + (slot - GENESIS_SLOT) / SLOTS_PER_SECOND

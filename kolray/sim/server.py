@@ -42,8 +42,8 @@ from typing import Any
 import orjson
 
 from kolray.sim.node import Node, RpcError, call, response
-from kolray.sim.params import slot_at
-from kolray.sim.pubsub import PubSub, PubSubConfig, is_upgrade, slot_start
+from kolray.sim.params import slot_at, slot_start
+from kolray.sim.pubsub import PubSub, PubSubConfig, is_upgrade
 from kolray.sim.world import World, load_world
 
 FAULT_KINDS = ("http_5xx", "hang", "drop", "truncated", "malformed", "null")

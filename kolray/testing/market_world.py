@@ -14,10 +14,8 @@ from kolray.db.engine import session_scope
 from kolray.db.migrate import upgrade
 from kolray.db.tables import SwapRow
 from kolray.sim.market import price_of
-from kolray.sim.params import GENESIS_SLOT, SLOTS_PER_SECOND, TOKEN_DECIMALS
+from kolray.sim.params import LAMPORTS_PER_SOL, TOKEN_DECIMALS, slot_start
 from kolray.sim.world import SWAP_FIELDS, World
-
-LAMPORTS_PER_SOL = 10**9
 
 
 def database_with_world_swaps(url: str, world: World) -> Engine:
@@ -41,9 +39,7 @@ def true_prices(world: World, tape: pd.DataFrame) -> np.ndarray:
     scale = 10**TOKEN_DECIMALS / LAMPORTS_PER_SOL
     out = np.full(len(tape), np.nan)
     for i, (mint, slot) in enumerate(zip(tape["mint"], tape["slot"], strict=True)):
-        state = (
-            tapes.at(mint, world.start + (slot - GENESIS_SLOT) / SLOTS_PER_SECOND) if mint in tapes else None
-        )
+        state = tapes.at(mint, slot_start(world.start, slot)) if mint in tapes else None
         if state is not None:
             out[i] = price_of(state[0]) * scale
     return out

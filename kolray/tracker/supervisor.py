@@ -24,7 +24,7 @@ from kolray.config import Settings, get_settings
 from kolray.db.migrate import upgrade
 from kolray.db.runs import record_run
 from kolray.kols import list_kols
-from kolray.market.actors import MARKET_NAME, market_actor_class
+from kolray.market.actors import keep_running, market_actor
 from kolray.market.stage import MarketOptions, MarketSummary
 from kolray.tracker import actors
 from kolray.tracker.live import LiveOptions
@@ -235,22 +235,9 @@ class Tracker:
         again if its last run ended (the actor was restarted)."""
         if self.options.market is None:
             return
-        import ray
-
         if self.market is None:
-            self.market = (
-                market_actor_class()
-                .options(name=MARKET_NAME, namespace=actors.NAMESPACE, get_if_exists=True)
-                .remote(self.options.market, self.options.rps, self.options.burst)
-            )
-        if self.market_run is not None:
-            ready, _ = ray.wait([self.market_run], timeout=0)
-            if not ready:
-                return
-            with contextlib.suppress(Exception):
-                ray.get(self.market_run)  # a crash shows in the actor's log; run it again
-            log.warning("market stage stopped; starting it again")
-        self.market_run = self.market.run.remote()
+            self.market = market_actor(self.options.market, self.options.rps, self.options.burst)
+        self.market_run = keep_running(self.market, self.market_run)
 
     def stop_market(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Stop the market stage; its summary (empty if it was off or did not answer in time)."""
@@ -526,19 +513,11 @@ def run_market(options: TrackerOptions, stop: threading.Event | None = None) -> 
     stop = stop or threading.Event()
     restore = _install_signal_handlers(stop)
     init_ray(namespace="kolray", log_to_driver=False)
-    actor = (
-        market_actor_class()
-        .options(name=MARKET_NAME, namespace=actors.NAMESPACE, get_if_exists=True)
-        .remote(options.market, options.rps, options.burst)
-    )
+    actor = market_actor(options.market, options.rps, options.burst)
     try:
-        run = actor.run.remote()
-        while not stop.is_set():
-            ready, _ = ray.wait([run], timeout=0.5)
-            if ready:  # it crashed and Ray restarted the actor: run it again
-                with contextlib.suppress(Exception):
-                    ray.get(run)
-                run = actor.run.remote()
+        run = keep_running(actor, None)
+        while not stop.wait(0.5):
+            run = keep_running(actor, run)
         actor.stop.remote()
         summary = MarketSummary.model_validate(ray.get(run, timeout=30))
     finally:

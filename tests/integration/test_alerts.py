@@ -486,6 +486,12 @@ def test_dead_and_slow_webhooks_block_neither_the_others_nor_tracking(
         def __exit__(self, *exc: object) -> None:
             pass
 
+        def start_market(self) -> None:  # the market stage is off in these options
+            pass
+
+        def stop_market(self) -> dict[str, Any]:
+            return {}
+
         def sync(self, wallets: list[str], stop: threading.Event | None = None, **_: Any) -> SyncSummary:
             rows = batches.pop(0) if batches else []
             if rows:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from kolray.chain.pubsub import ws_url_of
 from kolray.db.migrate import upgrade
-from kolray.sim.pubsub import slot_start
+from kolray.sim.params import slot_start
 from kolray.sim.server import start_server
 from kolray.sim.world import World, generate_world, load_world
 from kolray.tracker.latency import LatencyRecorder, latency_summary
