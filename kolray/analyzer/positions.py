@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
+from kolray.analyzer.outcomes import Outcome
 from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
 
 # A position closes at the sell after which what is left is at most this fraction of the tokens
@@ -46,6 +47,15 @@ class SwapLike(Protocol):
 def unrealised_value(tokens: int, decimals: int, price_sol: float) -> float:
     """SOL value of ``tokens`` raw units at ``price_sol`` per whole token."""
     return tokens / 10**decimals * price_sol
+
+
+def unrealised_pnl(value_sol: float, cost_lamports: int, tokens_bought: int, tokens_held: int) -> float:
+    """What the tokens still held gain at the mark over their share of the cost (the position's
+    average cost per token: its lots are one FIFO sequence, so which lots remain does not change
+    the SOL spent per token of the position)."""
+    if tokens_bought <= 0:
+        return value_sol
+    return value_sol - cost_lamports * (tokens_held / tokens_bought) / LAMPORTS_PER_SOL
 
 
 @dataclass(slots=True, frozen=True)
@@ -89,6 +99,12 @@ class Position:
     flags: list[str] = field(default_factory=list)
     last_price_sol: float | None = None  # mark for open positions
     mark_time: int | None = None
+    # The market around the position (kolray.analyzer.outcomes), from the mint's price path.
+    peak_multiple: float | None = None
+    peak_time: int | None = None
+    drawdown: float | None = None
+    missed_gain_sol: float | None = None
+    copy_multiple: float | None = None
 
     # Derived values (docs/analysis.md, "Position rules")
 
@@ -151,6 +167,21 @@ class Position:
             return None
         return unrealised_value(self.tokens_remaining, self.token_decimals, self.last_price_sol)
 
+    @property
+    def unrealised_pnl_sol(self) -> float | None:
+        """The open position's gain at the mark over the cost of the tokens it still holds."""
+        value = self.unrealised_value_sol
+        if value is None or not self.sol_valued:
+            return None
+        return unrealised_pnl(value, self.cost_lamports, self.tokens_bought, self.tokens_remaining)
+
+    def set_outcome(self, outcome: Outcome) -> None:
+        self.peak_multiple = outcome.peak_multiple
+        self.peak_time = outcome.peak_time
+        self.drawdown = outcome.drawdown
+        self.missed_gain_sol = outcome.missed_gain_sol
+        self.copy_multiple = outcome.copy_multiple
+
     # Database rows (kolray.db.tables.PositionRow)
 
     def to_row(self) -> dict[str, Any]:
@@ -187,6 +218,12 @@ class Position:
             "last_price_sol": self.last_price_sol,
             "mark_time": self.mark_time,
             "unrealised_value_sol": self.unrealised_value_sol,
+            "unrealised_pnl_sol": self.unrealised_pnl_sol,
+            "peak_multiple": self.peak_multiple,
+            "peak_time": self.peak_time,
+            "drawdown": self.drawdown,
+            "missed_gain_sol": self.missed_gain_sol,
+            "copy_multiple": self.copy_multiple,
             "flags": list(self.flags),
         }
 
@@ -220,6 +257,11 @@ class Position:
             flags=list(get("flags") or []),
             last_price_sol=get("last_price_sol"),
             mark_time=get("mark_time"),
+            peak_multiple=get("peak_multiple"),
+            peak_time=get("peak_time"),
+            drawdown=get("drawdown"),
+            missed_gain_sol=get("missed_gain_sol"),
+            copy_multiple=get("copy_multiple"),
         )
 
 

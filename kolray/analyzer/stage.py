@@ -54,12 +54,21 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
+from kolray.analyzer.outcomes import (
+    PRICED_SWAP_SQL,
+    TAPE_PRICE_SQL,
+    Outcome,
+    PricePaths,
+    position_outcome,
+)
 from kolray.analyzer.positions import (
+    FLAG_NON_SOL_LEG,
     SWAP_FIELDS,
     Position,
     build_ledger,
     leg_from_values,
     swap_price_sol,
+    unrealised_pnl,
     unrealised_value,
 )
 from kolray.analyzer.stats import WINDOWS, kol_stats_windows
@@ -70,7 +79,7 @@ from kolray.db.tables import KolStatRow, Meta, PositionRow, Run, SwapRow, TapePo
 log = logging.getLogger(__name__)
 
 # Bump when a definition in positions.py / stats.py changes: stored rows are then rebuilt in full.
-ANALYZER_VERSION = "1"
+ANALYZER_VERSION = "2"  # 2: positions carry their market outcome (kolray.analyzer.outcomes)
 META_KEY = "analyzer"
 # Any 64-bit constant: the PostgreSQL advisory lock that keeps two analyze runs apart.
 PG_LOCK_KEY = 0x6B6F6C_616E61
@@ -111,6 +120,7 @@ class AnalyzeSummary:
     skipped_swaps: int = 0
     stats_wallets: int = 0  # wallets whose statistics were recomputed
     marks_updated: int = 0
+    outcomes_updated: int = 0  # positions not rebuilt whose market outcome moved with new prices
     seconds: float = 0.0
     run_id: int | None = None
     _times: dict[str, float] = field(default_factory=dict, repr=False)
@@ -132,7 +142,7 @@ class AnalyzeSummary:
             f"analyze {self.mode}: {self.wallets} wallets{pairs}, {self.swaps_read} swaps → "
             f"{self.positions_written} positions ({self.open_positions_written} open), "
             f"{self.untracked_sells} untracked sells; {self.stats_wallets} wallets' stats, "
-            f"{self.marks_updated} marks; {when}; {self.seconds:.2f} s"
+            f"{self.marks_updated} marks, {self.outcomes_updated} outcomes; {when}; {self.seconds:.2f} s"
         )
 
 
@@ -208,6 +218,7 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
     with engine.begin() as conn:
         state = _read_state(conn)
         watermark = committed_watermark(conn)
+        tape_watermark = int(conn.scalar(select(func.max(TapePointRow.id))) or 0)
     reason = "requested" if full else "incremental"
     if not full:
         if state is None:
@@ -256,7 +267,7 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
     done = 0
     for batch in _batches(units):
         with engine.begin() as conn:
-            _rebuild_batch(conn, batch, watermark, target, summary, marked_mints)
+            _rebuild_batch(conn, batch, watermark, tape_watermark, target, summary, marked_mints)
         done += len(batch)
         progress("positions", done, len(units))
     lap("positions")
@@ -321,6 +332,43 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
         progress("marks", index + len(chunk), len(mints))
     lap("marks")
 
+    # 4b. Outcomes of positions not rebuilt whose mint has new prices: a swap of another wallet, a
+    # late-arriving old swap, or new tape points (a history backfill can add them long after).
+    if base is not None:
+        with engine.begin() as conn:
+            moved_mints = sorted(
+                set(
+                    conn.scalars(
+                        select(SwapRow.mint).where(SwapRow.id > previous, SwapRow.id <= watermark).distinct()
+                    )
+                ).union(
+                    conn.scalars(
+                        select(TapePointRow.mint)
+                        .where(
+                            TapePointRow.id > int(base.get("tape_id", 0)),
+                            TapePointRow.id <= tape_watermark,
+                        )
+                        .distinct()
+                    )
+                )
+            )
+        changed_wallets: set[str] = set()
+        for index in range(0, len(moved_mints), BATCH_PAIRS):
+            chunk = moved_mints[index : index + BATCH_PAIRS]
+            with engine.begin() as conn:
+                updated, wallets = _refresh_outcomes(conn, chunk, watermark, tape_watermark)
+            summary.outcomes_updated += updated
+            changed_wallets |= wallets
+            progress("outcomes", index + len(chunk), len(moved_mints))
+        # A follower's result feeds the statistics (copyability): recompute where it moved.
+        restat = sorted(changed_wallets - rebuilt) if target is not None else []
+        for index in range(0, len(restat), BATCH_WALLETS):
+            chunk = restat[index : index + BATCH_WALLETS]
+            with engine.begin() as conn:
+                _write_stats(conn, chunk, _read_positions(conn, chunk), target)  # type: ignore[arg-type]
+            summary.stats_wallets += len(chunk)
+    lap("outcomes")
+
     # 5. Watermark
     with engine.begin() as conn:
         _write_state(
@@ -328,6 +376,7 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
             {
                 "version": ANALYZER_VERSION,
                 "swap_id": watermark,
+                "tape_id": tape_watermark,
                 "as_of": target,
                 "data_as_of": data_as_of,
                 "complete": True,
@@ -474,6 +523,7 @@ def _rebuild_batch(
     conn: Connection,
     batch: list[_Unit],
     watermark: int,
+    tape_watermark: int,
     as_of: int | None,
     summary: AnalyzeSummary,
     marked_mints: set[str],
@@ -503,6 +553,11 @@ def _rebuild_batch(
     del legs
     ledger = build_ledger(placed, marks={})
     summary.untracked_sells += len(ledger.untracked_sells)
+
+    if ledger.positions:
+        paths = read_price_paths(conn, sorted({p.mint for p in ledger.positions}), watermark, tape_watermark)
+        for position in ledger.positions:
+            position.set_outcome(_outcome(paths, position))
 
     if whole:
         conn.execute(delete(PositionRow).where(PositionRow.wallet.in_(whole)))
@@ -544,13 +599,14 @@ _STATS_COLUMNS = (
     PositionRow.fees_lamports,
     PositionRow.hold_weighted_s,
     PositionRow.flags,
+    PositionRow.copy_multiple,
 )
 
 
 def _read_positions(conn: Connection, wallets: Sequence[str]) -> dict[str, list[Position]]:
     """The stored positions of ``wallets``, with the fields statistics use (the rest default)."""
     positions: dict[str, list[Position]] = {wallet: [] for wallet in wallets}
-    for wallet, mint, seq, status, entry, exit_, cost, proceeds, fees, hold_w, flags in conn.execute(
+    for wallet, mint, seq, status, entry, exit_, cost, proceeds, fees, hold_w, flags, copy in conn.execute(
         select(*_STATS_COLUMNS).where(PositionRow.wallet.in_(list(wallets)))
     ):
         positions[wallet].append(
@@ -569,6 +625,7 @@ def _read_positions(conn: Connection, wallets: Sequence[str]) -> dict[str, list[
                 fees_lamports=fees,
                 hold_weighted_s=hold_w,
                 flags=list(flags),
+                copy_multiple=copy,
             )
         )
     return positions
@@ -660,24 +717,31 @@ def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> in
         if tape_price is not None and (mint not in marks or int(tape_time) > marks[mint][1]):
             marks[mint] = (float(tape_price), int(tape_time))
     updates = []
-    for position_id, mint, bought, sold, decimals in conn.execute(
+    for position_id, mint, bought, sold, decimals, cost, flags in conn.execute(
         select(
             PositionRow.id,
             PositionRow.mint,
             PositionRow.tokens_bought,
             PositionRow.tokens_sold,
             PositionRow.token_decimals,
+            PositionRow.cost_lamports,
+            PositionRow.flags,
         ).where(PositionRow.status == "open", PositionRow.mint.in_(list(mints)))
     ):
         mark = marks.get(mint)
         price = None if mark is None else mark[0]
         seen = None if mark is None else mark[1]
+        value = None if price is None else unrealised_value(bought - sold, decimals, price)
+        sol_valued = FLAG_NON_SOL_LEG not in (flags or []) and cost > 0
         updates.append(
             {
                 "pid": position_id,
                 "price": price,
                 "seen": seen,
-                "value": None if price is None else unrealised_value(bought - sold, decimals, price),
+                "value": value,
+                "pnl": unrealised_pnl(value, cost, bought, bought - sold)
+                if value is not None and sol_valued
+                else None,
             }
         )
     if updates:
@@ -688,10 +752,89 @@ def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> in
                 last_price_sol=bindparam("price"),
                 mark_time=bindparam("seen"),
                 unrealised_value_sol=bindparam("value"),
+                unrealised_pnl_sol=bindparam("pnl"),
             ),
             updates,
         )
     return len(updates)
+
+
+# Market outcomes (kolray.analyzer.outcomes)
+
+
+def read_price_paths(
+    conn: Connection, mints: Sequence[str], watermark: int, tape_watermark: int | None = None
+) -> PricePaths:
+    """Every price of ``mints`` in the snapshot: priced swaps with ``id <= watermark`` and tape
+    points with ``id <= tape_watermark`` (all when ``None``)."""
+    tape_bound = "" if tape_watermark is None else " AND t.id <= :tw"
+    sql = text(
+        "SELECT s.mint, s.block_time, s.price_sol FROM swaps s "
+        f"WHERE s.mint IN :mints AND s.id <= :w AND {PRICED_SWAP_SQL} "
+        f"UNION ALL SELECT t.mint, t.time, t.price_sol FROM market_tape t "
+        f"WHERE t.mint IN :mints AND {TAPE_PRICE_SQL}{tape_bound}"
+    ).bindparams(bindparam("mints", expanding=True))
+    mint_values: list[str] = []
+    times: list[int] = []
+    prices: list[float] = []
+    for index in range(0, len(mints), BATCH_PAIRS):
+        chunk = list(mints[index : index + BATCH_PAIRS])
+        params: dict[str, Any] = {"mints": chunk, "w": watermark}
+        if tape_watermark is not None:
+            params["tw"] = tape_watermark
+        for mint, when, price in conn.execute(sql, params):
+            mint_values.append(mint)
+            times.append(int(when))
+            prices.append(float(price))
+    return PricePaths.build(mint_values, times, prices)
+
+
+def _outcome(paths: PricePaths, position: Position) -> Outcome:
+    return position_outcome(
+        paths,
+        mint=position.mint,
+        entry_time=position.entry_time,
+        entry_price_sol=position.entry_price_sol,
+        exit_time=position.exit_time,
+        tokens_sold=position.tokens_sold,
+        token_decimals=position.token_decimals,
+        proceeds_sol=position.proceeds_sol,
+    )
+
+
+_OUTCOME_FIELDS = ("peak_multiple", "peak_time", "drawdown", "missed_gain_sol", "copy_multiple")
+
+
+def _refresh_outcomes(
+    conn: Connection, mints: Sequence[str], watermark: int, tape_watermark: int
+) -> tuple[int, set[str]]:
+    """Recompute the market outcome of every position in ``mints``; returns how many rows changed
+    and the wallets whose ``copy_multiple`` did (their statistics read it)."""
+    paths = read_price_paths(conn, mints, watermark, tape_watermark)
+    updates: list[dict[str, Any]] = []
+    wallets: set[str] = set()
+    for row in conn.execute(select(*PositionRow.__table__.columns).where(PositionRow.mint.in_(list(mints)))):
+        position = Position.from_row(row)
+        outcome = _outcome(paths, position)
+        old = tuple(getattr(position, name) for name in _OUTCOME_FIELDS)
+        new = tuple(getattr(outcome, name) for name in _OUTCOME_FIELDS)
+        if old != new:
+            updates.append(
+                {
+                    "pid": row.id,
+                    **{f"o_{name}": value for name, value in zip(_OUTCOME_FIELDS, new, strict=True)},
+                }
+            )
+            if old[-1] != new[-1]:
+                wallets.add(position.wallet)
+    if updates:
+        conn.execute(
+            update(PositionRow)
+            .where(PositionRow.id == bindparam("pid"))
+            .values({name: bindparam(f"o_{name}") for name in _OUTCOME_FIELDS}),
+            updates,
+        )
+    return len(updates), wallets
 
 
 __all__ = [
@@ -702,4 +845,5 @@ __all__ = [
     "analyzer_lock",
     "iter_wallet_positions",
     "parse_as_of",
+    "read_price_paths",
 ]

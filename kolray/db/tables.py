@@ -176,6 +176,13 @@ class PositionRow(Base):
     last_price_sol: Mapped[float | None] = mapped_column(Float)  # mark of an open position
     mark_time: Mapped[int | None] = mapped_column(BigInteger)  # when that price was seen
     unrealised_value_sol: Mapped[float | None] = mapped_column(Float)
+    unrealised_pnl_sol: Mapped[float | None] = mapped_column(Float)  # value − cost of tokens held
+    # The market around the position (kolray.analyzer.outcomes): filled by analyze.
+    peak_multiple: Mapped[float | None] = mapped_column(Float)  # highest price ≤ 7 d after entry ÷ entry
+    peak_time: Mapped[int | None] = mapped_column(BigInteger)
+    drawdown: Mapped[float | None] = mapped_column(Float)  # largest fall from a running high, 0..1
+    missed_gain_sol: Mapped[float | None] = mapped_column(Float)  # sold tokens at the post-exit peak
+    copy_multiple: Mapped[float | None] = mapped_column(Float)  # a follower d seconds behind
     flags: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
 
 

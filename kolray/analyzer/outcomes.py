@@ -1,0 +1,174 @@
+"""What the market did around a position: its peak after the entry, the time to it, the drawdown,
+the gain missed after the KOL's exit, and what a follower who copied it would have made.
+
+A token's price path is every price kolray has for the mint: the pool price after each stored swap
+(any tracked wallet, SOL-quoted) and the market stage's tape (:mod:`kolray.market`, read from the
+token's curve or pool between the swaps). The price at a time is the last one known at or before it.
+
+Per position, with ``p0`` its opening buy's price (``entry_price_sol``) and ``H`` the horizon
+(7 days, the label horizon):
+
+- ``peak_multiple``: the highest price in ``(entry, entry + H]`` ÷ ``p0``; ``peak_time`` when the
+  first such high traded (time to peak = ``peak_time − entry_time``). Before ``entry + H`` has
+  passed it is the peak so far.
+- ``drawdown``: the largest fall from a running high (starting at ``p0``) within the same window,
+  as a fraction of that high (0 = never fell, 0.9 = lost 90% from a high).
+- ``missed_gain_sol``: for a closed position, what the tokens it sold would have fetched at the
+  highest price after its exit (within ``entry + H``) beyond what they did fetch; 0 when nothing
+  traded higher after the exit.
+- ``copy_multiple``: a follower who buys ``COPY_DELAY_S`` seconds after the KOL's opening buy and
+  sells everything ``COPY_DELAY_S`` seconds after the KOL's closing sell pays the price at
+  ``entry + d`` and gets the price at ``exit + d``: ``copy_multiple = p(exit + d) ÷ p(entry + d)``,
+  gross of fees (the KOL's ``multiple`` is gross of fees too). The follower buys after the KOL's
+  own buy moved the price, and after whatever crowd its call drew, which is what copying costs.
+  It is known at ``exit + d`` (for statistics, at the close, d seconds early: the same order of
+  approximation as a block's time).
+
+Only prices kolray has count: without a market tape, a peak no tracked wallet traded at is missed,
+and a copy that no price separates from the KOL's own trade equals it (the statistics then show no
+gap between KOL and follower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kolray.chain.types import WSOL_MINT
+
+PEAK_HORIZON_S = 7 * 86_400  # the follower's label horizon (docs/features.md)
+COPY_DELAY_S = 5  # "a few seconds later": a bot reading the KOL's trade from a block stream
+
+
+# The price path's two sources as SQL (tables ``swaps s`` and ``market_tape t``), shared by the
+# analyzer and the feature pipeline so that both see the same prices: swaps that reveal a SOL price
+# (the pool's after the trade), and the market stage's tape points (gaps have no price).
+PRICED_SWAP_SQL = (
+    "s.block_time IS NOT NULL AND s.price_sol IS NOT NULL AND s.price_sol > 0 "
+    f"AND (s.quote_mint IS NULL OR s.quote_mint = '{WSOL_MINT}')"
+)
+TAPE_PRICE_SQL = "t.price_sol IS NOT NULL AND t.price_sol > 0"
+
+
+@dataclass(frozen=True)
+class PricePaths:
+    """Prices per mint, time-sorted: ``times[begin:end]`` and ``prices[begin:end]`` for
+    ``spans[mint] = (begin, end)``. Non-finite and non-positive prices are left out."""
+
+    spans: dict[str, tuple[int, int]]
+    times: np.ndarray  # int64, sorted within each mint
+    prices: np.ndarray  # float64
+
+    @classmethod
+    def build(cls, mints: Sequence[str], times: Sequence[int], prices: Sequence[float]) -> PricePaths:
+        frame = pd.DataFrame(
+            {
+                "mint": pd.Series(mints, dtype=object),
+                "time": np.asarray(times, dtype=np.int64),
+                "price": np.asarray(prices, dtype=np.float64),
+            }
+        )
+        return cls.from_frame(frame)[0]
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> tuple[PricePaths, pd.DataFrame]:
+        """Paths from a frame with ``mint``, ``time``, ``price`` columns; also returns the frame as
+        kept (filtered, sorted by mint then time, stably), for callers that carry more columns."""
+        kept = frame[np.isfinite(frame["price"]) & (frame["price"] > 0)]
+        kept = kept.sort_values(["mint", "time"], kind="stable").reset_index(drop=True)
+        spans: dict[str, tuple[int, int]] = {}
+        if len(kept):
+            mint_values = kept["mint"].to_numpy(dtype=object)
+            edges = np.flatnonzero(np.r_[True, mint_values[1:] != mint_values[:-1], True])
+            for begin, end in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+                spans[str(mint_values[begin])] = (begin, end)
+        return (
+            cls(spans, kept["time"].to_numpy(np.int64), kept["price"].to_numpy(np.float64)),
+            kept,
+        )
+
+    def path(self, mint: str) -> tuple[np.ndarray, np.ndarray]:
+        """The mint's (times, prices); empty arrays when kolray has no price of it."""
+        begin, end = self.spans.get(mint, (0, 0))
+        return self.times[begin:end], self.prices[begin:end]
+
+    def window_peak(self, mint: str, after: int, through: int) -> tuple[float, int] | None:
+        """The highest price in ``(after, through]`` and the time it first traded, or ``None``."""
+        times, prices = self.path(mint)
+        lo = int(np.searchsorted(times, after, side="right"))
+        hi = int(np.searchsorted(times, through, side="right"))
+        if hi <= lo:
+            return None
+        index = lo + int(np.argmax(prices[lo:hi]))
+        return float(prices[index]), int(times[index])
+
+    def price_at(self, mint: str, time: int) -> float | None:
+        """The last price at or before ``time`` (``None`` before the first)."""
+        times, prices = self.path(mint)
+        index = int(np.searchsorted(times, time, side="right")) - 1
+        return None if index < 0 else float(prices[index])
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A position's market outcome (the module docstring defines each field)."""
+
+    peak_multiple: float | None = None
+    peak_time: int | None = None
+    drawdown: float | None = None
+    missed_gain_sol: float | None = None
+    copy_multiple: float | None = None
+
+
+def position_outcome(
+    paths: PricePaths,
+    *,
+    mint: str,
+    entry_time: int,
+    entry_price_sol: float | None,
+    exit_time: int | None,
+    tokens_sold: int,
+    token_decimals: int,
+    proceeds_sol: float,
+    horizon_s: int = PEAK_HORIZON_S,
+    copy_delay_s: int = COPY_DELAY_S,
+) -> Outcome:
+    """The market outcome of one position from its mint's price path (see the module docstring)."""
+    if entry_price_sol is None or not np.isfinite(entry_price_sol) or entry_price_sol <= 0:
+        return Outcome()
+    times, prices = paths.path(mint)
+    end = entry_time + horizon_s
+    lo = int(np.searchsorted(times, entry_time, side="right"))
+    hi = int(np.searchsorted(times, end, side="right"))
+    peak_multiple = peak_time = drawdown = None
+    if hi > lo:
+        window = prices[lo:hi]
+        top = int(np.argmax(window))
+        peak_multiple = float(window[top]) / entry_price_sol
+        peak_time = int(times[lo + top])
+        highs = np.maximum.accumulate(np.maximum(window, entry_price_sol))
+        drawdown = float(np.max(1.0 - window / highs))
+    missed = copy = None
+    if exit_time is not None:
+        after_exit = paths.window_peak(mint, exit_time, end) if exit_time < end else None
+        sold = tokens_sold / 10**token_decimals
+        missed = 0.0 if after_exit is None else max(0.0, sold * after_exit[0] - proceeds_sol)
+        bought_at = paths.price_at(mint, entry_time + copy_delay_s)
+        sold_at = paths.price_at(mint, exit_time + copy_delay_s)
+        if bought_at is not None and sold_at is not None:
+            copy = sold_at / bought_at
+    return Outcome(peak_multiple, peak_time, drawdown, missed, copy)
+
+
+__all__ = [
+    "COPY_DELAY_S",
+    "PEAK_HORIZON_S",
+    "PRICED_SWAP_SQL",
+    "TAPE_PRICE_SQL",
+    "Outcome",
+    "PricePaths",
+    "position_outcome",
+]
