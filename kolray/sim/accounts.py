@@ -36,7 +36,9 @@ from kolray.sim.world import World
 
 
 @dataclass(frozen=True, slots=True)
-class _Address:
+class TwinAddress:
+    """A program account of a traded token: which token, what it is, and the token's pool accounts."""
+
     mint: str
     kind: str  # curve | pool | base_vault | quote_vault
     amm: str  # the venue the token migrates to: pumpswap | raydium_amm_v4
@@ -52,7 +54,8 @@ class TwinAccounts:
             self.tapes: Tapes | None = world.tapes()
         except FileNotFoundError:
             self.tapes = None  # a world from before tapes: no program accounts to serve
-        self.addresses: dict[str, _Address] = {}
+        self.addresses: dict[str, TwinAddress] = {}
+        self.curves: dict[str, TwinAddress] = {}  # mint → its bonding curve's entry
         if self.tapes is None:
             return
         tokens = world.tokens()
@@ -64,9 +67,11 @@ class TwinAccounts:
                 continue
             creator = keys.dev_wallet(seed, int(community), int(index))
             pool = keys.pool_accounts(seed, int(community), int(index), str(amm))
-            self.addresses[bonding_curve_address(mint)] = _Address(mint, "curve", str(amm), creator, None)
+            curve = TwinAddress(mint, "curve", str(amm), creator, pool)
+            self.addresses[bonding_curve_address(mint)] = curve
+            self.curves[mint] = curve
             for kind in ("pool", "base_vault", "quote_vault"):
-                self.addresses[pool[kind]] = _Address(mint, kind, str(amm), creator, pool)
+                self.addresses[pool[kind]] = TwinAddress(mint, kind, str(amm), creator, pool)
 
     def __len__(self) -> int:
         return len(self.addresses)

@@ -31,6 +31,7 @@ from solders.signature import Signature
 
 from kolray.sim import keys
 from kolray.sim.accounts import TwinAccounts
+from kolray.sim.crowd_history import CrowdHistory, record_of
 from kolray.sim.encodings import to_json_parsed
 from kolray.sim.params import GENESIS_SLOT, SLOTS_PER_SECOND, slot_start
 from kolray.sim.store import FLAG_LEGACY, ChainPart, addr_bytes, sig_bytes
@@ -160,6 +161,7 @@ class Node:
             for mint, (amount, decimals) in part.supplies.items():
                 self.supplies[mint] = (int(amount), int(decimals))
         self.accounts = TwinAccounts(world)
+        self.crowd = CrowdHistory(world, self.accounts)
         self.methods: dict[str, Callable[[list[Any], int], Any]] = {
             "getAccountInfo": self.get_account_info,
             "getMultipleAccounts": self.get_multiple_accounts,
@@ -191,6 +193,17 @@ class Node:
             row = part.find(sig)
             if row >= 0:
                 return (part, row) if int(part.tx["slot"][row]) <= slot else None
+        return None
+
+    def position(self, sig: bytes, slot: int) -> tuple[int, bytes] | None:
+        """``(slot, key)`` of a visible transaction, a KOL's or the crowd's (paging bounds)."""
+        found = self.locate(sig, slot)
+        if found is not None:
+            part, row = found
+            return int(part.tx["slot"][row]), sig
+        crowd = self.crowd.locate(sig)
+        if crowd is not None and crowd[2] <= slot:
+            return crowd[2], sig
         return None
 
     def _context(self, slot: int) -> dict[str, Any]:
@@ -315,18 +328,12 @@ class Node:
         # Upper bound: the clock, or the `before` signature's (slot, signature) position.
         upper: tuple[int, bytes | None] = (slot, None)
         if before_key is not None:
-            found = self.locate(before_key, slot)
-            if found is None:
+            at = self.position(before_key, slot)
+            if at is None:
                 return []
-            part, row = found
-            upper = (int(part.tx["slot"][row]), before_key)
-        lower = None
-        if until_key is not None:
-            found = self.locate(until_key, slot)
-            if found is not None:
-                part, row = found
-                lower = (int(part.tx["slot"][row]), until_key)
-        rows: list[tuple[int, bytes, ChainPart, int]] = []
+            upper = at
+        lower = self.position(until_key, slot) if until_key is not None else None
+        rows: list[tuple[int, bytes, ChainPart | None, int]] = []
         for part in self.parts:
             lo, hi = part.address_range(address)
             if lo == hi:
@@ -351,9 +358,24 @@ class Node:
                 ):
                     break
                 rows.append((entry_slot, entry_sig, part, int(part.addr["tx"][i])))
+        # The crowd's trades on a bonding curve or PumpSwap pool, rendered from the tape.
+        for entry_slot, entry_sig in self.crowd.page(params[0], upper, lower, limit):
+            rows.append((entry_slot, entry_sig, None, -1))
         rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
         out = []
-        for entry_slot, _, part, row in rows[:limit]:
+        for entry_slot, entry_sig, part, row in rows[:limit]:
+            if part is None:
+                out.append(
+                    {
+                        "blockTime": self.block_time(entry_slot),
+                        "confirmationStatus": "finalized",
+                        "err": None,
+                        "memo": None,
+                        "signature": str(Signature.from_bytes(entry_sig[:64])),
+                        "slot": entry_slot,
+                    }
+                )
+                continue
             signature = str(_sig_string(part, row))
             out.append(
                 {
@@ -395,10 +417,14 @@ class Node:
         ):
             raise invalid_params(f"Invalid params: invalid type: {_json_type(max_version)}, expected u8.")
         found = self.locate(sig, slot)
-        if found is None:
+        crowd = self.crowd.locate(sig) if found is None else None
+        if found is not None:
+            part, row = found
+            legacy = bool(part.tx["flags"][row] & FLAG_LEGACY)
+        elif crowd is not None and crowd[2] <= slot:
+            legacy = False  # crowd trades are v0 transactions
+        else:
             return None
-        part, row = found
-        legacy = bool(part.tx["flags"][row] & FLAG_LEGACY)
         if not legacy and max_version is None:
             raise RpcError(
                 -32015,
@@ -407,12 +433,17 @@ class Node:
             )
         if null_hook is not None and null_hook(params[0]):
             return None
-        record, tx_at = part.record(row)
+        if found is not None:
+            record, tx_at = part.record(row)
+        else:
+            assert crowd is not None  # checked above
+            result, crowd_wire = self.crowd.render(crowd[0], crowd[1])
+            record, tx_at = record_of(result)
         version = b"" if max_version is None else (b',"version":"legacy"}' if legacy else b',"version":0}')
         if encoding == "json":
             return record[:-1] + version if version else record
         if encoding in ("base64", "base58", "binary"):
-            wire = part.wire(row)
+            wire = part.wire(row) if found is not None else crowd_wire
             if encoding == "base64":
                 value = orjson.dumps([base64.b64encode(wire).decode(), "base64"])
             elif encoding == "base58":

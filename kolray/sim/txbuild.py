@@ -22,6 +22,7 @@ from solders.instruction import CompiledInstruction
 from solders.keypair import Keypair
 from solders.message import Message, MessageAddressTableLookup, MessageHeader, MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from kolray.sim.params import (
@@ -250,9 +251,19 @@ class TxBuilder:
         return keys, loaded_w, loaded_r, (len(signers), 0, len(readonly))
 
     def build(
-        self, fee: int, err: dict | None = None, slot: int = 0, block_time: int = 0
+        self,
+        fee: int,
+        err: dict | None = None,
+        slot: int = 0,
+        block_time: int = 0,
+        signature: bytes | None = None,
     ) -> tuple[dict[str, Any], bytes, str]:
-        """The ``getTransaction`` result (json encoding, without ``version``), wire bytes, signature."""
+        """The ``getTransaction`` result (json encoding, without ``version``), wire bytes, signature.
+
+        ``signature`` (64 bytes) replaces the signer's own: the twin's crowd trades carry a signature
+        that names the trade (:mod:`kolray.sim.crowd_history`), so the node can find a transaction it
+        renders on demand from its signature alone.
+        """
         keys, loaded_w, loaded_r, (nsig, nro_signed, nro_unsigned) = self._compiled_keys()
         all_keys = keys + loaded_w + loaded_r
         index = {a: i for i, a in enumerate(all_keys)}
@@ -291,7 +302,11 @@ class TxBuilder:
         # Sign the message bytes directly: the same signature as VersionedTransaction(message,
         # [keypair]) at a fifth of the cost.
         payload = to_bytes_versioned(message)
-        signatures = [k.sign_message(payload) for k in (self.keypair, *self.extra_signers)]
+        if signature is not None:
+            signatures = [Signature.from_bytes(signature)]
+            signatures += [k.sign_message(payload) for k in self.extra_signers]
+        else:
+            signatures = [k.sign_message(payload) for k in (self.keypair, *self.extra_signers)]
         tx = VersionedTransaction.populate(message, signatures)
         signature = str(tx.signatures[0])
         message_json: dict[str, Any] = {
