@@ -7,13 +7,21 @@ the KOL sells (mirrored), by take-profit / stop-loss / max-hold, or at the end o
 - :mod:`kolray.backtest.engine`: the pure simulation (:class:`Execution`, :class:`Signal`,
   :class:`PriceTape`, :func:`simulate_copy`, :func:`replay`, :class:`Metrics`).
 - :mod:`kolray.backtest.strategies`: ``copy_all``, ``top_kols``, ``model``, ``oracle``.
-- :mod:`kolray.backtest.data`: signals and prices from a dataset and the database.
+- :mod:`kolray.backtest.data`: signals and the two price tapes (market, trades) from a dataset and
+  the database.
 - :mod:`kolray.backtest.run`: :func:`run_backtest`, the no-lookahead guard, and
   :func:`backtest_stage` (run, keep the report, log the run: ``kolray backtest`` and the demo).
 - :mod:`kolray.backtest.report`: the report, its table and equity plot, storage.
 """
 
-from kolray.backtest.data import BacktestError, SignalSet, load_signals
+from kolray.backtest.data import (
+    BacktestError,
+    SignalSet,
+    TapeCoverage,
+    TapeName,
+    load_market_tape,
+    load_signals,
+)
 from kolray.backtest.engine import (
     Execution,
     KolSell,
@@ -31,6 +39,8 @@ from kolray.backtest.report import (
     DelayResult,
     ModelCheck,
     StrategyResult,
+    TapeCoverageOut,
+    coverage_text,
     delay_table_text,
     equity_png,
     list_reports,
@@ -39,14 +49,18 @@ from kolray.backtest.report import (
     save_report,
     table_rows,
     table_text,
+    tapes_table_rows,
+    tapes_table_text,
 )
 from kolray.backtest.run import (
     BacktestOptions,
     BacktestRun,
     BacktestStage,
     LookaheadError,
+    TapeChoice,
     backtest_stage,
     check_model,
+    choose_tapes,
     run_backtest,
     run_summary,
     trained_through,
@@ -72,12 +86,19 @@ __all__ = [
     "SignalSet",
     "StrategyResult",
     "StrategySpec",
+    "TapeChoice",
+    "TapeCoverage",
+    "TapeCoverageOut",
+    "TapeName",
     "Trade",
     "backtest_stage",
     "check_model",
+    "choose_tapes",
+    "coverage_text",
     "delay_table_text",
     "equity_png",
     "list_reports",
+    "load_market_tape",
     "load_png",
     "load_report",
     "load_signals",
@@ -89,5 +110,7 @@ __all__ = [
     "simulate_copy",
     "table_rows",
     "table_text",
+    "tapes_table_rows",
+    "tapes_table_text",
     "trained_through",
 ]

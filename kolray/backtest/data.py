@@ -1,18 +1,20 @@
-"""From storage to simulation inputs: the test period's signals, observed prices, and the data's end.
+"""From storage to simulation inputs: the test period's signals, the price tapes, and the data's end.
 
 Signals are the rows of a token dataset's split (``test`` by default): one per KOL opening buy
 whose outcome was known by the dataset's cutoff, with its point-in-time features, label and (on
-the twin) ``oracle_p3x``. The KOL's sells of each position and the price tape come from the
-database the dataset was built from: the ``positions`` table (which sell closed the position) and
-the ``swaps`` of the signals' tokens (every tracked wallet's trades reveal prices). Reads use the
-feature pipeline's read-only engine, so a backtest never blocks the tracker.
+the twin) ``oracle_p3x``. The KOL's sells of each position and the tapes come from the database
+the dataset was built from: the ``positions`` table (which sell closed the position), the
+``swaps`` of the signals' tokens (the **trades** tape: every tracked wallet's trades reveal
+prices) and the ``market_tape`` the market stage recorded (the **market** tape: each token's own
+curve or pool, gaps included). Reads use the feature pipeline's read-only engine, so a backtest
+never blocks the tracker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,8 +25,11 @@ from kolray.analyzer.positions import SWAP_FIELDS, swap_price_sol
 from kolray.backtest.engine import KolSell, PriceTape, Signal
 from kolray.datasets import LoadedDataset
 from kolray.db.tables import PositionRow, SwapRow
+from kolray.market.store import read_tape
 
 CHUNK = 500  # mints per IN (...) query
+TapeName = Literal["market", "trades"]
+TAPE_NAMES: tuple[TapeName, ...] = ("market", "trades")
 
 
 class BacktestError(ValueError):
@@ -38,7 +43,7 @@ class SignalSet:
     dataset_version: str
     signals: list[Signal]
     rows: pd.DataFrame  # the dataset rows, in the order of ``signals``
-    tape: PriceTape
+    tape: PriceTape  # the trades tape
     start: int  # the first signal
     end: int  # the end of the data: nothing at or after it is used
     dropped: dict[str, int] = field(default_factory=dict)  # why rows were left out, with counts
@@ -208,3 +213,58 @@ def _kol_sells(
     # Still open at the end of the data (legs stop there; no later position of the pair can start
     # while this one is open).
     return tuple(sells), False
+
+
+@dataclass(frozen=True)
+class TapeCoverage:
+    """How much of the signals' tokens a tape prices before the end of the data."""
+
+    tape: TapeName
+    tokens: int  # the signals' tokens
+    tokens_priced: int  # ... with at least one price on the tape
+    signals_unpriced: int  # signals whose token has no price on the tape: never copied on it
+    points: int  # prices of the signals' tokens
+    gaps: int  # gap rows (the market could not be read)
+
+    def to_dict(self) -> dict[str, int | str]:
+        return {
+            "tape": self.tape,
+            "tokens": self.tokens,
+            "tokens_priced": self.tokens_priced,
+            "signals_unpriced": self.signals_unpriced,
+            "points": self.points,
+            "gaps": self.gaps,
+        }
+
+
+def coverage(name: TapeName, tape: PriceTape, signals: Sequence[Signal]) -> TapeCoverage:
+    mints = {s.mint for s in signals}
+    priced = mints & tape.mints
+    return TapeCoverage(
+        tape=name,
+        tokens=len(mints),
+        tokens_priced=len(priced),
+        signals_unpriced=sum(1 for s in signals if s.mint not in priced),
+        points=len(tape),
+        gaps=tape.gaps,
+    )
+
+
+def load_market_tape(engine: Engine, mints: Sequence[str], end: int) -> PriceTape:
+    """The market tape of ``mints``: every row the market stage stored before ``end``, in chain
+    order (time, then slot); a row without a price is a gap, never a price."""
+    frame = read_tape(engine, sorted(set(mints)))
+    frame = frame[frame["time"] < end]
+    observations: list[tuple[str, tuple[int, int, str], float | None]] = []
+    for mint, time, slot, price in zip(
+        frame["mint"], frame["time"], frame["slot"], frame["price_sol"], strict=True
+    ):
+        value = None if pd.isna(price) else float(price)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            # A stored price the market stage would never write: refuse it rather than fill at it.
+            raise BacktestError(
+                f"market_tape holds price {value} for mint {mint} at slot {slot}: not a price; "
+                "fix or delete that row"
+            )
+        observations.append((str(mint), (int(time), int(slot), ""), value))
+    return PriceTape.from_observations(observations)

@@ -7,10 +7,15 @@ copies. That keeps the arithmetic testable by hand.
 
 Execution model (every fill is point in time):
 
-- A **fill at time τ** uses the last price of the mint observed at or before τ (chain order, any
-  tracked wallet's swap that reveals a SOL price), worsened by the slippage: buys pay
-  ``p × (1 + slippage)``, sells receive ``p × (1 − slippage)``; the trading fee (``fee_bps``) is
-  taken from the SOL of every fill and each transaction costs ``tx_fee_sol``.
+- A **fill at time τ** uses the last price of the mint on the tape at or before τ, worsened by the
+  slippage: buys pay ``p × (1 + slippage)``, sells receive ``p × (1 − slippage)``; the trading fee
+  (``fee_bps``) is taken from the SOL of every fill and each transaction costs ``tx_fee_sol``. The
+  tape is either the **trades** tape (every tracked wallet's swap that reveals a SOL price) or the
+  **market** tape (the token's own bonding curve or pool, read by the market stage).
+- A **gap** on the tape (the market could not be read from then on) is not a price: an entry that
+  would fill in a gap is not made; a sell that would fill in one fills at the first price after it
+  (at that later time); a copy still held when the data ends in a gap is valued at the last price
+  before the gap. Each such fill is counted (``gap_fills``).
 - **Entry**: the KOL's opening buy at ``t`` is seen ``delay_s`` later; the copy buys ``stake_sol``
   at ``t + delay_s``. Only the opening buy is copied (not the KOL's adds).
 - **Exit with the KOL**: each KOL sell of the position is mirrored ``delay_s`` later, selling the
@@ -128,13 +133,28 @@ class Signal:
 
 
 class PriceTape:
-    """Observed SOL prices per mint in chain order; :meth:`price_at` answers "the last price seen
-    at or before τ" without looking past τ."""
+    """SOL prices per mint in chain order, with the gaps where the price was unknown;
+    :meth:`price_at` answers "the price at τ" from what was on the tape at or before τ only.
 
-    def __init__(self, series: Mapping[str, tuple[Sequence[int], Sequence[float]]]) -> None:
+    Prices come as ``series`` (validated: finite, positive, in time order); ``gaps`` are the times
+    from which a mint's market could not be read, until its next price. A gap and a price in the
+    same second are ordered as given by :meth:`from_observations`; through the constructor the gap
+    comes after the price (the unknown wins: a fill never uses a price the market then lost)."""
+
+    def __init__(
+        self,
+        series: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+        gaps: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
+        # Priced points (what triggers look at) and every row in chain order, NaN for a gap (what a
+        # fill looks at).
         self._times: dict[str, np.ndarray] = {}
         self._prices: dict[str, np.ndarray] = {}
-        for mint, (times, prices) in series.items():
+        self._row_times: dict[str, np.ndarray] = {}
+        self._row_prices: dict[str, np.ndarray] = {}
+        gaps = gaps or {}
+        for mint in set(series) | set(gaps):
+            times, prices = series.get(mint, ((), ()))
             t = np.asarray(times, dtype=np.int64)
             p = np.asarray(prices, dtype=np.float64)
             if t.shape != p.shape:
@@ -143,37 +163,87 @@ class PriceTape:
                 raise ValueError(f"mint {mint}: observations are not in time order")
             if np.any(~np.isfinite(p)) or np.any(p <= 0):
                 raise ValueError(f"mint {mint}: prices must be finite and positive")
-            self._times[mint], self._prices[mint] = t, p
+            g = np.asarray(gaps.get(mint, ()), dtype=np.int64)
+            rows_t = np.concatenate([t, g])
+            rows_p = np.concatenate([p, np.full(len(g), np.nan)])
+            # Stable on (time, gap after price): kind 0 = price, 1 = gap.
+            order = np.lexsort((np.r_[np.zeros(len(t)), np.ones(len(g))], rows_t))
+            self._set(mint, rows_t[order], rows_p[order])
+
+    def _set(self, mint: str, row_times: np.ndarray, row_prices: np.ndarray) -> None:
+        priced = ~np.isnan(row_prices)
+        self._row_times[mint], self._row_prices[mint] = row_times, row_prices
+        self._times[mint], self._prices[mint] = row_times[priced], row_prices[priced]
 
     @classmethod
-    def from_observations(cls, observations: Iterable[tuple[str, tuple[int, int, str], float]]) -> PriceTape:
-        """From ``(mint, chain key, price)`` in any order; the chain key ``(block_time, slot,
-        signature)`` orders observations within a second."""
-        grouped: dict[str, list[tuple[tuple[int, int, str], float]]] = {}
+    def from_observations(
+        cls, observations: Iterable[tuple[str, tuple[int, int, str], float | None]]
+    ) -> PriceTape:
+        """From ``(mint, chain key, price)`` in any order, ``None`` for a gap; the chain key
+        ``(block_time, slot, signature)`` orders observations within a second."""
+        grouped: dict[str, list[tuple[tuple[int, int, str], float | None]]] = {}
         for mint, key, price in observations:
+            if price is not None and not (math.isfinite(price) and price > 0):
+                raise ValueError(f"mint {mint}: prices must be finite and positive (got {price} at {key})")
             grouped.setdefault(mint, []).append((key, price))
-        series = {}
+        tape = cls({})
         for mint, items in grouped.items():
             items.sort(key=lambda item: item[0])
-            series[mint] = ([k[0] for k, _ in items], [p for _, p in items])
-        return cls(series)
+            tape._set(
+                mint,
+                np.array([k[0] for k, _ in items], dtype=np.int64),
+                np.array([np.nan if p is None else p for _, p in items], dtype=np.float64),
+            )
+        return tape
 
     def __contains__(self, mint: str) -> bool:
-        return mint in self._times
+        """Whether the tape has at least one price of ``mint``."""
+        return len(self._times.get(mint, ())) > 0
 
     def __len__(self) -> int:
+        """Prices on the tape (gaps not counted)."""
         return sum(len(t) for t in self._times.values())
 
+    @property
+    def gaps(self) -> int:
+        """Gap rows on the tape."""
+        return sum(int(np.isnan(p).sum()) for p in self._row_prices.values())
+
+    @property
+    def mints(self) -> set[str]:
+        """Mints with at least one price."""
+        return {mint for mint, times in self._times.items() if len(times)}
+
     def price_at(self, mint: str, at: int) -> float | None:
-        """The last price observed at or before ``at`` (``None``: none yet)."""
+        """The last price at or before ``at``; ``None`` when there is none yet or the market is in a
+        gap at ``at`` (its last row by then is a gap)."""
+        times = self._row_times.get(mint)
+        if times is None:
+            return None
+        index = int(np.searchsorted(times, at, side="right")) - 1
+        if index < 0:
+            return None
+        price = float(self._row_prices[mint][index])
+        return None if math.isnan(price) else price
+
+    def last_price(self, mint: str, at: int) -> float | None:
+        """The last price at or before ``at``, whether or not a gap came after it."""
         times = self._times.get(mint)
         if times is None:
             return None
         index = int(np.searchsorted(times, at, side="right")) - 1
         return None if index < 0 else float(self._prices[mint][index])
 
+    def next_price(self, mint: str, after: int) -> tuple[int, float] | None:
+        """``(time, price)`` of the first price later than ``after``; ``None``: none on the tape."""
+        times = self._times.get(mint)
+        if times is None:
+            return None
+        index = int(np.searchsorted(times, after, side="right"))
+        return None if index >= len(times) else (int(times[index]), float(self._prices[mint][index]))
+
     def between(self, mint: str, after: int, upto: int) -> tuple[np.ndarray, np.ndarray]:
-        """Observations with ``after < time <= upto``, in chain order."""
+        """Prices with ``after < time <= upto``, in chain order (gaps are not prices)."""
         times = self._times.get(mint)
         if times is None:
             return np.zeros(0, np.int64), np.zeros(0)
@@ -200,6 +270,7 @@ class Trade:
     tx_fees_sol: float
     label_3x: int | None = None
     score: float | None = None  # what the strategy decided on (P(3x), PnL rank, ...)
+    gap_fills: int = 0  # sells a gap on the tape moved to the price after it (or valued before it)
 
     @property
     def pnl_sol(self) -> float:
@@ -232,6 +303,7 @@ class Trade:
             "net_multiple": self.net_multiple,
             "label_3x": self.label_3x,
             "score": self.score,
+            "gap_fills": self.gap_fills,
         }
 
 
@@ -252,14 +324,26 @@ def simulate_copy(
     held = 1.0  # share of those tokens still held
     proceeds = 0.0
     transactions = 1
+    gap_fills = 0
 
-    def sell(share: float, at: int) -> None:
-        nonlocal held, proceeds, transactions
+    def sell(share: float, at: int) -> int:
+        """Sell ``share`` of what is held at ``at``, or later when ``at`` is in a gap; returns when."""
+        nonlocal held, proceeds, transactions, gap_fills
         price = tape.price_at(signal.mint, at)
-        assert price is not None  # an observation at or before entry exists, so one exists later
+        if price is None:
+            # In a gap: the first price after it, if the data has one; else the last before it
+            # (there is one: the entry was priced).
+            later = tape.next_price(signal.mint, at)
+            if later is not None and later[0] <= end:
+                at, price = later
+            else:
+                price = tape.last_price(signal.mint, at)
+                assert price is not None
+            gap_fills += 1
         proceeds += tokens * held * share * price * (1 - ex.slippage) * (1 - ex.fee)
         held *= 1 - share
         transactions += 1
+        return at
 
     # Every way out as (fill time, order, reason, share), taken in fill order. At equal fill times
     # the KOL's sell goes first (the rules would fill at the same price anyway).
@@ -289,15 +373,14 @@ def simulate_copy(
     exit_time = entry_time
     reason = "end"
     for fill_at, _, why, share in exits:
-        sell(share, fill_at)
-        exit_time = fill_at
+        # A sell moved past a gap moves the ones queued inside that gap with it: order is kept.
+        exit_time = sell(share, max(fill_at, exit_time))
         if share >= 1.0:
             held = 0.0
             reason = why
             break
     if held > 0:
-        sell(1.0, end)
-        exit_time = end
+        exit_time = max(sell(1.0, end), exit_time)
         reason = "end"
     return Trade(
         wallet=signal.wallet,
@@ -314,6 +397,7 @@ def simulate_copy(
         tx_fees_sol=transactions * ex.tx_fee_sol,
         label_3x=signal.label_3x,
         score=score,
+        gap_fills=gap_fills,
     )
 
 
@@ -398,6 +482,11 @@ class Metrics(BaseModel):
     avg_deployed_sol: float = Field(description="SOL committed to open copies, averaged over the period.")
     peak_deployed_sol: float
     exits: dict[str, int] = Field(default_factory=dict, description="Copies per exit reason.")
+    gap_fills: int = Field(
+        default=0,
+        description="Sells a gap on the tape moved to the first price after it (or, at the end of the "
+        "data, valued at the last price before it).",
+    )
 
 
 @dataclass
@@ -504,6 +593,7 @@ def metrics(
             avg_deployed_sol=average,
             peak_deployed_sol=peak,
             exits={reason: reasons[reason] for reason in EXIT_REASONS if reasons[reason]},
+            gap_fills=sum(t.gap_fills for t in trades),
         ),
         curve,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,6 +67,21 @@ class DelayResult(BaseModel):
     metrics: Metrics
 
 
+class TapeCoverageOut(BaseModel):
+    """How much of the signals' tokens a tape prices before the end of the data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int = Field(description="The signals' tokens.")
+    tokens_priced: int = Field(description="Tokens with at least one price on this tape.")
+    signals_unpriced: int = Field(
+        description="Signals whose token has no price on this tape: never copied on it (counted in "
+        "each strategy's skipped_unfillable)."
+    )
+    points: int = Field(description="Prices of the signals' tokens on this tape.")
+    gaps: int = Field(default=0, description="Rows where the market could not be read (no price).")
+
+
 class BacktestReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,16 +103,42 @@ class BacktestReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
     by_delay: dict[str, list[DelayResult]] = Field(
         default_factory=dict,
-        description="Per strategy: the same decisions replayed at each requested delay (what latency is worth).",
+        description="Per strategy: the same decisions replayed at each requested delay (what latency is worth), "
+        "on the report's tape.",
+    )
+    tape: Literal["market", "trades"] = Field(
+        default="trades",
+        description="The price tape that ``strategies``, ``by_delay`` and the equity plot filled on: "
+        "``market`` (each token's own curve or pool, recorded by the market stage) or ``trades`` "
+        "(prices revealed by tracked wallets' swaps; every report before the market tape).",
+    )
+    other_tapes: dict[str, list[StrategyResult]] = Field(
+        default_factory=dict,
+        description="The same strategies, with the same decisions, filled on each other tape: side by side.",
+    )
+    coverage: dict[str, TapeCoverageOut] = Field(
+        default_factory=dict, description="Per tape the strategies ran on: the signals' tokens it prices."
     )
 
-    def strategy(self, name: str) -> StrategyResult:
-        for result in self.strategies:
+    def strategy(self, name: str, tape: str | None = None) -> StrategyResult:
+        """A strategy's result by name or kind, on ``tape`` (default: the report's own)."""
+        if tape is None or tape == self.tape:
+            results = self.strategies
+        elif tape in self.other_tapes:
+            results = self.other_tapes[tape]
+        else:
+            raise KeyError(
+                f"backtest {self.id} did not run on the {tape} tape (it ran on {', '.join(self.tapes)})"
+            )
+        for result in results:
             if result.name == name or result.spec.kind == name:
                 return result
-        raise KeyError(
-            f"no strategy {name!r} in backtest {self.id} ({', '.join(s.name for s in self.strategies)})"
-        )
+        raise KeyError(f"no strategy {name!r} in backtest {self.id} ({', '.join(s.name for s in results)})")
+
+    @property
+    def tapes(self) -> list[str]:
+        """The tapes the strategies ran on, the report's own first."""
+        return [self.tape, *self.other_tapes]
 
 
 # The table
@@ -140,6 +181,45 @@ def table_rows(report: BacktestReport) -> list[list[str]]:
 def table_text(report: BacktestReport) -> str:
     """The table as aligned plain text (Markdown-compatible pipes)."""
     return _markdown_table([label for label, _ in COLUMNS], table_rows(report))
+
+
+TAPES_HEADER: tuple[str, ...] = ("strategy", "tape", *(label for label, _ in COLUMNS[1:]))
+
+
+def tapes_table_rows(report: BacktestReport) -> list[list[str]]:
+    """Each strategy on each tape it ran on, paired: one row per (strategy, tape), the report's
+    own tape first. A report with one tape gives one row per strategy."""
+    others = {tape: {r.name: r for r in results} for tape, results in report.other_tapes.items()}
+    rows = []
+    for result in report.strategies:
+        pairs = [(report.tape, result)] + [
+            (tape, by_name[result.name]) for tape, by_name in others.items() if result.name in by_name
+        ]
+        for tape, paired in pairs:
+            values = paired.metrics.model_dump()
+            rows.append([result.name, tape] + [_cell(key, values[key]) for _, key in COLUMNS[1:]])
+    return rows
+
+
+def tapes_table_text(report: BacktestReport) -> str:
+    """The strategies side by side on every tape, as a Markdown table."""
+    return _markdown_table(list(TAPES_HEADER), tapes_table_rows(report))
+
+
+def coverage_text(report: BacktestReport) -> list[str]:
+    """One line per tape: how many of the signals' tokens it prices."""
+    lines = []
+    for tape in report.tapes:
+        c = report.coverage.get(tape)
+        if c is None:
+            continue
+        line = f"{tape} tape: {c.points} prices of {c.tokens_priced} of the signals' {c.tokens} tokens" + (
+            f", {c.gaps} gaps" if c.gaps else ""
+        )
+        if c.signals_unpriced:
+            line += f"; {c.signals_unpriced} signals on tokens it never prices (never copied on it)"
+        lines.append(line)
+    return lines
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -195,20 +275,32 @@ def equity_png(report: BacktestReport) -> bytes:
     try:
         start = datetime.fromtimestamp(report.period_start, UTC)
         end = datetime.fromtimestamp(report.period_end, UTC)
-        for result in report.strategies:
-            capital = result.metrics.capital_sol
-            times = [datetime.fromtimestamp(t, UTC) for t, _ in result.equity] + [end]
-            pnl = [value - capital for _, value in result.equity]
-            pnl.append(pnl[-1] if pnl else 0.0)
-            label = f"{result.name} ({result.metrics.trades} trades, {result.metrics.total_pnl_sol:+.1f} SOL)"
-            # Datetimes go through matplotlib's unit registry (date ticks); its stubs accept only numbers.
-            axes.step(times, pnl, where="post", label=label, linewidth=1.6)  # type: ignore[arg-type]
+        others = {tape: {r.name: r for r in results} for tape, results in report.other_tapes.items()}
+        for index, result in enumerate(report.strategies):
+            color = f"C{index % 10}"
+            lines = [(report.tape, result, "-")] + [
+                (tape, by_name[result.name], "--")
+                for tape, by_name in others.items()
+                if result.name in by_name
+            ]
+            for tape, shown, style in lines:
+                capital = shown.metrics.capital_sol
+                times = [datetime.fromtimestamp(t, UTC) for t, _ in shown.equity] + [end]
+                pnl = [value - capital for _, value in shown.equity]
+                pnl.append(pnl[-1] if pnl else 0.0)
+                label = (
+                    f"{shown.name}, {tape} tape ({shown.metrics.trades} trades, "
+                    f"{shown.metrics.total_pnl_sol:+.1f} SOL)"
+                )
+                # Datetimes go through matplotlib's unit registry (date ticks); its stubs accept only numbers.
+                axes.step(times, pnl, where="post", label=label, linewidth=1.6, linestyle=style, color=color)  # type: ignore[arg-type]
         axes.axhline(0, color="#888888", linewidth=0.8)
         axes.set_xlim(start, end)  # type: ignore[arg-type]  # datetimes, as above
         axes.set_ylabel("cumulative PnL (SOL)")
         axes.set_title(
             f"Copy-trading backtest on dataset {report.dataset_version} ({report.split} period), "
-            f"stake {report.execution.stake_sol:g} SOL",
+            f"stake {report.execution.stake_sol:g} SOL; fills on the {' and '.join(report.tapes)} tape"
+            + ("s (dashed: " + ", ".join(report.other_tapes) + ")" if report.other_tapes else ""),
             fontsize=10,
         )
         locator = mdates.AutoDateLocator()

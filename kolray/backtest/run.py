@@ -12,13 +12,21 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kolray.analyzer import iter_wallet_positions
-from kolray.backtest.data import BacktestError, SignalSet, load_signals
-from kolray.backtest.engine import Execution, metrics, replay
+from kolray.backtest.data import (
+    BacktestError,
+    SignalSet,
+    TapeName,
+    coverage,
+    load_market_tape,
+    load_signals,
+)
+from kolray.backtest.engine import Execution, PriceTape, metrics, replay
 from kolray.backtest.report import (
     BacktestReport,
     DelayResult,
     ModelCheck,
     StrategyResult,
+    TapeCoverageOut,
     equity_png,
     save_report,
 )
@@ -44,6 +52,14 @@ Progress = Callable[[str], None]
 # The oracle's threshold when neither it nor a model strategy gives one: this quantile of its values
 # on the dataset's earlier splits (train, validation), so that it is fixed before the test period.
 FALLBACK_QUANTILE = 0.95
+TapeChoice = Literal["market", "trades", "both"]
+TAPE_NOTES: dict[str, str] = {
+    "market": "Market tape: prices the market stage read from each token's bonding curve or pool "
+    "(market_tape), at its cadence (2 s while the price moves, up to 60 s while it stands still); fills, "
+    "take-profit and stop-loss read it; a gap (the market could not be read) is never a price.",
+    "trades": "Trades tape: prices observed in tracked wallets' swaps: take-profit and stop-loss can only "
+    "trigger, and fills only happen, at prices some tracked KOL traded at.",
+}
 
 
 class LookaheadError(BacktestError):
@@ -69,6 +85,12 @@ class BacktestOptions(BaseModel):
     )
     end: int | None = Field(
         default=None, description="End of the data (unix s); default: the dataset's cutoff."
+    )
+    tape: TapeChoice | None = Field(
+        default=None,
+        description="The price tape copies fill on: market (each token's own curve or pool, recorded by the "
+        "market stage), trades (prices revealed by tracked wallets' swaps) or both, side by side. Default: "
+        "both when the database has a market tape for the signals' tokens, else trades (and a note says why).",
     )
     delays_s: list[int] = Field(
         default_factory=list,
@@ -208,14 +230,29 @@ def run_backtest(
         f"{len(data.signals)} signals from {_iso(data.start)} to {_iso(data.end)}; "
         f"{len(data.tape)} observed prices of {len({s.mint for s in data.signals})} tokens"
     )
+    tapes, why = choose_tapes(options.tape, data, engine)
+    covered = {tape_name: coverage(tape_name, tape, data.signals) for tape_name, tape in tapes.items()}
+    for tape_name, c in covered.items():
+        say(
+            f"{tape_name} tape: {c.points} prices, {c.gaps} gaps, {c.tokens_priced} of {c.tokens} tokens priced"
+        )
 
-    notes: list[str] = [
-        "Prices are those observed in tracked wallets' swaps: take-profit and stop-loss can only "
-        "trigger, and fills only happen, at prices some tracked KOL traded at.",
-        "Equity is realised: a copy's PnL is booked when it is flat; the stake is committed until then.",
-    ]
+    notes: list[str] = [TAPE_NOTES[tape_name] for tape_name in tapes]
+    if why:
+        notes.append(why)
+    notes.extend(
+        f"{tape_name} tape: {c.tokens - c.tokens_priced} of the signals' {c.tokens} tokens have no price on "
+        f"it before the end of the data; their {c.signals_unpriced} signals are never copied on it."
+        for tape_name, c in covered.items()
+        if c.signals_unpriced
+    )
+    notes.append(
+        "Equity is realised: a copy's PnL is booked when it is flat; the stake is committed until then."
+    )
+    primary, *others = tapes
     skipped: dict[str, str] = {}
     results: list[StrategyResult] = []
+    other_results: dict[str, list[StrategyResult]] = {name: [] for name in others}
     trades: dict[str, list[dict[str, Any]]] = {}
     by_delay: dict[str, list[DelayResult]] = {}
     model_check: ModelCheck | None = None
@@ -241,11 +278,13 @@ def run_backtest(
         if spec.name not in ordered:
             continue
         spec, decisions, scores, threshold, description, note = ordered[spec.name]
-        outcome = replay(data.signals, decisions, data.tape, options.execution, data.end, scores)
-        measured, curve = metrics(outcome, len(data.signals), options.execution, data.start, data.end)
         name = _display_name(spec, threshold)
-        results.append(
-            StrategyResult(
+        trades[name] = []
+        # The same decisions on every tape: only the prices the copies fill and exit at differ.
+        for tape_name, tape in tapes.items():
+            outcome = replay(data.signals, decisions, tape, options.execution, data.end, scores)
+            measured, curve = metrics(outcome, len(data.signals), options.execution, data.start, data.end)
+            result = StrategyResult(
                 name=name,
                 spec=spec,
                 description=description,
@@ -254,14 +293,14 @@ def run_backtest(
                 equity=list(zip(curve.times, curve.equity, strict=True)),
                 note=note,
             )
-        )
-        trades[name] = [t.to_dict() for t in outcome.trades]
+            (results if tape_name == primary else other_results[tape_name]).append(result)
+            trades[name].extend({**t.to_dict(), "tape": tape_name} for t in outcome.trades)
+            say(f"{name} ({tape_name} tape): {measured.trades} trades, {measured.total_pnl_sol:+.2f} SOL")
         for delay in options.delays_s:
             execution = options.execution.model_copy(update={"delay_s": delay})
-            at_delay = replay(data.signals, decisions, data.tape, execution, data.end, scores)
+            at_delay = replay(data.signals, decisions, tapes[primary], execution, data.end, scores)
             delayed, _ = metrics(at_delay, len(data.signals), execution, data.start, data.end)
             by_delay.setdefault(name, []).append(DelayResult(delay_s=delay, metrics=delayed))
-        say(f"{name}: {measured.trades} trades, {measured.total_pnl_sol:+.2f} SOL")
     if not results:
         raise BacktestError("no strategy could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     if model_check is not None:
@@ -288,10 +327,46 @@ def run_backtest(
         skipped=skipped,
         notes=notes,
         by_delay=by_delay,
+        tape=primary,
+        other_tapes=other_results,
+        coverage={
+            tape_name: TapeCoverageOut(
+                tokens=c.tokens,
+                tokens_priced=c.tokens_priced,
+                signals_unpriced=c.signals_unpriced,
+                points=c.points,
+                gaps=c.gaps,
+            )
+            for tape_name, c in covered.items()
+        },
     )
     png = equity_png(report)
     say(f"backtest done in {time.perf_counter() - started:.1f}s")
     return BacktestRun(report=report, png=png, trades=trades)
+
+
+def choose_tapes(
+    choice: TapeChoice | None, data: SignalSet, engine: Any
+) -> tuple[dict[TapeName, PriceTape], str | None]:
+    """The tapes to fill on, the report's own first (market before trades), and, when the default
+    could not give both, the line that says why."""
+    if choice == "trades":
+        return {"trades": data.tape}, None
+    mints = sorted({s.mint for s in data.signals})
+    market = load_market_tape(engine, mints, data.end)
+    priced = len(set(mints) & market.mints)
+    if not priced:
+        why = (
+            f"No market tape: the market_tape table has no price of the signals' {len(mints)} tokens before "
+            f"the end of the data ({_iso(data.end)}); the market stage (`kolray market`, or `kolray track`) "
+            "records it."
+        )
+        if choice is not None:
+            raise BacktestError(f"--tape {choice}: {why[0].lower()}{why[1:]} Or use --tape trades.")
+        return {"trades": data.tape}, why + " Fills read the trades tape only."
+    if choice == "market":
+        return {"market": market}, None
+    return {"market": market, "trades": data.tape}, None
 
 
 def _display_name(spec: StrategySpec, threshold: float | None) -> str:
@@ -413,8 +488,16 @@ def run_summary(report: BacktestReport) -> dict[str, Any]:
         "dataset_version": report.dataset_version,
         "signals": report.signals,
         "walk_forward": None if report.model is None else report.model.walk_forward,
+        "tape": report.tape,
         "strategies": {
             r.name: {"trades": r.metrics.trades, "total_pnl_sol": round(r.metrics.total_pnl_sol, 6)}
             for r in report.strategies
+        },
+        "other_tapes": {
+            tape: {
+                r.name: {"trades": r.metrics.trades, "total_pnl_sol": round(r.metrics.total_pnl_sol, 6)}
+                for r in results
+            }
+            for tape, results in report.other_tapes.items()
         },
     }

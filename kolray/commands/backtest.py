@@ -15,8 +15,10 @@ from kolray.backtest import (
     Execution,
     StrategySpec,
     backtest_stage,
+    coverage_text,
     delay_table_text,
     table_text,
+    tapes_table_text,
 )
 from kolray.backtest.report import trades_csv
 from kolray.commands._common import console, default_of, fail, settings
@@ -96,6 +98,15 @@ def backtest(
     min_scored: Annotated[
         int, typer.Option(help="top_kols: closed positions a KOL needs before it can rank.")
     ] = default_of(BacktestOptions, "top_kols_min_scored"),
+    tape: Annotated[
+        Literal["market", "trades", "both"] | None,
+        typer.Option(
+            "--tape",
+            help="The prices copies fill on: market (each token's own curve or pool, recorded by the market "
+            "stage), trades (prices revealed by tracked wallets' swaps) or both, side by side. Default: both "
+            "when the database has a market tape for the signals' tokens, else trades (a line says why).",
+        ),
+    ] = None,
     allow_lookahead: Annotated[
         bool,
         typer.Option(
@@ -115,8 +126,9 @@ def backtest(
     """Replay the test period of the token dataset: each KOL opening buy is a signal, each strategy
     decides from what was known then whether to copy it; copies fill after --delay-s with slippage
     and fees and exit with the KOL (mirroring its sells), by take-profit / stop-loss / max-hold, or
-    at the end of the data. Prints the strategies side by side; the model strategy refuses a model
-    trained on data from the replayed period (walk-forward check)."""
+    at the end of the data, on the market tape, the trades tape or both. Prints the strategies side
+    by side; the model strategy refuses a model trained on data from the replayed period
+    (walk-forward check)."""
     from pydantic import ValidationError
 
     config = settings()
@@ -158,6 +170,7 @@ def backtest(
             top_kols_min_scored=min_scored,
             allow_lookahead=allow_lookahead,
             delays_s=delays_s,
+            tape=tape,
         )
     except ValidationError as error:
         problems = []
@@ -219,13 +232,22 @@ def _print(report: BacktestReport) -> None:
         f"{ex.fee_bps:g} bps + {ex.tx_fee_sol:g} SOL/tx; exit with the KOL"
         + "".join(f", {rule}" for rule in rules if rule)
         + ("" if ex.one_per_token else "; tokens stacked"),
+        "fills on the "
+        + " and ".join(report.tapes)
+        + (" tapes, side by side" if report.other_tapes else " tape"),
+        *coverage_text(report),
         "",
-        table_text(report),
+        tapes_table_text(report) if report.other_tapes else table_text(report),
         "",
     ]
     if report.by_delay:
         lines.extend(
-            ["Return per trade (copies) by delay, same decisions:", "", delay_table_text(report), ""]
+            [
+                f"Return per trade (copies) by delay, same decisions, {report.tape} tape:",
+                "",
+                delay_table_text(report),
+                "",
+            ]
         )
     for result in report.strategies:
         lines.append(f"- {result.name}: {result.description}" + (f" ({result.note})" if result.note else ""))

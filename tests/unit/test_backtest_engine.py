@@ -311,3 +311,100 @@ def test_top_kols_ranks_point_in_time_pnl() -> None:
 
 def test_at_least_never_picks_missing_values() -> None:
     assert at_least(np.array([0.2, np.nan, 0.5, 0.7]), 0.5).tolist() == [False, False, True, True]
+
+
+# The market tape beside the trades tape. The trades tape holds the prices tracked wallets traded
+# at; the market tape the token's own curve or pool, read every few seconds, with gaps where the
+# market could not be read. The engine fills on either: the same rules, other prices.
+
+
+def test_a_take_profit_between_two_kol_trades_triggers_on_the_market_tape_only() -> None:
+    # The KOL buys at 1.0 and sells at 1.1 ten minutes later; no tracked wallet trades in between.
+    # The token's own market ran to 3.5 at T+200 and fell back: only the market tape saw it.
+    trades = tape(M=[(T, 1.0), (T + 600, 1.1)])
+    market = tape(M=[(T, 1.0), (T + 20, 1.02), (T + 200, 3.5), (T + 260, 1.4), (T + 600, 1.1)])
+    kol = signal(sells=(KolSell(T + 600, 1.0, "x"),))
+    rule = Execution(take_profit=3.0)
+
+    on_trades = simulate_copy(kol, trades, rule, end=T + 3600)
+    assert on_trades is not None and on_trades.exit_reason == "kol" and on_trades.exit_time == T + 630
+    assert on_trades.proceeds_sol == pytest.approx(0.99 / 1.01 * 1.1 * 0.99**2, rel=1e-12)
+
+    on_market = simulate_copy(kol, market, rule, end=T + 3600)
+    # The copy pays the market at T+30 (1.02, not the KOL's 1.0); 3.5 ≥ 3 × 1.02 × 1.01 at T+200:
+    # sold 30 s later at the market then (still 3.5).
+    assert on_market is not None and on_market.entry_price == 1.02
+    assert on_market.exit_reason == "take_profit" and on_market.exit_time == T + 230
+    assert on_market.proceeds_sol == pytest.approx(0.99 / (1.02 * 1.01) * 3.5 * 0.99**2, rel=1e-12)
+
+
+def test_a_stop_loss_between_two_kol_trades_triggers_on_the_market_tape_only() -> None:
+    trades = tape(M=[(T, 1.0), (T + 600, 0.9)])
+    market = tape(M=[(T, 1.0), (T + 100, 0.6), (T + 150, 0.3), (T + 400, 0.8), (T + 600, 0.9)])
+    kol = signal(sells=(KolSell(T + 600, 1.0, "x"),))
+    rule = Execution(stop_loss=0.5)
+
+    on_trades = simulate_copy(kol, trades, rule, end=T + 3600)
+    assert on_trades is not None and on_trades.exit_reason == "kol"
+    assert on_trades.proceeds_sol == pytest.approx(0.99 / 1.01 * 0.9 * 0.99**2, rel=1e-12)
+
+    # 0.3 at T+150 is below 0.5 × 1.01: sold at T+180 at the market then (0.3), not at the stop.
+    on_market = simulate_copy(kol, market, rule, end=T + 3600)
+    assert on_market is not None and on_market.exit_reason == "stop_loss" and on_market.exit_time == T + 180
+    assert on_market.proceeds_sol == pytest.approx(0.99 / 1.01 * 0.3 * 0.99**2, rel=1e-12)
+
+
+def test_a_gap_is_not_a_price() -> None:
+    # Read at 1.0 (T), lost at T+20 (a gap: e.g. the curve completed and no pool is known yet),
+    # read again at T+100 at 2.0.
+    market = PriceTape({"M": ([T, T + 100, T + 400], [1.0, 2.0, 1.5])}, gaps={"M": [T + 20]})
+    assert market.price_at("M", T + 19) == 1.0 and market.price_at("M", T + 30) is None
+    assert market.last_price("M", T + 30) == 1.0 and market.next_price("M", T + 30) == (T + 100, 2.0)
+    assert market.price_at("M", T + 100) == 2.0
+    assert len(market) == 3 and market.gaps == 1
+
+    # An entry that would fill in the gap is not made: not at the 1.0 from before it.
+    kol = signal(sells=(KolSell(T + 400, 1.0, "x"),))
+    assert simulate_copy(kol, market, EX, end=T + 1000) is None
+    skipped = replay([kol], [True], market, EX, end=T + 1000)
+    assert skipped.trades == [] and skipped.skipped_unfillable == 1
+
+    # A sell that would fill in a gap fills at the first price after it, then.
+    lost = PriceTape({"M": ([T, T + 200], [1.0, 2.0])}, gaps={"M": [T + 100]})
+    early = signal(sells=(KolSell(T + 80, 1.0, "x"),))
+    trade = simulate_copy(early, lost, EX, end=T + 1000)
+    assert trade is not None and trade.exit_reason == "kol" and trade.exit_time == T + 200
+    assert trade.proceeds_sol == pytest.approx(0.99 / 1.01 * 2.0 * 0.99**2, rel=1e-12)
+    assert trade.gap_fills == 1
+
+    # A copy held into a gap that lasts to the end of the data is valued at the last price before it.
+    held = simulate_copy(signal(closed=False), PriceTape({"M": ([T], [1.0])}, {"M": [T + 100]}), EX, T + 500)
+    assert (
+        held is not None and held.exit_reason == "end" and held.exit_time == T + 500 and held.gap_fills == 1
+    )
+    assert held.proceeds_sol == pytest.approx(0.99 / 1.01 * 1.0 * 0.99**2, rel=1e-12)
+    m, _ = metrics(replay([early], [True], lost, EX, end=T + 1000), 1, EX, T, T + 1000)
+    assert m.gap_fills == 1
+
+    # Nor does a gap trigger a rule: no stop-loss while the market cannot be read.
+    ruled = simulate_copy(early, lost, Execution(stop_loss=0.5, take_profit=5.0), end=T + 1000)
+    assert ruled is not None and ruled.exit_reason == "kol"
+
+
+def test_a_gap_and_a_price_in_the_same_second_follow_chain_order() -> None:
+    # The chain key's slot orders rows within a second; the last one says what the market is.
+    read_again = PriceTape.from_observations(
+        [("M", (T, 1, ""), 1.0), ("M", (T + 50, 6, ""), 2.0), ("M", (T + 50, 5, ""), None)]
+    )
+    assert read_again.price_at("M", T + 50) == 2.0
+    lost_again = PriceTape.from_observations(
+        [("M", (T, 1, ""), 1.0), ("M", (T + 50, 5, ""), 2.0), ("M", (T + 50, 6, ""), None)]
+    )
+    assert lost_again.price_at("M", T + 50) is None and lost_again.last_price("M", T + 50) == 2.0
+    # Without slots (the constructor), the gap comes last: a fill never uses a price the market lost.
+    assert PriceTape({"M": ([T], [1.0])}, gaps={"M": [T]}).price_at("M", T) is None
+    # A token with gaps only has no price: it is not on the tape.
+    only_gaps = PriceTape({}, gaps={"N": [T]})
+    assert "N" not in only_gaps and only_gaps.mints == set() and only_gaps.price_at("N", T + 1) is None
+    with pytest.raises(ValueError, match="finite and positive"):
+        PriceTape.from_observations([("M", (T, 1, ""), 0.0)])
