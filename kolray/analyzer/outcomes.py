@@ -31,8 +31,9 @@ gap between KOL and follower).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -63,22 +64,42 @@ class PricePaths:
     prices: np.ndarray  # float64
 
     @classmethod
-    def build(cls, mints: Sequence[str], times: Sequence[int], prices: Sequence[float]) -> PricePaths:
+    def build(
+        cls,
+        mints: Sequence[str],
+        times: Sequence[int],
+        prices: Sequence[float],
+        slots: Sequence[int | None] | None = None,
+        signatures: Sequence[str] | None = None,
+    ) -> PricePaths:
+        """Paths from parallel columns; ``slots`` and ``signatures`` order prices of the same
+        second as the chain did (a tape point, with no signature, before the swaps of its slot)."""
         frame = pd.DataFrame(
             {
                 "mint": pd.Series(mints, dtype=object),
                 "time": np.asarray(times, dtype=np.int64),
                 "price": np.asarray(prices, dtype=np.float64),
+                "slot": np.asarray(
+                    [-1 if v is None else v for v in slots] if slots is not None else np.zeros(len(mints)),
+                    dtype=np.int64,
+                ),
+                "signature": pd.Series(
+                    signatures if signatures is not None else [""] * len(mints), dtype=object
+                ),
             }
         )
         return cls.from_frame(frame)[0]
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> tuple[PricePaths, pd.DataFrame]:
-        """Paths from a frame with ``mint``, ``time``, ``price`` columns; also returns the frame as
-        kept (filtered, sorted by mint then time, stably), for callers that carry more columns."""
+        """Paths from a frame with ``mint``, ``time``, ``price``, ``slot`` and ``signature``
+        columns; also returns the frame as kept (filtered, in path order), for callers that carry
+        more columns. The order is total, so the same prices give the same paths whatever order
+        they were read in (the price at a time is the last one of that second)."""
         kept = frame[np.isfinite(frame["price"]) & (frame["price"] > 0)]
-        kept = kept.sort_values(["mint", "time"], kind="stable").reset_index(drop=True)
+        kept = kept.sort_values(["mint", "time", "slot", "signature", "price"], kind="stable").reset_index(
+            drop=True
+        )
         spans: dict[str, tuple[int, int]] = {}
         if len(kept):
             mint_values = kept["mint"].to_numpy(dtype=object)
@@ -121,6 +142,63 @@ class Outcome:
     drawdown: float | None = None
     missed_gain_sol: float | None = None
     copy_multiple: float | None = None
+
+
+def paths_from_swaps(swaps: Iterable[Any]) -> PricePaths:
+    """The price paths of swaps in memory (``Swap``, ``SwapRow`` or SQL rows): the rule of
+    :data:`PRICED_SWAP_SQL`, for the pure functions and tests (the database stage reads the same
+    prices with that SQL, and adds the market tape)."""
+    kept = [
+        s
+        for s in swaps
+        if s.block_time is not None
+        and s.price_sol is not None
+        and s.price_sol > 0
+        and getattr(s, "quote_mint", None) in (None, WSOL_MINT)
+    ]
+    return PricePaths.build(
+        [s.mint for s in kept],
+        [int(s.block_time) for s in kept],
+        [float(s.price_sol) for s in kept],
+        [s.slot for s in kept],
+        [s.signature for s in kept],
+    )
+
+
+class PositionLike(Protocol):
+    """What an outcome reads of a position (:class:`kolray.analyzer.positions.Position`)."""
+
+    mint: str
+    entry_time: int
+    entry_price_sol: float | None
+    exit_time: int | None
+    tokens_sold: int
+    token_decimals: int
+
+    @property
+    def proceeds_sol(self) -> float: ...
+
+    def set_outcome(self, outcome: Outcome) -> None: ...
+
+
+def outcome_of(paths: PricePaths, position: PositionLike) -> Outcome:
+    """:func:`position_outcome` of a position."""
+    return position_outcome(
+        paths,
+        mint=position.mint,
+        entry_time=position.entry_time,
+        entry_price_sol=position.entry_price_sol,
+        exit_time=position.exit_time,
+        tokens_sold=position.tokens_sold,
+        token_decimals=position.token_decimals,
+        proceeds_sol=position.proceeds_sol,
+    )
+
+
+def attach_outcomes(positions: Iterable[PositionLike], paths: PricePaths) -> None:
+    """Set every position's market outcome from ``paths``."""
+    for position in positions:
+        position.set_outcome(outcome_of(paths, position))
 
 
 def position_outcome(
@@ -169,6 +247,10 @@ __all__ = [
     "PRICED_SWAP_SQL",
     "TAPE_PRICE_SQL",
     "Outcome",
+    "PositionLike",
     "PricePaths",
+    "attach_outcomes",
+    "outcome_of",
+    "paths_from_swaps",
     "position_outcome",
 ]

@@ -57,9 +57,9 @@ from sqlalchemy.orm import aliased
 from kolray.analyzer.outcomes import (
     PRICED_SWAP_SQL,
     TAPE_PRICE_SQL,
-    Outcome,
     PricePaths,
-    position_outcome,
+    attach_outcomes,
+    outcome_of,
 )
 from kolray.analyzer.positions import (
     FLAG_NON_SOL_LEG,
@@ -556,8 +556,7 @@ def _rebuild_batch(
 
     if ledger.positions:
         paths = read_price_paths(conn, sorted({p.mint for p in ledger.positions}), watermark, tape_watermark)
-        for position in ledger.positions:
-            position.set_outcome(_outcome(paths, position))
+        attach_outcomes(ledger.positions, paths)
 
     if whole:
         conn.execute(delete(PositionRow).where(PositionRow.wallet.in_(whole)))
@@ -769,37 +768,28 @@ def read_price_paths(
     points with ``id <= tape_watermark`` (all when ``None``)."""
     tape_bound = "" if tape_watermark is None else " AND t.id <= :tw"
     sql = text(
-        "SELECT s.mint, s.block_time, s.price_sol FROM swaps s "
+        "SELECT s.mint, s.block_time, s.price_sol, s.slot, s.signature FROM swaps s "
         f"WHERE s.mint IN :mints AND s.id <= :w AND {PRICED_SWAP_SQL} "
-        f"UNION ALL SELECT t.mint, t.time, t.price_sol FROM market_tape t "
+        f"UNION ALL SELECT t.mint, t.time, t.price_sol, t.slot, '' FROM market_tape t "
         f"WHERE t.mint IN :mints AND {TAPE_PRICE_SQL}{tape_bound}"
     ).bindparams(bindparam("mints", expanding=True))
     mint_values: list[str] = []
     times: list[int] = []
     prices: list[float] = []
+    slots: list[int | None] = []
+    signatures: list[str] = []
     for index in range(0, len(mints), BATCH_PAIRS):
         chunk = list(mints[index : index + BATCH_PAIRS])
         params: dict[str, Any] = {"mints": chunk, "w": watermark}
         if tape_watermark is not None:
             params["tw"] = tape_watermark
-        for mint, when, price in conn.execute(sql, params):
+        for mint, when, price, slot, signature in conn.execute(sql, params):
             mint_values.append(mint)
             times.append(int(when))
             prices.append(float(price))
-    return PricePaths.build(mint_values, times, prices)
-
-
-def _outcome(paths: PricePaths, position: Position) -> Outcome:
-    return position_outcome(
-        paths,
-        mint=position.mint,
-        entry_time=position.entry_time,
-        entry_price_sol=position.entry_price_sol,
-        exit_time=position.exit_time,
-        tokens_sold=position.tokens_sold,
-        token_decimals=position.token_decimals,
-        proceeds_sol=position.proceeds_sol,
-    )
+            slots.append(None if slot is None else int(slot))
+            signatures.append(str(signature))
+    return PricePaths.build(mint_values, times, prices, slots, signatures)
 
 
 _OUTCOME_FIELDS = ("peak_multiple", "peak_time", "drawdown", "missed_gain_sol", "copy_multiple")
@@ -815,7 +805,7 @@ def _refresh_outcomes(
     wallets: set[str] = set()
     for row in conn.execute(select(*PositionRow.__table__.columns).where(PositionRow.mint.in_(list(mints)))):
         position = Position.from_row(row)
-        outcome = _outcome(paths, position)
+        outcome = outcome_of(paths, position)
         old = tuple(getattr(position, name) for name in _OUTCOME_FIELDS)
         new = tuple(getattr(outcome, name) for name in _OUTCOME_FIELDS)
         if old != new:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 
-from kolray.chain.types import WSOL_MINT
+from kolray.analyzer.outcomes import PRICED_SWAP_SQL, TAPE_PRICE_SQL, PricePaths
 from kolray.features import oracle as oracle_module
 from kolray.features.context import THREE_X
 from kolray.features.source import WalletShard, read_engine
@@ -36,11 +36,10 @@ PEAK_LABEL = "peak_3x"
 
 @dataclass(frozen=True)
 class MintPrices:
-    """SOL-quoted swap prices per mint, time-sorted, and the price of each swap by signature."""
+    """The mints' price paths (:class:`kolray.analyzer.outcomes.PricePaths`, the analyzer's own)
+    and the price of each swap by signature (an entry's price)."""
 
-    starts: dict[str, tuple[int, int]]  # mint → [begin, end) into times/prices
-    times: np.ndarray  # int64, sorted within each mint
-    prices: np.ndarray  # float64
+    paths: PricePaths
     by_swap: dict[tuple[str, str, str], float]  # (signature, wallet, mint) → price
 
     @classmethod
@@ -51,46 +50,33 @@ class MintPrices:
         prices: Sequence[float],
         signatures: Sequence[str],
         wallets: Sequence[str],
+        slots: Sequence[int | None] | None = None,
     ) -> MintPrices:
         frame = pd.DataFrame(
             {
                 "mint": pd.Series(mints, dtype=object),
                 "time": np.asarray(times, dtype=np.int64),
                 "price": np.asarray(prices, dtype=np.float64),
+                "slot": np.asarray(
+                    [-1 if v is None else v for v in slots] if slots is not None else np.zeros(len(mints)),
+                    dtype=np.int64,
+                ),
                 "signature": pd.Series(signatures, dtype=object),
                 "wallet": pd.Series(wallets, dtype=object),
             }
         )
-        frame = frame[np.isfinite(frame["price"]) & (frame["price"] > 0)]
-        frame = frame.sort_values(["mint", "time"], kind="stable").reset_index(drop=True)
-        starts: dict[str, tuple[int, int]] = {}
-        if len(frame):
-            mint_values = frame["mint"].to_numpy(dtype=object)
-            edges = np.flatnonzero(np.r_[True, mint_values[1:] != mint_values[:-1], True])
-            for begin, end in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
-                starts[str(mint_values[begin])] = (begin, end)
+        paths, kept = PricePaths.from_frame(frame)
         by_swap = {
             (s, w, m): float(p)
-            for s, w, m, p in zip(
-                frame["signature"], frame["wallet"], frame["mint"], frame["price"], strict=True
-            )
+            for s, w, m, p in zip(kept["signature"], kept["wallet"], kept["mint"], kept["price"], strict=True)
             if s  # tape points have no signature: they price the window, never an entry
         }
-        return cls(starts, frame["time"].to_numpy(np.int64), frame["price"].to_numpy(np.float64), by_swap)
+        return cls(paths, by_swap)
 
 
-def _swap_filter() -> str:
-    return (
-        "s.block_time IS NOT NULL AND s.price_sol IS NOT NULL AND s.price_sol > 0 "
-        f"AND (s.quote_mint IS NULL OR s.quote_mint = '{WSOL_MINT}')"
-    )
-
-
-# The market stage's tape (kolray.market): prices between the swaps, with no signature of their own.
-_TAPE_PRICES = (
-    "SELECT t.mint, t.time, t.price_sol, '', '' FROM market_tape t "
-    "WHERE t.price_sol IS NOT NULL AND t.price_sol > 0"
-)
+# Both sources of the price path (kolray.analyzer.outcomes): priced swaps and the market tape.
+_TAPE_PRICES = f"SELECT t.mint, t.time, t.price_sol, '', '', t.slot FROM market_tape t WHERE {TAPE_PRICE_SQL}"
+_SWAP_PRICES = "SELECT s.mint, s.block_time, s.price_sol, s.signature, s.wallet, s.slot FROM swaps s"
 
 
 def _prices_from(rows: Sequence[Sequence[object]]) -> MintPrices:
@@ -100,6 +86,7 @@ def _prices_from(rows: Sequence[Sequence[object]]) -> MintPrices:
         [float(r[2]) for r in rows],  # type: ignore[arg-type]  # price_sol: a float column
         [str(r[3]) for r in rows],
         [str(r[4]) for r in rows],
+        [None if r[5] is None else int(r[5]) for r in rows],  # type: ignore[call-overload]  # slot
     )
 
 
@@ -107,8 +94,7 @@ def shard_prices(url: str, shard: WalletShard, watermark: int) -> MintPrices:
     """Prices of every stored swap (any wallet) in the mints the shard's wallets hold positions in."""
     touched = "SELECT p.mint FROM positions p WHERE p.wallet >= :lo AND p.wallet <= :hi"
     sql = (
-        "SELECT s.mint, s.block_time, s.price_sol, s.signature, s.wallet FROM swaps s "
-        f"WHERE s.mint IN ({touched}) AND s.id <= :w AND {_swap_filter()} "
+        f"{_SWAP_PRICES} WHERE s.mint IN ({touched}) AND s.id <= :w AND {PRICED_SWAP_SQL} "
         f"UNION ALL {_TAPE_PRICES} AND t.mint IN ({touched})"
     )
     with read_engine(url).connect() as conn:
@@ -120,10 +106,7 @@ def shard_prices(url: str, shard: WalletShard, watermark: int) -> MintPrices:
 
 def read_all_prices(url: str, watermark: int) -> MintPrices:
     """Prices of every stored swap (small databases, tests)."""
-    sql = (
-        "SELECT s.mint, s.block_time, s.price_sol, s.signature, s.wallet FROM swaps s "
-        f"WHERE s.id <= :w AND {_swap_filter()} UNION ALL {_TAPE_PRICES}"
-    )
+    sql = f"{_SWAP_PRICES} WHERE s.id <= :w AND {PRICED_SWAP_SQL} UNION ALL {_TAPE_PRICES}"
     with read_engine(url).connect() as conn:
         rows = conn.execute(text(sql), {"w": watermark}).all()
     return _prices_from(rows)
@@ -149,17 +132,10 @@ def peak_multiples(rows: pd.DataFrame, prices: MintPrices, horizon_s: int) -> np
     for i, (mint, t, p0) in enumerate(
         zip(rows["mint"].tolist(), times.tolist(), entry.tolist(), strict=True)
     ):
-        span = prices.starts.get(str(mint))
         if not np.isfinite(p0):
             continue
-        if span is None:
-            out[i] = 0.0
-            continue
-        begin, end = span
-        window = prices.times[begin:end]
-        lo = begin + int(np.searchsorted(window, t, side="right"))
-        hi = begin + int(np.searchsorted(window, t + horizon_s, side="right"))
-        out[i] = float(prices.prices[lo:hi].max()) / p0 if hi > lo else 0.0
+        peak = prices.paths.window_peak(str(mint), t, t + horizon_s)
+        out[i] = 0.0 if peak is None else peak[0] / p0
     return out
 
 

@@ -18,6 +18,7 @@ from kolray.analyzer import (
     kol_stats,
 )
 from kolray.analyzer import stage as stage_module
+from kolray.analyzer.outcomes import attach_outcomes, paths_from_swaps
 from kolray.chain.types import Swap
 from kolray.db.tables import KolStatRow, Meta, PositionRow, Run, SwapRow
 
@@ -106,6 +107,7 @@ def expected_tables(engine, as_of: int) -> tuple[list[dict], list[dict]]:
     """What the tables must hold, computed by the pure functions from every stored swap."""
     swaps = stored_swaps(engine)
     positions = build_positions(swaps)
+    attach_outcomes(positions, paths_from_swaps(swaps))
     rows = sorted((p.to_row() for p in positions), key=lambda r: (r["wallet"], r["mint"], r["seq"]))
     stats = []
     for wallet in sorted({s.wallet for s in swaps}):
@@ -173,6 +175,7 @@ def test_incremental_runs_equal_a_full_rebuild(db, seed: int, small_batches: Non
     incremental = tables(db)
     # Read back per wallet, the positions are the pure function's, field for field.
     expected = build_positions(stored_swaps(db))
+    attach_outcomes(expected, paths_from_swaps(stored_swaps(db)))
     streamed = [p for _, positions in iter_wallet_positions(db, batch_wallets=2) for p in positions]
     assert streamed == expected
     assert [w for w, _ in iter_wallet_positions(db, [WALLETS[1], WALLETS[0]])] == sorted(WALLETS[:2])
@@ -282,6 +285,7 @@ def test_runs_meta_and_definition_changes(db, monkeypatch: pytest.MonkeyPatch) -
     assert meta == {
         "version": stage_module.ANALYZER_VERSION,
         "swap_id": summary.swap_watermark,
+        "tape_id": 0,  # no market tape read yet
         "as_of": T0 + 1,
         "data_as_of": T0 + 1,
         "complete": True,

@@ -27,6 +27,7 @@ from kolray.analyzer import (
     iter_wallet_positions,
     kol_stats,
 )
+from kolray.analyzer.outcomes import attach_outcomes, paths_from_swaps
 from kolray.chain.types import LAMPORTS_PER_SOL, Swap
 from kolray.db.tables import SwapRow
 
@@ -157,7 +158,9 @@ def test_the_database_stage_gives_the_same_positions(
         conn.execute(insert(SwapRow), [s.to_dict() for s in reversed(ordered[half:])])
     analyze(db)
     stored = [p for _, positions in iter_wallet_positions(db) for p in positions]
-    assert stored == build_positions(swaps)
+    expected = build_positions(swaps)
+    attach_outcomes(expected, paths_from_swaps(swaps))
+    assert stored == expected
 
 
 def _direct(rows: Iterable[Mapping[str, Any]], as_of: int, window: str) -> dict[str, Any]:
