@@ -2,8 +2,9 @@
 
 Plain synchronous functions of an engine (the routes run them in a thread pool): the leaderboard
 (``kol_stats`` joined with ``kols``), one KOL's record (statistics, positions, the cumulative PnL
-curve), the latest swaps with the position each belongs to, and the data's own clock (the newest
-swap), which is the default "now" of a replayed world.
+curve, the unrealised PnL of its open positions), the latest swaps with the position each belongs
+to, one token's market (its tape, gaps, and the KOLs' swaps and positions in it), and the data's
+own clock (the newest swap), which is the default "now" of a replayed world.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
-from sqlalchemy.engine import Engine
+import numpy as np
+from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
 
-from kolray.db.tables import Kol, KolStatRow, PositionRow, SwapRow
+from kolray.analyzer.positions import swap_price_sol
+from kolray.db.tables import Kol, KolStatRow, PositionRow, SwapRow, TapePointRow
 from kolray.serve.schemas import iso
 
 LAMPORTS_PER_SOL = 1_000_000_000
@@ -99,8 +103,31 @@ class KolRecord:
     as_of: int | None
     stats: dict[str, dict[str, Any] | None]
     open_positions: int
+    unrealised_pnl_sol: float | None
     positions: list[dict[str, Any]]
     pnl_curve: list[tuple[int, float]]
+
+
+def unrealised_by_wallet(conn: Connection, wallets: list[str]) -> dict[str, float]:
+    """Each wallet's unrealised PnL summed over its open, marked positions (the analyzer's
+    ``unrealised_pnl_sol``: the value at the mark less the cost of the tokens still held); wallets
+    without one are absent."""
+    if not wallets:
+        return {}
+    rows = conn.execute(
+        select(PositionRow.wallet, func.sum(PositionRow.unrealised_pnl_sol))
+        .where(
+            PositionRow.wallet.in_(sorted(set(wallets))),
+            PositionRow.status == "open",
+            PositionRow.unrealised_pnl_sol.is_not(None),
+        )
+        .group_by(PositionRow.wallet)
+    ).all()
+    return {wallet: float(total) for wallet, total in rows if total is not None}
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _position_out(row: PositionRow) -> dict[str, Any]:
@@ -118,6 +145,13 @@ def _position_out(row: PositionRow) -> dict[str, Any]:
         "multiple": row.multiple,
         "hold_s": row.hold_s,
         "unrealised_value_sol": row.unrealised_value_sol,
+        "unrealised_pnl_sol": _finite(row.unrealised_pnl_sol),
+        "peak_multiple": _finite(row.peak_multiple),
+        "peak_time": iso(row.peak_time),
+        "time_to_peak_s": None if row.peak_time is None else int(row.peak_time) - int(row.entry_time),
+        "drawdown": _finite(row.drawdown),
+        "missed_gain_sol": _finite(row.missed_gain_sol),
+        "copy_multiple": _finite(row.copy_multiple),
         "flags": list(row.flags or []),
     }
 
@@ -125,8 +159,6 @@ def _position_out(row: PositionRow) -> dict[str, Any]:
 def kol_record(engine: Engine, wallet: str, limit: int = 100) -> KolRecord | None:
     """Everything the KOL page shows; None when kolray knows nothing of the wallet (neither
     tracked nor with a position)."""
-    from sqlalchemy.orm import Session
-
     with Session(engine) as session:
         kol = session.execute(select(Kol).where(Kol.wallet == wallet)).scalar_one_or_none()
         stat_rows = session.execute(select(KolStatRow).where(KolStatRow.wallet == wallet)).scalars().all()
@@ -161,6 +193,7 @@ def kol_record(engine: Engine, wallet: str, limit: int = 100) -> KolRecord | Non
         ).all()
         if kol is None and not stat_rows and not positions:
             return None
+        unrealised = unrealised_by_wallet(session.connection(), [wallet]).get(wallet)
         curve: list[tuple[int, float]] = []
         total = 0.0
         for exit_time, pnl in closed:
@@ -176,6 +209,7 @@ def kol_record(engine: Engine, wallet: str, limit: int = 100) -> KolRecord | Non
             as_of=max((r.as_of for r in latest.values()), default=None),
             stats={w: stats_out(latest[w].stats) if w in latest else None for w in ("7d", "30d", "all")},
             open_positions=int(open_count),
+            unrealised_pnl_sol=unrealised,
             positions=[_position_out(p) for p in positions],
             pnl_curve=curve,
         )
@@ -283,3 +317,227 @@ def first_close_times(engine: Engine, wallets: list[str]) -> dict[str, int]:
             .group_by(PositionRow.wallet)
         ).all()
     return {wallet: int(t) for wallet, t in rows if t is not None}
+
+
+# One token's market
+
+
+@dataclass
+class TapeGap:
+    """Consecutive tape reads without a price, for the same reason."""
+
+    start: int
+    end: int
+    reads: int
+    reason: str
+
+
+@dataclass
+class TokenRecord:
+    """Everything ``GET /v1/tokens/{mint}`` shows, with times in unix seconds."""
+
+    points: list[dict[str, Any]]  # the priced tape points kept (downsampled when too many)
+    points_total: int
+    latest: dict[str, Any] | None  # the newest priced point in the window
+    gaps: list[TapeGap]
+    trades: list[dict[str, Any]]
+    trades_truncated: bool
+    positions: list[dict[str, Any]]
+    first_entry: tuple[int, float | None] | None  # the first KOL buy ever: time, price
+    peak: tuple[float, int] | None  # the highest price at or after the first buy: price, time
+
+
+TAPE_FIELDS = ("slot", "time", "price_sol", "market_cap_sol", "liquidity_sol", "venue", "graduated", "source")
+MAX_TOKEN_POSITIONS = 1000
+# What a swap's price is computed from (kolray.analyzer.positions.swap_price_sol).
+SWAP_COLUMNS = tuple(
+    getattr(SwapRow, name)
+    for name in ("signature", "block_time", "slot", "wallet", "mint", "side", "token_amount", "token_decimals",
+                 "sol_amount", "quote_mint", "fee", "tips", "dex", "price_sol", "market_cap_sol")
+)  # fmt: skip
+
+
+def _window(column: Any, since: int | None, until: int | None) -> list[Any]:
+    """SQL conditions for ``since <= column <= until`` (an absent bound: no condition)."""
+    conditions = []
+    if since is not None:
+        conditions.append(column >= since)
+    if until is not None:
+        conditions.append(column <= until)
+    return conditions
+
+
+def split_tape(rows: list[Any]) -> tuple[list[dict[str, Any]], list[TapeGap]]:
+    """Tape rows in time order → priced points and gaps; consecutive gap rows with the same note
+    are one gap (a token whose curve is missing fails every read, for the same reason)."""
+    points: list[dict[str, Any]] = []
+    gaps: list[TapeGap] = []
+    open_gap: TapeGap | None = None
+    for row in rows:
+        if row.price_sol is None or not math.isfinite(row.price_sol):
+            reason = row.note or "no price read"
+            if open_gap is not None and open_gap.reason == reason:
+                open_gap.end, open_gap.reads = int(row.time), open_gap.reads + 1
+            else:
+                open_gap = TapeGap(int(row.time), int(row.time), 1, reason)
+                gaps.append(open_gap)
+            continue
+        open_gap = None
+        points.append({name: getattr(row, name) for name in TAPE_FIELDS})
+    return points, gaps
+
+
+def downsample(times: np.ndarray, prices: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices of at most ``max_points`` of the points, in time order: the span cut into equal
+    time buckets, each keeping its lowest and its highest price (peaks and troughs survive a
+    stride), and always the first and the newest point."""
+    n = len(times)
+    if n <= max_points:
+        return np.arange(n)
+    buckets = max(1, (max_points - 2) // 2)
+    span = int(times[-1]) - int(times[0]) + 1
+    bucket = ((times - times[0]) * buckets // span).astype(np.int64)
+    order = np.lexsort((np.arange(n), prices, bucket))  # by bucket, then price, then time
+    starts = np.flatnonzero(np.r_[True, bucket[order][1:] != bucket[order][:-1]])
+    ends = np.r_[starts[1:], n] - 1
+    keep = np.unique(np.r_[order[starts], order[ends], 0, n - 1])
+    return keep
+
+
+def _tape(conn: Any, mint: str, since: int | None, until: int | None) -> list[Any]:
+    return list(
+        conn.execute(
+            select(*(getattr(TapePointRow, name) for name in TAPE_FIELDS), TapePointRow.note)
+            .where(TapePointRow.mint == mint, *_window(TapePointRow.time, since, until))
+            .order_by(TapePointRow.time, TapePointRow.slot)
+        ).all()
+    )
+
+
+def _trades(conn: Any, mint: str, since: int | None, until: int | None, cap: int) -> list[Any]:
+    rows = conn.execute(
+        select(*SWAP_COLUMNS, Kol.name)
+        .join(Kol, Kol.wallet == SwapRow.wallet, isouter=True)
+        .where(
+            SwapRow.mint == mint, SwapRow.block_time.is_not(None), *_window(SwapRow.block_time, since, until)
+        )
+        .order_by(SwapRow.block_time.desc(), SwapRow.id.desc())
+        .limit(cap + 1)
+    ).all()
+    return list(reversed(rows))
+
+
+def _trade_out(row: Any) -> dict[str, Any]:
+    return {
+        "signature": row.signature,
+        "time": int(row.block_time),
+        "wallet": row.wallet,
+        "name": row.name,
+        "side": row.side,
+        "price_sol": swap_price_sol(row),
+        "sol_amount": row.sol_amount / LAMPORTS_PER_SOL,
+        "token_amount": int(row.token_amount) / 10 ** int(row.token_decimals),
+        "dex": row.dex,
+    }
+
+
+def _positions_in(conn: Any, mint: str, since: int | None, until: int | None) -> list[dict[str, Any]]:
+    """The positions in ``mint`` that overlap the window: entered by ``until``, open or closed
+    at or after ``since``."""
+    conditions = [PositionRow.mint == mint]
+    if until is not None:
+        conditions.append(PositionRow.entry_time <= until)
+    if since is not None:
+        conditions.append(or_(PositionRow.exit_time.is_(None), PositionRow.exit_time >= since))
+    # A Session on the connection: an ORM entity in a select comes back whole, not as columns.
+    rows = (
+        Session(bind=conn)
+        .execute(
+            select(PositionRow, Kol.name)
+            .join(Kol, Kol.wallet == PositionRow.wallet, isouter=True)
+            .where(*conditions)
+            .order_by(PositionRow.entry_time.desc(), PositionRow.seq.desc(), PositionRow.id.desc())
+            .limit(MAX_TOKEN_POSITIONS)
+        )
+        .all()
+    )
+    return [{**_position_out(position), "wallet": position.wallet, "name": name} for position, name in rows]
+
+
+def _first_entry(conn: Any, mint: str) -> tuple[int, float | None] | None:
+    row = conn.execute(
+        select(*SWAP_COLUMNS)
+        .where(SwapRow.mint == mint, SwapRow.side == "buy", SwapRow.block_time.is_not(None))
+        .order_by(SwapRow.block_time, SwapRow.id)
+        .limit(1)
+    ).first()
+    return None if row is None else (int(row.block_time), swap_price_sol(row))
+
+
+def _peak(
+    points: list[dict[str, Any]], trades: list[dict[str, Any]], since: int | None
+) -> tuple[float, int] | None:
+    """The highest price at or after ``since`` over tape points and swaps; the earliest on ties."""
+    if since is None:
+        return None
+    candidates = [(p["price_sol"], p["time"]) for p in points if p["time"] >= since]
+    candidates += [
+        (t["price_sol"], t["time"]) for t in trades if t["time"] >= since and t["price_sol"] is not None
+    ]
+    if not candidates:
+        return None
+    price, time_ = max(candidates, key=lambda c: (c[0], -c[1]))
+    return float(price), int(time_)
+
+
+def known_mint(engine: Engine, mint: str) -> bool:
+    """Whether kolray has anything on ``mint``: a tape row or a swap."""
+    with engine.connect() as conn:
+        tape = conn.execute(select(TapePointRow.id).where(TapePointRow.mint == mint).limit(1)).first()
+        swap = None if tape else conn.execute(select(SwapRow.id).where(SwapRow.mint == mint).limit(1)).first()
+    return tape is not None or swap is not None
+
+
+def token_market(
+    engine: Engine, mint: str, since: int | None, until: int | None, max_points: int, max_trades: int
+) -> TokenRecord | None:
+    """The token's tape (priced points, downsampled to ``max_points``, and gaps), the KOLs' swaps
+    and positions in the window; None when kolray has neither a tape row nor a swap of it."""
+    if not known_mint(engine, mint):
+        return None
+    with engine.connect() as conn:
+        points, gaps = split_tape(_tape(conn, mint, since, until))
+        trade_rows = _trades(conn, mint, since, until, max_trades)
+        positions = _positions_in(conn, mint, since, until)
+        first_entry = _first_entry(conn, mint)
+    truncated = len(trade_rows) > max_trades
+    trades = [_trade_out(r) for r in trade_rows[-max_trades:]]
+    kept = downsample(
+        np.array([p["time"] for p in points], dtype=np.int64),
+        np.array([p["price_sol"] for p in points], dtype=np.float64),
+        max_points,
+    )
+    return TokenRecord(
+        points=[points[i] for i in kept],
+        points_total=len(points),
+        latest=points[-1] if points else None,
+        gaps=gaps,
+        trades=trades,
+        trades_truncated=truncated,
+        positions=positions,
+        first_entry=first_entry,
+        peak=_peak(points, trades, None if first_entry is None else first_entry[0]),
+    )
+
+
+def token_choices(engine: Engine, limit: int) -> list[tuple[str, int]]:
+    """The most recently traded tokens, newest trade first: (mint, KOLs that traded it)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(SwapRow.mint, func.count(func.distinct(SwapRow.wallet)))
+            .where(SwapRow.block_time.is_not(None))
+            .group_by(SwapRow.mint)
+            .order_by(func.max(SwapRow.block_time).desc(), SwapRow.mint)
+            .limit(limit)
+        ).all()
+    return [(mint, int(kols)) for mint, kols in rows]

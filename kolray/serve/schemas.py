@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from kolray.kols import validate_wallet
+from kolray.kols import InvalidWallet, validate_wallet
 from kolray.tracker.latency import StageLatency
 
 # Solana mainnet-beta's first block (2020-03-16): nothing traded before it.
@@ -201,6 +201,28 @@ Wallet = Annotated[
     ),
     AfterValidator(_wallet),
 ]
+
+
+def _mint(value: str) -> str:
+    try:
+        return validate_wallet(value)
+    except InvalidWallet as error:
+        # validate_wallet speaks of wallets; a token route's client sent a mint.
+        raise ValueError(str(error).replace("wallet address", "mint address")) from None
+
+
+Mint = Annotated[
+    str,
+    Field(
+        min_length=32,
+        max_length=44,
+        pattern=WALLET_PATTERN,
+        description="A token's mint: a Solana public key, the canonical base58 encoding of exactly 32 "
+        "bytes (the same rule, pattern and 422 as a wallet).",
+        examples=["4k3Dyjzvzp8eMZWUXbBCjEvwSkkk59S5iCNLY3QrkX6R"],
+    ),
+    AfterValidator(_mint),
+]
 IsoTime = Annotated[str, Field(description="ISO-8601 UTC", examples=["2024-06-01T12:00:00Z"])]
 
 
@@ -305,15 +327,37 @@ class KolStatsOut(BaseModel):
     recent_mean_multiple: float | None
     last_entry_time: IsoTime | None
     last_exit_time: IsoTime | None
+    # Copyability: written by analyzers that know the follower's side; older snapshots lack them.
+    copy_pnl_sol: float | None = Field(
+        default=None,
+        description="What a follower copying each opening buy a few seconds later, and exiting with "
+        "the KOL, made over the window (SOL). Null: not computed for this snapshot.",
+    )
+    copy_roi: float | None = Field(default=None, description="copy_pnl_sol over the follower's cost.")
+    copy_scored: int | None = Field(default=None, description="Positions with a follower result.")
+    farming: bool | None = Field(
+        default=None,
+        description="The KOL wins while its followers lose (null: not enough positions to tell, "
+        "or not computed for this snapshot).",
+    )
+
+
+UNREALISED_PNL = (
+    "Unrealised PnL of the open positions at the market mark: for each, the value of the tokens "
+    "still held at the mark less their cost basis (cost × tokens still held ÷ tokens bought). "
+    "Null: no open position with a mark."
+)
 
 
 class LeaderRow(BaseModel):
-    """One KOL on the leaderboard: rank, wallet, name, statistics over the window."""
+    """One KOL on the leaderboard: rank, wallet, name, statistics over the window, and the
+    unrealised PnL of its open positions now."""
 
     rank: int
     wallet: str
     name: str | None
     stats: KolStatsOut
+    unrealised_pnl_sol: float | None = Field(default=None, description=UNREALISED_PNL)
 
 
 class Leaderboard(BaseModel):
@@ -355,7 +399,34 @@ class PositionOut(BaseModel):
     realised_pnl_sol: float | None
     multiple: float | None
     hold_s: int | None
-    unrealised_value_sol: float | None
+    unrealised_value_sol: float | None = Field(description="Open: the tokens still held, at the mark.")
+    unrealised_pnl_sol: float | None = Field(
+        default=None,
+        description="Open: unrealised_value_sol less the cost basis of the tokens still held "
+        "(cost × tokens still held ÷ tokens bought). Null: closed, no mark, or not SOL-valued.",
+    )
+    peak_multiple: float | None = Field(
+        default=None,
+        description="The highest price within 7 days after entry ÷ the entry price (so far, while "
+        "the 7 days run). Null: no price after the entry.",
+    )
+    peak_time: IsoTime | None = Field(default=None, description="When that peak first traded.")
+    time_to_peak_s: int | None = Field(default=None, description="peak_time − entry_time, seconds.")
+    drawdown: float | None = Field(
+        default=None,
+        description="The largest fall from a running high (from the entry price) within the 7 days, "
+        "as a fraction of that high: 0 never fell, 0.9 lost 90%.",
+    )
+    missed_gain_sol: float | None = Field(
+        default=None,
+        description="Closed: what the tokens sold would have fetched at the highest price after the "
+        "exit (within the 7 days) beyond what they did fetch; 0 when nothing traded higher.",
+    )
+    copy_multiple: float | None = Field(
+        default=None,
+        description="What a follower buying and selling a few seconds after the KOL made: the price "
+        "after the exit ÷ the price after the entry, gross of fees.",
+    )
     flags: list[str]
 
 
@@ -378,6 +449,9 @@ class KolDetail(BaseModel):
     forecast: Forecast | None = Field(description="Null when no KOL model is loaded (see forecast_error).")
     forecast_error: str | None = None
     open_positions: int
+    unrealised_pnl_sol: float | None = Field(
+        default=None, description="Sum over every open position (not only those listed). " + UNREALISED_PNL
+    )
     positions: list[PositionOut] = Field(description="Most recent first (by entry), up to `limit`.")
     pnl_curve: list[PnlPoint] = Field(
         description="Cumulative realised PnL over closed positions, by exit time."
@@ -416,6 +490,103 @@ class RecentTrades(BaseModel):
     )
     target_meaning: str | None = None
     prediction_error: str | None = Field(default=None, description="Why p_3x is missing, when it is.")
+
+
+# Tokens
+
+MAX_TAPE_POINTS = 20_000
+DEFAULT_TAPE_POINTS = 2_000
+# Far enough ahead for any query of a real chain, small enough for every database's BIGINT.
+MAX_QUERY_TIME_S = 4_102_444_800  # 2100-01-01
+
+
+class TapePointOut(BaseModel):
+    """The token's market at one slot, read from its bonding curve or pool (``market_tape``)."""
+
+    time: IsoTime
+    slot: int
+    price_sol: float = Field(description="SOL per whole token.")
+    market_cap_sol: float | None
+    liquidity_sol: float | None = Field(description="SOL on the curve or in the pool.")
+    venue: str | None = Field(description="Where the price was read: pumpfun, pumpswap, raydium.")
+    graduated: bool | None = Field(description="The bonding curve is complete (the token trades on a pool).")
+    source: str = Field(description="live (read from accounts) or history (from the venue's trades).")
+
+
+class TapeGapOut(BaseModel):
+    """A stretch where the market stage could not read the token's market: consecutive reads that
+    failed for the same reason. No price is invented for it."""
+
+    start: IsoTime = Field(description="The first failed read.")
+    end: IsoTime = Field(description="The last failed read before a price or another reason.")
+    reads: int = Field(description="Failed reads in the stretch.")
+    reason: str = Field(description="Why the market could not be read (the tape's note).")
+
+
+class TokenTradeOut(BaseModel):
+    """A tracked KOL's swap of the token: an entry (buy) or an exit (sell)."""
+
+    signature: str
+    time: IsoTime
+    wallet: str
+    name: str | None
+    side: Literal["buy", "sell"]
+    price_sol: float | None = Field(description="SOL per whole token at this swap (null: a non-SOL leg).")
+    sol_amount: float = Field(description="SOL spent (buy) or received (sell).")
+    token_amount: float = Field(description="Whole tokens bought or sold.")
+    dex: str
+
+
+class TokenPositionOut(PositionOut):
+    """A tracked KOL's position in the token."""
+
+    wallet: str
+    name: str | None
+
+
+class TokenSummary(BaseModel):
+    """The token at a glance, over the window asked for."""
+
+    latest_price_sol: float | None = Field(description="The newest tape price in the window.")
+    latest_time: IsoTime | None
+    market_cap_sol: float | None = Field(description="At the newest tape price.")
+    liquidity_sol: float | None = Field(description="At the newest tape price.")
+    venue: str | None = Field(description="At the newest tape price.")
+    graduated: bool | None = Field(description="At the newest tape price.")
+    first_entry_time: IsoTime | None = Field(description="The first tracked KOL buy of the token (ever).")
+    first_entry_price_sol: float | None
+    peak_price_sol: float | None = Field(
+        description="The highest price in the window at or after the first KOL buy, over the tape and "
+        "the KOLs' swaps (as the peak_3x label takes it)."
+    )
+    peak_time: IsoTime | None
+    peak_multiple: float | None = Field(description="peak_price_sol ÷ first_entry_price_sol.")
+    kols: int = Field(description="Tracked KOLs with a swap of the token in the window.")
+
+
+class TokenMarket(BaseModel):
+    """``GET /v1/tokens/{mint}``."""
+
+    mint: str
+    since: IsoTime | None
+    until: IsoTime | None
+    summary: TokenSummary
+    points: list[TapePointOut] = Field(description="Tape prices in the window, oldest first.")
+    points_total: int = Field(description="Tape prices in the window before any downsampling.")
+    max_points: int
+    downsampled: bool = Field(
+        description="points_total > max_points: the window is cut into equal time buckets and each "
+        "keeps its lowest and highest price (so peaks and troughs survive), plus the first and the "
+        "newest point. The summary is computed on every point."
+    )
+    gaps: list[TapeGapOut] = Field(description="Stretches without a price, with their reason, oldest first.")
+    trades: list[TokenTradeOut] = Field(
+        description="The KOLs' swaps of the token in the window, oldest first."
+    )
+    trades_truncated: bool = Field(description="More swaps than the cap: the newest are kept.")
+    positions: list[TokenPositionOut] = Field(
+        description="The KOLs' positions in the token that overlap the window, newest entry first."
+    )
 
 
 # Models

@@ -62,7 +62,13 @@ from kolray.serve.schemas import (
     RecentTrades,
     ReloadRequest,
     ReloadResponse,
+    TapeGapOut,
+    TapePointOut,
     TokenItem,
+    TokenMarket,
+    TokenPositionOut,
+    TokenSummary,
+    TokenTradeOut,
     TradeOut,
     VersionInfo,
     iso,
@@ -74,6 +80,7 @@ log = logging.getLogger(__name__)
 SYSTEM_PROGRAM = "11111111111111111111111111111111"  # a valid wallet address no KOL has
 
 MODELS = ("token", "kol")
+MAX_TOKEN_TRADES = 5000  # a token's KOL swaps in one answer (the newest kept beyond it)
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,63}$")
 PLOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.png$")
 
@@ -213,6 +220,46 @@ def _replica_lost(error: BaseException) -> bool:
     from ray.exceptions import RayActorError
 
     return isinstance(error, RayActorError)
+
+
+def token_out(
+    mint: str, since: int | None, until: int | None, max_points: int, record: queries.TokenRecord
+) -> TokenMarket:
+    """A token's record as the API answers it (times in ISO-8601)."""
+    latest = record.latest or {}
+    first_time, first_price = record.first_entry or (None, None)
+    peak_price, peak_time = record.peak or (None, None)
+    summary = TokenSummary(
+        latest_price_sol=latest.get("price_sol"),
+        latest_time=iso(latest.get("time")),
+        market_cap_sol=latest.get("market_cap_sol"),
+        liquidity_sol=latest.get("liquidity_sol"),
+        venue=latest.get("venue"),
+        graduated=latest.get("graduated"),
+        first_entry_time=iso(first_time),
+        first_entry_price_sol=first_price,
+        peak_price_sol=peak_price,
+        peak_time=iso(peak_time),
+        peak_multiple=peak_price / first_price if peak_price is not None and first_price else None,
+        kols=len({t["wallet"] for t in record.trades}),
+    )
+    return TokenMarket(
+        mint=mint,
+        since=iso(since),
+        until=iso(until),
+        summary=summary,
+        points=[TapePointOut(**{**p, "time": iso(p["time"])}) for p in record.points],
+        points_total=record.points_total,
+        max_points=max_points,
+        downsampled=record.points_total > len(record.points),
+        gaps=[
+            TapeGapOut(start=iso(g.start) or "", end=iso(g.end) or "", reads=g.reads, reason=g.reason)
+            for g in record.gaps
+        ],
+        trades=[TokenTradeOut(**{**t, "time": iso(t["time"])}) for t in record.trades],
+        trades_truncated=record.trades_truncated,
+        positions=[TokenPositionOut(**p) for p in record.positions],
+    )
 
 
 class KolrayService:
@@ -452,15 +499,28 @@ class KolrayService:
     # KOLs
 
     async def leaderboard(self, window: str, sort: str, limit: int, search: str | None = None) -> Leaderboard:
-        """The leaderboard over ``window``, sorted by ``sort``, optionally searched."""
-        result = await self._db(lambda: queries.leaderboard(self.engine, window, sort, limit, search))
+        """The leaderboard over ``window``, sorted by ``sort``, optionally searched, with each
+        KOL's unrealised PnL now."""
+
+        def read() -> tuple[queries.LeaderboardRows, dict[str, float]]:
+            result = queries.leaderboard(self.engine, window, sort, limit, search)
+            with self.engine.connect() as conn:
+                return result, queries.unrealised_by_wallet(conn, [w for w, _, _ in result.rows])
+
+        result, unrealised = await self._db(read)
         return Leaderboard(
             window=window,  # type: ignore[arg-type]
             sort=sort,  # type: ignore[arg-type]
             as_of=iso(result.as_of),
             total=result.total,
             kols=[
-                LeaderRow(rank=i + 1, wallet=w, name=n, stats=KolStatsOut(**queries.stats_out(s)))  # type: ignore[arg-type]
+                LeaderRow(
+                    rank=i + 1,
+                    wallet=w,
+                    name=n,
+                    stats=KolStatsOut(**queries.stats_out(s)),  # type: ignore[arg-type]
+                    unrealised_pnl_sol=unrealised.get(w),
+                )
                 for i, (w, n, s) in enumerate(result.rows)
             ],
         )
@@ -491,6 +551,7 @@ class KolrayService:
             forecast=forecast,
             forecast_error=forecast_error,
             open_positions=record.open_positions,
+            unrealised_pnl_sol=record.unrealised_pnl_sol,
             positions=[PositionOut(**p) for p in record.positions],
             pnl_curve=[PnlPoint(time=iso(t) or "", cum_pnl_sol=v) for t, v in record.pnl_curve],
         )
@@ -546,6 +607,23 @@ class KolrayService:
             target_meaning=meaning(target) if target else None,
             prediction_error=error,
         )
+
+    async def token_market(
+        self, mint: str, since: int | None = None, until: int | None = None, max_points: int = 2000
+    ) -> TokenMarket:
+        """One token: its market tape (downsampled to ``max_points``) with its gaps, the KOLs'
+        swaps and positions in it, over ``[since, until]`` (unix seconds; 404 when kolray has
+        neither a tape row nor a swap of it)."""
+        record = await self._db(
+            lambda: queries.token_market(self.engine, mint, since, until, max_points, MAX_TOKEN_TRADES)
+        )
+        if record is None:
+            raise NotFound(f"unknown token {mint}: no market tape and no tracked KOL swap of it")
+        return token_out(mint, since, until, max_points, record)
+
+    async def token_choices(self, limit: int = 200) -> list[tuple[str, int]]:
+        """(mint, KOLs that traded it) of the most recently traded tokens, for the UI's picker."""
+        return await self._db(lambda: queries.token_choices(self.engine, limit))
 
     async def kol_choices(self) -> list[tuple[str, str | None]]:
         """(wallet, name) of every KOL, for the UI's pickers."""

@@ -8,13 +8,14 @@ them (the order of the OpenAPI page). The alerts and backtests modules also hold
 
 from fastapi import APIRouter
 
-from kolray.serve.routes import admin, alerts, backtests, health, kols, models, predictions, trades
+from kolray.serve.routes import admin, alerts, backtests, health, kols, models, predictions, tokens, trades
 
 ROUTERS: list[APIRouter] = [
     health.router,
     predictions.router,
     kols.router,
     trades.router,
+    tokens.router,
     models.router,
     admin.router,
     alerts.router,
