@@ -8,6 +8,7 @@ import typer
 
 from kolray.commands._common import RpcUrls, Rps, console, fail, out, settings
 from kolray.commands._database import database
+from kolray.market.history import HISTORY_BUDGET
 from kolray.market.stage import FAST_S, SLOW_S, MarketOptions, MarketSummary, market_once
 from kolray.secrets import redact_url, register_secret
 
@@ -26,6 +27,18 @@ def market(
         float,
         typer.Option(min=0.1, help="Most seconds between reads of a token whose price stands still."),
     ] = SLOW_S,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history/--no-history",
+            help="Fill each token's tape before the stage first read it (tracked buys from before) "
+            "from the token's own trades on its curve and PumpSwap pool.",
+        ),
+    ] = True,
+    history_budget: Annotated[
+        int,
+        typer.Option(min=2, help="Most getTransaction calls per token for its history."),
+    ] = HISTORY_BUDGET,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Watch the market of every token a tracked KOL bought within 7 days or still holds: its
@@ -40,7 +53,9 @@ def market(
     urls = rpc_url or config.rpc_url_values
     for url in urls:
         register_secret(url)
-    options = MarketOptions.from_settings(config, rpc_urls=urls, fast_s=fast, slow_s=slow)
+    options = MarketOptions.from_settings(
+        config, rpc_urls=urls, fast_s=fast, slow_s=slow, history=history, history_budget=history_budget
+    )
     endpoints = ", ".join(redact_url(u) for u in urls)
     if once:
         summary = market_once(options)
@@ -67,6 +82,11 @@ def _print(summary: MarketSummary, json_: bool) -> None:
         f"{summary.points_stored} tape rows stored, {summary.gaps} gaps, {summary.rpc_calls} RPC calls "
         f"in {summary.elapsed_s:.1f}s"
     )
+    if summary.history_tokens:
+        console.print(
+            f"history of {summary.history_tokens} tokens: {summary.history_points} prices from their trades, "
+            f"{summary.history_gaps} gaps, {summary.history_transactions} transactions read"
+        )
     from rich.markup import escape
 
     for error in summary.errors[-3:]:

@@ -51,7 +51,9 @@ class TapePoint:
     time: int
     price_sol: float  # SOL per whole token
     market_cap_sol: float
-    liquidity_sol: float  # SOL on the curve (real reserves) or in the pool's quote vault
+    liquidity_sol: (
+        float | None
+    )  # SOL on the curve (real reserves) or in the pool's quote vault; None: unknown (a trade's history)
     venue: str  # pumpfun | pumpswap | raydium_amm_v4
     graduated: bool
 

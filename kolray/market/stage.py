@@ -24,6 +24,13 @@ from sqlalchemy.engine import Engine
 from kolray.chain.rpc import RpcClient, client_options_of
 from kolray.config import Settings, get_settings
 from kolray.db.migrate import upgrade
+from kolray.market.history import (
+    HISTORY_BUDGET,
+    HistoryReader,
+    history_windows,
+    read_histories,
+    tracked_signatures,
+)
 from kolray.market.read import Gap, MarketReader, Pool, TapePoint, raydium_pool_from_transaction
 from kolray.market.store import store_tape
 from kolray.market.watch import LABEL_HORIZON_S, Cadence, watched_mints
@@ -45,6 +52,11 @@ class MarketOptions:
     heartbeat_s: float = 300.0  # an unchanged price is stored again after this long
     refresh_s: float = 30.0  # the watch list is re-read this often
     horizon_s: int = LABEL_HORIZON_S
+    # Tokens bought before the stage first read them get their earlier prices from their trades
+    # (kolray.market.history), at most ``history_budget`` getTransaction calls per token.
+    history: bool = True
+    history_budget: int = HISTORY_BUDGET
+    history_tokens_per_pass: int = 20  # histories read between two passes of live reads
     client_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -66,6 +78,11 @@ class MarketSummary(BaseModel):
     gaps: int = 0
     rpc_calls: int = 0
     untimed: int = 0  # reads left out: the node gave no block time for their slot
+    history_tokens: int = 0  # tokens whose history was read
+    history_points: int = 0  # tape rows stored from their trades (source 'history')
+    history_gaps: int = 0
+    history_transactions: int = 0  # getTransaction calls the histories made
+    history_signature_calls: int = 0  # getSignaturesForAddress pages they read
     errors: list[str] = []
     elapsed_s: float = 0.0
 
@@ -82,6 +99,9 @@ class MarketWatcher:
         self.summary = MarketSummary()
         self.chain_now = 0
         self._refreshed = -float("inf")
+        self.history = HistoryReader(rpc, options.history_budget) if options.history else None
+        self.history_pending: list[str] = []  # watched mints whose history is still to be read
+        self.history_tried: set[str] = set()
 
     async def _find_pool(self, mint: str) -> Pool | None:
         """A graduated token's Raydium pool, from one stored swap of it on Raydium AMM v4."""
@@ -104,6 +124,8 @@ class MarketWatcher:
         mints = await asyncio.to_thread(watched_mints, self.engine, self.chain_now, self.options.horizon_s)
         self.cadence.watch(mints, now)
         self.summary.watched = len(mints)
+        if self.history is not None:
+            self.history_pending = [m for m in mints if m not in self.history_tried]
         self._refreshed = now
         return mints
 
@@ -141,6 +163,34 @@ class MarketWatcher:
         self.summary.untimed = self.reader.untimed
         return stored
 
+    async def backfill(self, mints: list[str]) -> int:
+        """Read the history of those of ``mints`` that need one; returns the rows stored. Run after
+        the tokens' first live read, so a history ends where the live tape begins."""
+        if self.history is None or not mints:
+            return 0
+        self.history_tried.update(mints)
+        windows = await asyncio.to_thread(
+            history_windows, self.engine, mints, self.chain_now, self.options.horizon_s
+        )
+        known = {w.mint: await asyncio.to_thread(tracked_signatures, self.engine, w.mint) for w in windows}
+        results = await read_histories(self.history, windows, known)
+        stored = 0
+        for result in results:
+            # A token whose signatures could not be listed stores nothing and is tried again later.
+            if result.signature_calls == 0 or (not result.points and not result.gaps):
+                if result.signature_calls == 0:
+                    self.history_tried.discard(result.mint)
+                self.summary.history_signature_calls += result.signature_calls
+                continue
+            added = await asyncio.to_thread(store_tape, self.engine, result.points, result.gaps, "history")
+            stored += added
+            self.summary.history_tokens += 1
+            self.summary.history_points += len(result.points)
+            self.summary.history_gaps += len(result.gaps)
+            self.summary.history_transactions += result.fetched
+            self.summary.history_signature_calls += result.signature_calls
+        return stored
+
     async def step(self, now: float) -> float:
         """One pass of the loop; returns how long to wait before the next."""
         if now - self._refreshed >= self.options.refresh_s:
@@ -148,6 +198,10 @@ class MarketWatcher:
         due = self.cadence.due_now(now)
         if due:
             await self.read(due, now)
+        if self.history_pending:
+            batch = self.history_pending[: self.options.history_tokens_per_pass]
+            self.history_pending = self.history_pending[len(batch) :]
+            await self.backfill(batch)
         upcoming = self.cadence.next_due()
         wait = self.options.refresh_s if upcoming is None else upcoming - time.monotonic()
         return min(max(wait, 0.05), self.options.refresh_s)
@@ -181,6 +235,8 @@ async def market_once_async(options: MarketOptions) -> MarketSummary:
         mints = await watcher.refresh(time.monotonic())
         for begin in range(0, len(mints), 1000):
             await watcher.read(mints[begin : begin + 1000], time.monotonic())
+        if options.history:
+            await watcher.backfill(mints)
     watcher.summary.elapsed_s = round(time.monotonic() - started, 3)
     return watcher.summary
 

@@ -1,0 +1,194 @@
+"""How much of a position's peak a token's history recovers, per getTransaction budget.
+
+On a twin world, every position's token gets its history backfilled (``kolray.market.history``: the
+crowd's and other trades on its curve and PumpSwap pool, at most B getTransaction calls per token)
+into a fresh database, for each budget B. Each position's peak multiple is then read from the stored
+history tape: the highest price at a slot after its entry's and within 7 days, over the tape's price
+at its entry (the world's true price at the entry's slot; at least 1), and held against the world's
+``tape_max_multiple_7d`` (the true tape's peak over the same 7 days, over the same entry price):
+
+- ``within_5pct``: the share of positions whose history peak is within 5% of the true one;
+- ``agree_3x``: the share on the same side of 3x; ``recall_3x``: of the positions whose true peak
+  is ≥ 3x, the share the history also puts there (a history can only miss a peak, never invent one);
+- ``calls_per_token`` and ``seconds``: what it cost.
+
+``all`` is an unbounded budget (every trade read): what the method reaches when it misses nothing.
+Measured on the twin only (its crowd trades are the tape's change points).
+Prints progress to stderr and one JSON object on the last line of stdout.
+
+    python bench/market_history.py [--kols 20] [--days 5] [--seed 3] [--budgets 20,50,200,all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kolray.chain.rpc import RpcClient
+from kolray.market.history import HistoryReader, history_windows, read_histories, tracked_signatures
+from kolray.market.store import read_tape, store_tape
+from kolray.sim.market import price_of
+from kolray.sim.params import LABEL_HORIZON_S, LAMPORTS_PER_SOL, TOKEN_DECIMALS, slot_start
+from kolray.sim.server import start_server
+from kolray.sim.world import World, generate_world, load_world
+from kolray.testing.market_world import database_with_world_swaps
+
+UNBOUNDED = 10**9
+
+
+def say(message: str) -> None:
+    print(f"[market-history] {message}", file=sys.stderr, flush=True)
+
+
+def positions_with_entries(world: World) -> pd.DataFrame:
+    """Positions with a true tape peak, their entry's slot and the true price there (SOL per token)."""
+    positions = world.positions()
+    positions = positions[positions["tape_max_multiple_7d"].notna()]
+    trades = world.trades()[["signature", "slot"]].rename(columns={"signature": "entry_signature"})
+    positions = positions.merge(trades, on="entry_signature", how="inner")
+    tapes = world.tapes()
+    scale = 10**TOKEN_DECIMALS / LAMPORTS_PER_SOL
+    prices, peaks = [], []
+    for mint, slot in zip(positions["mint"], positions["slot"], strict=True):
+        at = slot_start(world.start, int(slot))
+        state = tapes.at(mint, at)
+        prices.append(price_of(state[0]) * scale if state is not None else np.nan)
+        peaks.append(
+            price_of(tapes.peak(mint, at, at + LABEL_HORIZON_S)) * scale if state is not None else np.nan
+        )
+    tokens = world.tokens().set_index("mint")
+    raydium = tokens["amm"].eq("raydium_amm_v4") & tokens["migration_time"].notna()
+    positions = positions.assign(
+        entry_price=prices,
+        # The true tape's peak from the entry's slot (the world's column starts at the simulated
+        # trade's instant, which a signer's earlier transaction can push a slot or two before it).
+        slot_max_multiple_7d=np.asarray(peaks) / np.asarray(prices),
+        raydium=positions["mint"].map(raydium).fillna(False).astype(bool),
+    )
+    return positions[positions["entry_price"].notna()].reset_index(drop=True)
+
+
+def agreement(peaks: np.ndarray, truth: np.ndarray) -> dict:
+    big = truth >= 3.0
+    return {
+        "positions": len(truth),
+        "within_5pct": round(float(np.mean(np.abs(peaks / truth - 1) <= 0.05)), 4) if len(truth) else None,
+        "agree_3x": round(float(np.mean((peaks >= 3.0) == big)), 4) if len(truth) else None,
+        "recall_3x": round(float(np.mean(peaks[big] >= 3.0)), 4) if big.any() else None,
+        "positions_3x": int(big.sum()),
+    }
+
+
+def history_peaks(positions: pd.DataFrame, tape: pd.DataFrame) -> np.ndarray:
+    """Each position's peak multiple from the history tape: max price after its entry's slot and
+    within 7 days, over its entry price (1 when the history holds nothing higher)."""
+    priced = tape[tape["price_sol"].notna()]
+    by_mint = {m: g for m, g in priced.groupby("mint")}
+    out = np.ones(len(positions))
+    for i, p in enumerate(positions.itertuples(index=False)):
+        rows = by_mint.get(p.mint)
+        if rows is None:
+            continue
+        window = rows[(rows["slot"] > p.slot) & (rows["time"] <= p.entry_time + LABEL_HORIZON_S)]
+        if len(window):
+            out[i] = max(1.0, float(window["price_sol"].max()) / p.entry_price)
+    return out
+
+
+def run_budget(world: World, root: Path, url: str, budget: int, label: str) -> tuple[pd.DataFrame, dict]:
+    engine = database_with_world_swaps(f"sqlite:///{root / f'history-{label}.db'}", world)
+    mints = sorted(set(world.positions()["mint"]))
+
+    async def backfill() -> tuple[int, int, int, int]:
+        async with RpcClient([url]) as rpc:
+            windows = history_windows(engine, mints, world.end)
+            known = {w.mint: tracked_signatures(engine, w.mint) for w in windows}
+            results = await read_histories(HistoryReader(rpc, budget), windows, known)
+        for r in results:
+            store_tape(engine, r.points, r.gaps, "history")
+        return (
+            len(results),
+            sum(r.fetched for r in results),
+            sum(r.signature_calls for r in results),
+            sum(len(r.gaps) for r in results),
+        )
+
+    started = time.perf_counter()
+    tokens, fetched, pages, gaps = asyncio.run(backfill())
+    seconds = time.perf_counter() - started
+    return read_tape(engine, mints), {
+        "budget": label,
+        "tokens": tokens,
+        "transactions": fetched,
+        "signature_pages": pages,
+        "calls_per_token": round((fetched + pages) / max(tokens, 1), 1),
+        "gaps": gaps,
+        "seconds": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kols", type=int, default=20)
+    parser.add_argument("--days", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--budgets", default="20,50,200,all")
+    parser.add_argument("--quick", action="store_true", help="a small world (CI smoke)")
+    args = parser.parse_args()
+    if args.quick:
+        args.kols, args.days, args.budgets = 6, 2.0, "20,all"
+    budgets = [(UNBOUNDED, "all") if b == "all" else (int(b), b) for b in args.budgets.split(",")]
+    with tempfile.TemporaryDirectory(prefix="kolray-bench-history-") as tmp:
+        root = Path(tmp)
+        say(f"world: {args.kols} KOLs × {args.days:g} days, seed {args.seed}")
+        generate_world(root / "world", kols=args.kols, days=args.days, seed=args.seed)
+        world = load_world(root / "world")
+        positions = positions_with_entries(world)
+        truth = positions["tape_max_multiple_7d"].to_numpy(float)
+        at_slot = positions["slot_max_multiple_7d"].to_numpy(float)
+        reach = ~positions["raydium"].to_numpy(bool)
+        results = []
+        with start_server(world, rps=None) as twin:  # the clock at the world's end
+            for budget, label in budgets:
+                tape, cost = run_budget(world, root, twin.url, budget, label)
+                peaks = history_peaks(positions, tape)
+                result = {
+                    **cost,
+                    "vs_tape_max_multiple_7d": agreement(peaks, truth),
+                    "vs_peak_from_entry_slot": agreement(peaks, at_slot),
+                    "vs_peak_from_entry_slot_no_raydium": agreement(peaks[reach], at_slot[reach]),
+                    "median_peak_ratio": round(float(np.median(peaks / truth)), 4),
+                }
+                say(json.dumps(result))
+                results.append(result)
+    print(
+        json.dumps(
+            {
+                "bench": "market_history",
+                "world": {"kols": args.kols, "days": args.days, "seed": args.seed},
+                "positions": len(positions),
+                "positions_3x": int((truth >= 3.0).sum()),
+                "positions_on_raydium_tokens": int((~reach).size - reach.sum()),
+                "budgets": results,
+                "within_5pct": {r["budget"]: r["vs_tape_max_multiple_7d"]["within_5pct"] for r in results},
+                "agree_3x": {r["budget"]: r["vs_tape_max_multiple_7d"]["agree_3x"] for r in results},
+                "within_5pct_no_raydium": {
+                    r["budget"]: r["vs_peak_from_entry_slot_no_raydium"]["within_5pct"] for r in results
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
