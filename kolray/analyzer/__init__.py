@@ -2,6 +2,8 @@
 
 - :mod:`kolray.analyzer.positions`: :func:`build_positions` and the shared position definition.
 - :mod:`kolray.analyzer.stats`: :func:`kol_stats` and :class:`KolStatsIndex` (many as-of times).
+- :mod:`kolray.analyzer.outcomes`: what the market did around a position (peak, drawdown, missed
+  gain, a follower's copy) from the mint's price path.
 - :mod:`kolray.analyzer.stage`: :func:`analyze`, the incremental database stage.
 """
 
@@ -30,6 +32,7 @@ from kolray.analyzer.stage import (
 )
 from kolray.analyzer.stats import (
     DH_HOLD_SCALE_S,
+    FARMING_MIN_COPIES,
     RECENT_N,
     STAT_FIELDS,
     WINDOWS,
@@ -46,6 +49,7 @@ __all__ = [
     "ANALYZER_VERSION",
     "DH_HOLD_SCALE_S",
     "DUST_FRACTION",
+    "FARMING_MIN_COPIES",
     "FLAG_NON_SOL_LEG",
     "FLAG_UNTRACKED_SELL",
     "RECENT_N",

@@ -17,12 +17,11 @@ Per position, with ``p0`` its opening buy's price (``entry_price_sol``) and ``H`
   highest price after its exit (within ``entry + H``) beyond what they did fetch; 0 when nothing
   traded higher after the exit.
 - ``copy_multiple``: a follower who buys ``COPY_DELAY_S`` seconds after the KOL's opening buy and
-  sells everything ``COPY_DELAY_S`` seconds after the KOL's closing sell pays the price at
-  ``entry + d`` and gets the price at ``exit + d``: ``copy_multiple = p(exit + d) ÷ p(entry + d)``,
-  gross of fees (the KOL's ``multiple`` is gross of fees too). The follower buys after the KOL's
-  own buy moved the price, and after whatever crowd its call drew, which is what copying costs.
-  It is known at ``exit + d`` (for statistics, at the close, d seconds early: the same order of
-  approximation as a block's time).
+  exits with the KOL (sells everything at the KOL's closing sell) pays the price at ``entry + d``
+  and gets the price at the exit: ``copy_multiple = p(exit) ÷ p(entry + d)``, gross of fees (the
+  KOL's ``multiple`` is gross of fees too). The follower buys after the KOL's own buy moved the
+  price and after whatever crowd its call drew, and sells after the KOL's sell hit the pool, which
+  is what copying costs. It is known at the close, so statistics stay point in time.
 
 Only prices kolray has count: without a market tape, a peak no tracked wallet traded at is missed,
 and a copy that no price separates from the KOL's own trade equals it (the statistics then show no
@@ -235,7 +234,7 @@ def position_outcome(
         sold = tokens_sold / 10**token_decimals
         missed = 0.0 if after_exit is None else max(0.0, sold * after_exit[0] - proceeds_sol)
         bought_at = paths.price_at(mint, entry_time + copy_delay_s)
-        sold_at = paths.price_at(mint, exit_time + copy_delay_s)
+        sold_at = paths.price_at(mint, exit_time)
         if bought_at is not None and sold_at is not None:
             copy = sold_at / bought_at
     return Outcome(peak_multiple, peak_time, drawdown, missed, copy)

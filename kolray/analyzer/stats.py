@@ -26,6 +26,14 @@ Definitions (also in the README, "KOL statistics"):
   not holding.
 - recent form: the last ``RECENT_N`` scored positions closed before ``as_of`` (in close order,
   ties broken by entry time, mint, seq), whatever the window.
+- copyability: over the scored positions with a follower result (``copy_multiple``, see
+  :mod:`kolray.analyzer.outcomes`: buy ``COPY_DELAY_S`` after the KOL's opening buy, sell everything
+  with its closing sell), ``copy_scored`` counts them, ``copy_pnl_sol`` is what a follower
+  putting in the KOL's own cost would have made, ``Σ cost × (copy_multiple − 1)`` (gross of fees),
+  and ``copy_roi`` that over the cost.
+- ``farming``: on at least ``FARMING_MIN_COPIES`` such positions, the KOL made money (net PnL > 0 on
+  those very positions) while its followers lost it (``copy_pnl < 0``): it wins by selling to the
+  crowd it calls in. ``None`` on fewer positions.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ WINDOWS: dict[str, int | None] = {"7d": 7 * 86_400, "30d": 30 * 86_400, "all": N
 RECENT_N = 10
 DH_HOLD_SCALE_S = 86_400
 WILSON_Z = 1.96
+FARMING_MIN_COPIES = 5
 _LN3 = math.log(3.0)
 
 
@@ -79,6 +88,10 @@ class KolStats:
     recent_mean_multiple: float | None
     last_entry_time: int | None  # latest entry before as_of (any window)
     last_exit_time: int | None  # latest close before as_of (any window)
+    copy_scored: int  # scored positions with a follower result
+    copy_pnl_sol: float  # what a follower copying them made (gross)
+    copy_roi: float | None
+    farming: bool | None  # the KOL wins while its followers lose (None: too few copies)
 
     def to_dict(self) -> dict[str, Any]:
         # Flat fields only: a comprehension, not dataclasses.asdict's recursive deep copy.
@@ -149,6 +162,14 @@ class _Score(NamedTuple):
     pnl: int  # lamports, net of fees
     cost: int
     dh: float
+    copy_pnl: int | None  # lamports a follower made with the same cost (None: no copy price)
+
+
+def farming_flag(copies: int, kol_pnl: float, copy_pnl: float) -> bool | None:
+    """The module docstring's ``farming`` from the copied positions' counts and sums."""
+    if copies < FARMING_MIN_COPIES:
+        return None
+    return kol_pnl > 0 and copy_pnl < 0
 
 
 class _Closed(NamedTuple):
@@ -166,10 +187,18 @@ def _reduce(position: Position) -> _Closed:
     if exit_time is None or hold_weighted_s is None:
         raise ValueError(f"position {position.wallet} {position.mint} #{position.seq} is not closed")
     multiple, pnl = position.multiple, position.realised_pnl_lamports
+    copy = position.copy_multiple
     score = (
         None
         if multiple is None or pnl is None
-        else _Score(multiple, pnl, position.cost_lamports, dh_term(multiple, hold_weighted_s))
+        else _Score(
+            multiple,
+            pnl,
+            position.cost_lamports,
+            dh_term(multiple, hold_weighted_s),
+            # Whole lamports, so that sums are exact and the index's farming flag equals the direct one.
+            None if copy is None else round(position.cost_lamports * (copy - 1.0)),
+        )
     )
     return _Closed(
         exit_time=exit_time,
@@ -229,6 +258,9 @@ def kol_stats_windows(
         cost = sum(c.cost for c in scored)
         total_pnl = sum(c.pnl for c in scored)
         n = len(scored)
+        copied = [c for c in scored if c.copy_pnl is not None]
+        copy_cost = sum(c.cost for c in copied)
+        copy_pnl = sum(c.copy_pnl for c in copied if c.copy_pnl is not None)
         result[window] = KolStats(
             wallet=wallet,
             as_of=as_of,
@@ -250,6 +282,10 @@ def kol_stats_windows(
             consistency=wilson_lower_bound(wins, n),
             dh_score=_mean([c.dh for c in scored]),
             untracked_sell_positions=sum(1 for c in closed if c.untracked),
+            copy_scored=len(copied),
+            copy_pnl_sol=copy_pnl / LAMPORTS_PER_SOL,
+            copy_roi=copy_pnl / copy_cost if copy_cost else None,
+            farming=farming_flag(len(copied), sum(c.pnl for c in copied), copy_pnl),
             **shared,
         )
     return result
@@ -351,6 +387,16 @@ class KolStatsIndex:
         self._s_cost = _prefix([score.cost for _, score in scored], np.int64)
         self._s_pnl = _prefix(pnl, np.int64)
         self._s_dh = _prefix([score.dh for _, score in scored])
+        copy_pnl = [score.copy_pnl for _, score in scored]
+        copied = [v is not None for v in copy_pnl]
+        self._s_copies = _prefix(copied, np.int64)
+        self._s_copy_pnl = _prefix([0 if v is None else v for v in copy_pnl], np.int64)
+        self._s_copy_cost = _prefix(
+            [score.cost if c else 0 for (_, score), c in zip(scored, copied, strict=True)], np.int64
+        )
+        self._s_copy_kol_pnl = _prefix(
+            [score.pnl if c else 0 for (_, score), c in zip(scored, copied, strict=True)], np.int64
+        )
         self._e_start = self._c_start = self._s_start = np.zeros(1, dtype=np.int64)
         # Medians: ranks of the multiples (ties broken by position) and the values in rank order.
         order = np.argsort(multiples, kind="stable")
@@ -397,6 +443,10 @@ class KolStatsIndex:
             "_s_cost",
             "_s_pnl",
             "_s_dh",
+            "_s_copies",
+            "_s_copy_pnl",
+            "_s_copy_cost",
+            "_s_copy_kol_pnl",
             "_sorted_multiples",
         ):
             setattr(out, name, joined(name))
@@ -482,6 +532,9 @@ class KolStatsIndex:
         r_lo = np.maximum(s_hi - RECENT_N, s_start)
         recent = s_hi - r_lo
         rp_lo = r_lo + seg
+        copies = self._s_copies[sp_hi] - self._s_copies[sp_lo]
+        copy_pnl = self._s_copy_pnl[sp_hi] - self._s_copy_pnl[sp_lo]
+        copy_kol_pnl = self._s_copy_kol_pnl[sp_hi] - self._s_copy_kol_pnl[sp_lo]
         return {
             "trades": e_hi - e_lo,
             "closed": closed,
@@ -506,6 +559,13 @@ class KolStatsIndex:
             "recent_mean_multiple": ratio(self._s_multiple[sp_hi] - self._s_multiple[rp_lo], recent),
             "last_entry_time": self._last(self._entries, e_hi, self._e_start[seg]),
             "last_exit_time": self._last(self._closed_exit, c_hi, self._c_start[seg]),
+            "copy_scored": copies,
+            "copy_pnl_sol": copy_pnl / LAMPORTS_PER_SOL,
+            "copy_roi": ratio(copy_pnl, self._s_copy_cost[sp_hi] - self._s_copy_cost[sp_lo]),
+            # 1 / 0, NaN below FARMING_MIN_COPIES (a feature column; at() turns it into a bool).
+            "farming": np.where(
+                copies >= FARMING_MIN_COPIES, ((copy_kol_pnl > 0) & (copy_pnl < 0)).astype(np.float64), np.nan
+            ),
         }
 
     def at(self, as_of: int, window: str = "all") -> KolStats:
@@ -520,6 +580,7 @@ class KolStatsIndex:
                 values[name] = int(value)
         for name in ("last_entry_time", "last_exit_time"):
             values[name] = None if values[name] is None else int(values[name])
+        values["farming"] = None if values["farming"] is None else bool(values["farming"])
         return KolStats(wallet=self.wallet, as_of=int(as_of), window=window, **values)
 
     def _medians(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ POSITION_COLUMNS: dict[str, str] = {
     "hold_weighted_s": "float64",
     "non_sol_leg": "bool",
     "untracked_sell": "bool",
+    "copy_multiple": "float64",  # a follower's result (kolray.analyzer.outcomes; NaN: none)
     "entry_lamports": "float64",  # the opening buy's SOL (NaN: entry swap not found)
     "entry_sol": "bool",  # the opening buy was paid in SOL (a SOL leg with lamports > 0)
     "oracle_p3x": "float64",  # the twin's probability (evaluation only; NaN elsewhere)
@@ -105,6 +106,7 @@ def position_frame(positions: Iterable[Position], swaps: Iterable[Any]) -> pd.Da
                 "hold_weighted_s": np.nan if p.hold_weighted_s is None else p.hold_weighted_s,
                 "non_sol_leg": FLAG_NON_SOL_LEG in p.flags,
                 "untracked_sell": FLAG_UNTRACKED_SELL in p.flags,
+                "copy_multiple": np.nan if p.copy_multiple is None else p.copy_multiple,
                 "entry_lamports": np.nan if lamports is None else float(lamports),
                 "entry_sol": is_sol_entry(lamports, quote),
                 "oracle_p3x": np.nan,
@@ -214,6 +216,7 @@ def positions_of(frame: Columns) -> list[Position]:
         _col(frame, "hold_weighted_s", np.float64).tolist(),
         _col(frame, "non_sol_leg", bool).tolist(),
         _col(frame, "untracked_sell", bool).tolist(),
+        _col(frame, "copy_multiple", np.float64).tolist(),
         strict=True,
     ):
         (
@@ -231,6 +234,7 @@ def positions_of(frame: Columns) -> list[Position]:
             hold,
             non_sol,
             untracked,
+            copy,
         ) = row
         out.append(
             Position(
@@ -248,6 +252,7 @@ def positions_of(frame: Columns) -> list[Position]:
                 fees_lamports=fees,
                 hold_weighted_s=None if math.isnan(hold) else hold,
                 flags=[name for name, on in zip(flag_names, (non_sol, untracked), strict=True) if on],
+                copy_multiple=None if math.isnan(copy) else copy,
             )
         )
     return out
@@ -270,6 +275,8 @@ _STAT_KEYS = (
     "recent_mean_multiple",
     "last_entry_time",
     "last_exit_time",
+    "copy_roi",
+    "farming",
 )
 
 

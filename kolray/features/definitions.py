@@ -71,6 +71,8 @@ EXTRA_TOKEN_FEATURES: list[str] = [
     "kol_win_rate_30d",
     "kol_trades_7d_log",  # log1p(positions opened in the last 7 days)
     "kol_open_positions_log",  # log1p(positions open at the entry)
+    "kol_copy_roi_asinh",  # asinh(what a follower 5 s behind made / cost), all closed before
+    "kol_farming",  # 1: the KOL wins while its followers lose (NaN: under 5 copied positions)
 ]
 TOKEN_FEATURES: list[str] = SEED_TOKEN_FEATURES + EXTRA_TOKEN_FEATURES
 TOKEN_ID_COLUMNS: list[str] = ["wallet", "mint", "entry_time", "entry_signature"]
@@ -132,6 +134,8 @@ EXTRA_KOL_FEATURES: list[str] = [
     "active_days_log",  # log1p(days since the KOL's first entry)
     "open_positions_log",
     "log_volume_30d",  # log1p(SOL spent on positions closed in the last 30 days)
+    "copy_roi_asinh",  # asinh(a follower's ROI copying the KOL, all closed before the day)
+    "farming",  # 1: the KOL wins while its followers lose (NaN: under 5 copied positions)
 ]
 KOL_FEATURES: list[str] = SEED_KOL_FEATURES + EXTRA_KOL_FEATURES
 KOL_ID_COLUMNS: list[str] = ["wallet", "day"]
@@ -262,6 +266,8 @@ def token_feature_values(ctx: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
         "kol_win_rate_30d": d30["win_rate"],
         "kol_trades_7d_log": log1p_pos(d7["trades"]),
         "kol_open_positions_log": log1p_pos(open_positions),
+        "kol_copy_roi_asinh": np.arcsinh(_f(all_["copy_roi"])),
+        "kol_farming": all_["farming"],
     }
     return _as_float32(values, TOKEN_FEATURES, n)
 
@@ -307,5 +313,7 @@ def kol_feature_values(ctx: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         "active_days_log": log1p_pos((_f(t) - _f(ctx["first_entry"])) / DAY),
         "open_positions_log": log1p_pos(open_positions),
         "log_volume_30d": log1p_pos(d30["total_cost_sol"]),
+        "copy_roi_asinh": np.arcsinh(_f(all_["copy_roi"])),
+        "farming": all_["farming"],
     }
     return _as_float32(values, KOL_FEATURES, n)

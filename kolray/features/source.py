@@ -202,7 +202,7 @@ def plan_shards(url: str, target_rows: int) -> list[WalletShard]:
 _POSITION_SELECT = (
     "p.wallet, p.mint, p.seq, p.status, p.entry_time, p.exit_time, p.entry_signature, p.entry_dex, "
     "p.entry_market_cap_sol AS entry_mcap_sol, p.cost_lamports, p.proceeds_lamports, "
-    "p.fees_lamports, p.hold_weighted_s, CAST(p.flags AS TEXT) AS flags, "
+    "p.fees_lamports, p.hold_weighted_s, CAST(p.flags AS TEXT) AS flags, p.copy_multiple, "
     "s.sol_amount AS entry_lamports, s.quote_mint AS entry_quote_mint"
 )
 NO_WATERMARK = 2**62  # online reads: every stored swap
@@ -302,6 +302,7 @@ def frame_from_rows(table: pa.Table) -> pd.DataFrame:
             # flags is a JSON list of names: a quoted name cannot match inside another one.
             "non_sol_leg": np.array(['"non_sol_leg"' in f for f in flag_text], dtype=bool),
             "untracked_sell": np.array(['"untracked_sell"' in f for f in flag_text], dtype=bool),
+            "copy_multiple": _floats(table, "copy_multiple"),
             "entry_lamports": lamports,
             "entry_sol": (np.nan_to_num(lamports, nan=0.0) > 0)
             & np.array([q is None or q == WSOL_MINT for q in quote], dtype=bool),

@@ -69,13 +69,14 @@ def test_missed_gain_is_what_the_sold_tokens_would_have_fetched_at_the_later_pea
     assert outcome(prices).missed_gain_sol is None  # still open
 
 
-def test_a_follower_pays_the_price_d_seconds_after_the_buy_and_gets_it_d_seconds_after_the_sell() -> None:
+def test_a_follower_pays_the_price_d_seconds_after_the_buy_and_exits_with_the_kol() -> None:
     d = COPY_DELAY_S
     # The crowd lifts the price to 1.6 right after the KOL's buy (a farmer's pattern); the KOL
-    # sells into it at T + 30 and the price falls to 0.9 within d seconds.
-    prices = paths([(T, 1.0), (T + 2, 1.6), (T + 25, 2.0), (T + 30, 1.5), (T + 30 + d - 1, 0.9)])
+    # sells into it at T + 30, leaving the pool at 1.2; the follower sells then too. What happens
+    # after the exit is no part of it (it would not be known at the close).
+    prices = paths([(T, 1.0), (T + 2, 1.6), (T + d + 1, 5.0), (T + 25, 2.0), (T + 30, 1.2), (T + 31, 0.1)])
     got = outcome(prices, exit_time=T + 30, sold_tokens=100, proceeds=180.0)
-    assert got.copy_multiple == pytest.approx(0.9 / 1.6)
+    assert got.copy_multiple == pytest.approx(1.2 / 1.6)
     # Where kolray saw no other price, the follower trades at the KOL's own prices.
     only_kol = outcome(paths([(T, 1.0), (T + 30, 2.0)]), exit_time=T + 30, sold_tokens=1, proceeds=2.0)
     assert only_kol.copy_multiple == 2.0

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kolray.analyzer import (
+    FARMING_MIN_COPIES,
     FLAG_NON_SOL_LEG,
     FLAG_UNTRACKED_SELL,
     RECENT_N,
@@ -44,6 +45,7 @@ def closed(
     flags: tuple[str, ...] = (),
     seq: int = 0,
     mint: str = "M",
+    copy: float | None = None,
 ) -> Position:
     return Position(
         wallet=W,
@@ -65,6 +67,7 @@ def closed(
         n_buys=1,
         n_sells=1,
         flags=list(flags),
+        copy_multiple=copy,
     )
 
 
@@ -140,6 +143,30 @@ def test_recent_form_is_the_last_positions_whatever_the_window() -> None:
     )
 
 
+def test_a_follower_result_is_copyability_and_a_kol_that_wins_while_followers_lose_is_farming() -> None:
+    as_of = T0 + DAY
+    # Five quick 1.5x flips by the KOL; a follower 5 s behind bought into the crowd and sold after
+    # the KOL's dump: 0.8x each.
+    farmer = [closed(T0 + i, T0 + i + 30, 1.5, mint=f"f{i}", copy=0.8) for i in range(FARMING_MIN_COPIES)]
+    s = kol_stats(farmer, as_of)
+    assert (s.copy_scored, s.total_pnl_sol > 0) == (5, True)
+    assert s.copy_pnl_sol == pytest.approx(-0.2 * 5) and s.copy_roi == pytest.approx(-0.2)
+    assert s.farming is True
+    # One copy fewer: too few to call it.
+    assert kol_stats(farmer[:-1], as_of).farming is None
+    # A KOL whose followers do about as well is not farming, nor is one that loses with them.
+    honest = [closed(T0 + i, T0 + i + 600, 2.0, mint=f"h{i}", copy=1.9) for i in range(6)]
+    assert kol_stats(honest, as_of).farming is False and kol_stats(honest, as_of).copy_roi == pytest.approx(
+        0.9
+    )
+    losing = [closed(T0 + i, T0 + i + 600, 0.5, mint=f"l{i}", copy=0.4) for i in range(6)]
+    assert kol_stats(losing, as_of).farming is False
+    # Positions without a follower price do not count toward copyability.
+    mixed = kol_stats([*farmer, closed(T0, T0 + 5, 9.0, mint="x")], as_of)
+    assert mixed.copy_scored == 5 and mixed.farming is True
+    assert KolStatsIndex(farmer).at(as_of) == s
+
+
 def test_untracked_sells_are_counted_and_empty_records_are_none() -> None:
     s = kol_stats([closed(T0, T0 + 5, 2.0, flags=(FLAG_UNTRACKED_SELL,))], T0 + 10, "all")
     assert s.untracked_sell_positions == 1 and s.scored == 1
@@ -173,6 +200,7 @@ position_records = st.lists(
         st.integers(0, SOL // 10),  # fees
         st.sampled_from([(), (), (), (FLAG_UNTRACKED_SELL,), (FLAG_NON_SOL_LEG,)]),
         st.booleans(),  # still open
+        st.sampled_from([None, 0.0, 0.5, 0.8, 1.0, 1.2, 3.0]),  # a follower's copy multiple
     ),
     max_size=40,
 )
@@ -180,13 +208,20 @@ position_records = st.lists(
 
 def make_positions(records: list) -> list[Position]:
     positions = []
-    for i, (entry, hold, multiple, cost, fees, flags, is_open) in enumerate(records):
+    for i, (entry, hold, multiple, cost, fees, flags, is_open, copy) in enumerate(records):
         if is_open:
             positions.append(opened(T0 + entry, mint=f"o{i}"))
         else:
             positions.append(
                 closed(
-                    T0 + entry, T0 + entry + hold, multiple, cost=cost, fees=fees, flags=flags, mint=f"m{i}"
+                    T0 + entry,
+                    T0 + entry + hold,
+                    multiple,
+                    cost=cost,
+                    fees=fees,
+                    flags=flags,
+                    mint=f"m{i}",
+                    copy=copy,
                 )
             )
     return positions
