@@ -1,12 +1,14 @@
 """The Gradio front end at ``/ui``: what a trader opens every morning.
 
-Tabs: **Leaderboard** (7d/30d/all, sort, search; click a row to open the KOL), **Recent trades**
-(P(3x) of open buys, colour-coded against the model's threshold; refreshes itself), **KOL**
-(statistics per window, 7/30-day forecast, cumulative PnL, positions), **What-if** (a KOL, an
-amount and a time → P(3x)), **Models** (versions, metrics against baselines and the oracle, the
-report's ROC/PR/calibration plots), **Backtest** and **Alerts** (their tabs live with their routes:
-:mod:`kolray.serve.routes.backtests`, :mod:`kolray.serve.routes.alerts`). One function builds each
-tab; :func:`build_ui` assembles them and wires what crosses tabs.
+Tabs: **Leaderboard** (7d/30d/all, sort, search, unrealised PnL, copy ROI and the farming flag;
+click a row to open the KOL), **Recent trades** (P(3x) of open buys, colour-coded against the
+model's threshold; refreshes itself), **KOL** (statistics per window, 7/30-day forecast, cumulative
+PnL, positions with their peaks; click a position to open its token), **Token** (the token's market
+tape with the KOLs' buys and sells marked, its gaps, the entries and exits, the positions),
+**What-if** (a KOL, an amount and a time → P(3x)), **Models** (versions, metrics against baselines
+and the oracle, the report's ROC/PR/calibration plots), **Backtest** and **Alerts** (their tabs
+live with their routes: :mod:`kolray.serve.routes.backtests`, :mod:`kolray.serve.routes.alerts`).
+One function builds each tab; :func:`build_ui` assembles them and wires what crosses tabs.
 
 Every number comes from the same :class:`~kolray.serve.service.KolrayService` methods as the HTTP
 API (and the what-if input goes through the API's own request model), so the UI cannot disagree
@@ -19,6 +21,7 @@ with it. The Blocks are built inside the replica: Gradio objects cannot be pickl
 # annotation, which must then be the class itself, not a string naming a module it cannot see.
 
 import io
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -31,11 +34,20 @@ from kolray.kols import InvalidWallet, validate_wallet
 from kolray.learn.targets import meaning
 from kolray.serve.routes.alerts import alerts_tab
 from kolray.serve.routes.backtests import backtest_tab
-from kolray.serve.schemas import KolDetail, Leaderboard, RecentTrades, TokenItem, iso
+from kolray.serve.schemas import (
+    KolDetail,
+    Leaderboard,
+    PositionOut,
+    RecentTrades,
+    TokenItem,
+    TokenMarket,
+    iso,
+)
 from kolray.serve.service import KolrayService, ServiceError
 
 if TYPE_CHECKING:
     import gradio as gr
+    from matplotlib.figure import Figure
 
 SORTS = [
     ("Total PnL (SOL)", "total_pnl_sol"),
@@ -63,6 +75,10 @@ STAT_ROWS = [
     ("Diamond Hand", "dh_score", "num"),
     ("Mean hold", "mean_hold_s", "hold"),
     ("Recent win rate", "recent_win_rate", "pct"),
+    # Copyability (null in snapshots written before the analyzer computed it).
+    ("Copy ROI", "copy_roi", "pct"),
+    ("Copy PnL (SOL)", "copy_pnl_sol", "sol"),
+    ("Farming", "farming", "flag"),
 ]
 # Every table's columns, given to its gr.Dataframe too: a Dataframe without headers shows "1 2 3"
 # over an empty table (before its first value, and for any value without columns).
@@ -70,12 +86,15 @@ LEADERBOARD_COLUMNS = [
     "#",
     "KOL",
     "PnL (SOL)",
+    "Unrealised (SOL)",
     "ROI",
     "Win rate",
     "3x rate",
     "3x",
     "Consistency",
     "DH",
+    "Copy ROI",
+    "Farming",
     "Closed",
     "Last buy",
 ]
@@ -91,8 +110,29 @@ POSITIONS_COLUMNS = [
     "Multiple",
     "Hold",
     "Open value (SOL)",
+    "Unrealised (SOL)",
+    "Peak",
+    "To peak",
+    "Drawdown",
+    "Missed (SOL)",
     "Flags",
 ]
+TOKEN_TRADES_COLUMNS = ["Time (UTC)", "KOL", "Side", "Price (SOL)", "SOL", "Tokens", "DEX"]
+TOKEN_POSITIONS_COLUMNS = [
+    "KOL",
+    "Status",
+    "Entry (UTC)",
+    "Cost (SOL)",
+    "PnL (SOL)",
+    "Unrealised (SOL)",
+    "Multiple",
+    "Peak",
+    "To peak",
+    "Drawdown",
+    "Missed (SOL)",
+]
+BUY_COLOUR = "#12b76a"
+SELL_COLOUR = "#f04438"
 # The report table's columns before a report is shown: the metrics each model's report holds.
 REPORT_COLUMNS = {
     "token": ["", "roc_auc", "pr_auc", "brier", "precision", "recall", "threshold", "n", "n_pos"],
@@ -129,9 +169,16 @@ def kol_label(wallet: str, name: str | None) -> str:
 
 
 def fmt(value: Any, kind: str) -> str:
-    """A statistic as text, by kind (pct, x, sol, int, hold, num); ``–`` for none."""
+    """A statistic as text, by kind (pct, x, sol, int, hold, dur, flag, price, num); ``–`` for
+    none."""
     if value is None:
         return "–"
+    if kind == "flag":
+        return "⚠️ yes" if value else "no"
+    if kind == "price":
+        return f"{value:.4g}"
+    if kind == "dur":
+        return f"{value / 60:.0f} min" if value < 3600 else fmt(value, "hold")
     if kind == "pct":
         return f"{100 * value:.1f}%"
     if kind == "x":
@@ -167,12 +214,15 @@ def leaderboard_table(board: Leaderboard) -> tuple[Any, list[str]]:
                 "#": row.rank,
                 "KOL": row.name or short(row.wallet),
                 "PnL (SOL)": round(s.total_pnl_sol, 2),
+                "Unrealised (SOL)": fmt(row.unrealised_pnl_sol, "sol"),
                 "ROI": fmt(s.roi, "pct"),
                 "Win rate": fmt(s.win_rate, "pct"),
                 "3x rate": fmt(s.rate_3x, "pct"),
                 "3x": s.n_3x,
                 "Consistency": fmt(s.consistency, "pct"),
                 "DH": fmt(s.dh_score, "num"),
+                "Copy ROI": fmt(s.copy_roi, "pct"),
+                "Farming": fmt(s.farming, "flag"),
                 "Closed": s.closed,
                 "Last buy": when(s.last_entry_time),
             }
@@ -234,8 +284,19 @@ def stats_table(detail: KolDetail) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 
+def market_cells(p: PositionOut) -> dict[str, str]:
+    """A position's unrealised PnL and what the market did around it, as table cells."""
+    return {
+        "Unrealised (SOL)": fmt(p.unrealised_pnl_sol, "sol") if p.status == "open" else "",
+        "Peak": fmt(p.peak_multiple, "x"),
+        "To peak": fmt(p.time_to_peak_s, "dur"),
+        "Drawdown": fmt(p.drawdown, "pct"),
+        "Missed (SOL)": fmt(p.missed_gain_sol, "num") if p.status == "closed" else "",
+    }
+
+
 def positions_table(detail: KolDetail) -> Any:
-    """A KOL's positions as a styled table."""
+    """A KOL's positions as a styled table (a click on a row opens its token)."""
     rows = [
         {
             "Entry (UTC)": when(p.entry_time),
@@ -246,6 +307,7 @@ def positions_table(detail: KolDetail) -> Any:
             "Multiple": fmt(p.multiple, "x"),
             "Hold": fmt(p.hold_s, "hold"),
             "Open value (SOL)": fmt(p.unrealised_value_sol, "num") if p.status == "open" else "",
+            **market_cells(p),
             "Flags": ", ".join(p.flags),
         }
         for p in detail.positions
@@ -275,14 +337,22 @@ def forecast_text(detail: KolDetail) -> str:
     if not detail.tracked:
         head += " · *not in the tracked list*"
     if detail.forecast is None:
-        return f"{head}\n\n**Forecast unavailable:** {detail.forecast_error or 'no KOL model'}"
+        return f"{head}\n\n{unrealised_line(detail)}**Forecast unavailable:** {detail.forecast_error or 'no KOL model'}"
     f = detail.forecast
     note = " · *cold start: no closed positions yet, this is the population prior*" if f.cold_start else ""
     return (
         f"{head}\n\n**Forecast 3x rate** — next 7 days: **{100 * f.p_3x_rate_7d:.1f}%** · next 30 days: "
-        f"**{100 * f.p_3x_rate_30d:.1f}%**  \n<small>KOL model {f.model_version}, as of {when(f.as_of)} UTC · "
+        f"**{100 * f.p_3x_rate_30d:.1f}%**  \n{unrealised_line(detail)}"
+        f"<small>KOL model {f.model_version}, as of {when(f.as_of)} UTC · "
         f"{detail.open_positions} open positions{note}</small>"
     )
+
+
+def unrealised_line(detail: KolDetail) -> str:
+    """The KOL's unrealised PnL over its open positions, when it has any marked."""
+    if detail.unrealised_pnl_sol is None:
+        return ""
+    return f"**Unrealised PnL** (open positions at the market): **{fmt(detail.unrealised_pnl_sol, 'sol')} SOL**  \n"
 
 
 def report_table(report: dict[str, Any]) -> pd.DataFrame:
@@ -326,6 +396,148 @@ def report_table(report: dict[str, Any]) -> pd.DataFrame:
             )
         rows.append(row)
     return pd.DataFrame(rows, columns=["", *keys])
+
+
+def _side_style(value: Any) -> str:
+    return (
+        f"color: {BUY_COLOUR}; font-weight: 600"
+        if value == "buy"
+        else f"color: {SELL_COLOUR}; font-weight: 600"
+    )
+
+
+def token_trades_table(market: TokenMarket) -> Any:
+    """The KOLs' entries and exits of a token, newest first, buys green and sells red."""
+    rows = [
+        {
+            "Time (UTC)": when(t.time),
+            "KOL": t.name or short(t.wallet),
+            "Side": t.side,
+            "Price (SOL)": fmt(t.price_sol, "price"),
+            "SOL": round(t.sol_amount, 3),
+            "Tokens": f"{t.token_amount:,.0f}",
+            "DEX": t.dex,
+        }
+        for t in reversed(market.trades)
+    ]
+    frame = pd.DataFrame(rows, columns=TOKEN_TRADES_COLUMNS)
+    return frame.style.map(_side_style, subset=["Side"]).format({"SOL": "{:.3f}"})
+
+
+def token_positions_table(market: TokenMarket) -> Any:
+    """The KOLs' positions in a token, newest entry first."""
+    rows = [
+        {
+            "KOL": p.name or short(p.wallet),
+            "Status": p.status,
+            "Entry (UTC)": when(p.entry_time),
+            "Cost (SOL)": round(p.cost_sol, 3),
+            "PnL (SOL)": p.realised_pnl_sol,
+            "Multiple": fmt(p.multiple, "x"),
+            **market_cells(p),
+        }
+        for p in market.positions
+    ]
+    frame = pd.DataFrame(rows, columns=TOKEN_POSITIONS_COLUMNS)
+    return frame.style.map(_pnl_style, subset=["PnL (SOL)"]).format(
+        {"PnL (SOL)": lambda v: "–" if v is None or pd.isna(v) else f"{v:+,.3f}", "Cost (SOL)": "{:.3f}"}
+    )
+
+
+def token_text(market: TokenMarket) -> str:
+    """The Token tab's head: newest price and venue, the first KOL buy, the peak since, gaps."""
+    s = market.summary
+    lines = [f"### Token `{market.mint}`"]
+    if s.latest_price_sol is not None:
+        venue = f"{s.venue or '–'}, {'graduated' if s.graduated else 'bonding curve'}"
+        lines.append(
+            f"Newest price **{fmt(s.latest_price_sol, 'price')} SOL** at {when(s.latest_time)} UTC ({venue}) · "
+            f"market cap {fmt(s.market_cap_sol, 'price')} SOL · liquidity {fmt(s.liquidity_sol, 'price')} SOL"
+        )
+    else:
+        lines.append("No market price in this window (the market stage has not read this token).")
+    if s.first_entry_time is not None:
+        peak = (
+            f" · peak since: **{fmt(s.peak_price_sol, 'price')} SOL** at {when(s.peak_time)} UTC"
+            + (f" (**{fmt(s.peak_multiple, 'x')}** the first buy)" if s.peak_multiple is not None else "")
+            if s.peak_price_sol is not None
+            else ""
+        )
+        lines.append(
+            f"First KOL buy {when(s.first_entry_time)} UTC at {fmt(s.first_entry_price_sol, 'price')} SOL{peak}"
+            f" · {s.kols} KOLs traded it"
+        )
+    for gap in market.gaps[:5]:
+        lines.append(f"⚠️ No price {when(gap.start)} → {when(gap.end)} UTC ({gap.reads} reads): {gap.reason}")
+    if len(market.gaps) > 5:
+        lines.append(f"… and {len(market.gaps) - 5} more stretches without a price")
+    if market.downsampled:
+        lines.append(f"<small>{market.points_total:,} tape prices, drawn as {len(market.points):,}.</small>")
+    return "  \n".join(lines)
+
+
+def _day_number(text: str) -> float:
+    """An ISO time as matplotlib's date number (days since its epoch), UTC."""
+    import matplotlib.dates as mdates
+
+    return float(mdates.date2num(datetime.fromisoformat(text.replace("Z", "+00:00"))))
+
+
+def token_chart(market: TokenMarket) -> "Figure":
+    """The token's tape as a line, its gaps shaded, the KOLs' buys (green ▲) and sells (red ▼) at
+    their own prices."""
+    # Lazy: matplotlib only for the UI; a Figure without pyplot keeps no global state (threads).
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    prices = [p.price_sol for p in market.points]
+    # A NaN where each gap starts breaks the line there: no price is drawn across a gap.
+    path = sorted(
+        [(_day_number(p.time), p.price_sol) for p in market.points]
+        + [(_day_number(g.start), math.nan) for g in market.gaps]
+    )
+    axes.plot(
+        [t for t, _ in path], [v for _, v in path], color="#475467", lw=1.2, label="market price (tape)"
+    )
+    for i, gap in enumerate(market.gaps):
+        label = "no price (market not readable)" if i == 0 else None
+        start, end = _day_number(gap.start), _day_number(gap.end)
+        if start == end:
+            axes.axvline(start, color=SELL_COLOUR, alpha=0.35, lw=3, label=label)
+        else:
+            axes.axvspan(start, end, color=SELL_COLOUR, alpha=0.12, label=label)
+    for side, marker, colour in (("buy", "^", BUY_COLOUR), ("sell", "v", SELL_COLOUR)):
+        marks = [
+            (_day_number(t.time), t.price_sol)
+            for t in market.trades
+            if t.side == side and t.price_sol is not None
+        ]
+        prices += [price for _, price in marks]
+        axes.scatter(
+            [time for time, _ in marks],
+            [price for _, price in marks],
+            marker=marker,
+            s=80,
+            color=colour,
+            edgecolors="#101828",
+            linewidths=0.6,
+            zorder=3,
+            label=f"KOL {side}s ({len(marks)})",
+        )
+    positive = [p for p in prices if p > 0]
+    if positive and max(positive) > 20 * min(positive):
+        axes.set_yscale("log")  # memecoins move by orders of magnitude
+    axes.set_ylabel("SOL per token")
+    axes.set_title(f"{short(market.mint)}: market price and KOL trades (UTC)", fontsize=10)
+    axes.grid(alpha=0.3)
+    locator = mdates.AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axes.xaxis_date()
+    axes.legend(loc="best", fontsize=8)
+    return figure
 
 
 # Reads shared by the tabs
@@ -428,8 +640,11 @@ def trades_tab(service: KolrayService, blocks: "gr.Blocks") -> "gr.Timer":
     return timer
 
 
-async def kol_view(service: KolrayService, wallet: str | None) -> tuple[str, Any, pd.DataFrame, Any]:
-    """The KOL tab's contents for ``wallet``: forecast line, statistics, PnL curve, positions."""
+async def kol_view(
+    service: KolrayService, wallet: str | None
+) -> tuple[str, Any, pd.DataFrame, Any, list[str]]:
+    """The KOL tab's contents for ``wallet``: forecast line, statistics, PnL curve, positions, and
+    the mint of each position row."""
     no_curve = pd.DataFrame({"time": [], "cum_pnl_sol": []})
     if not wallet:
         return (
@@ -437,21 +652,29 @@ async def kol_view(service: KolrayService, wallet: str | None) -> tuple[str, Any
             empty(STATS_COLUMNS),
             no_curve,
             empty(POSITIONS_COLUMNS),
+            [],
         )
     try:
         detail = await service.kol_detail(validate_wallet(wallet), 200)
     except (ServiceError, InvalidWallet) as error:
         message = f"⚠️ {getattr(error, 'message', error)}"
-        return message, empty(STATS_COLUMNS), no_curve, empty(POSITIONS_COLUMNS)
-    return forecast_text(detail), stats_table(detail), pnl_frame(detail), positions_table(detail)
+        return message, empty(STATS_COLUMNS), no_curve, empty(POSITIONS_COLUMNS), []
+    return (
+        forecast_text(detail),
+        stats_table(detail),
+        pnl_frame(detail),
+        positions_table(detail),
+        [p.mint for p in detail.positions],
+    )
 
 
-def kol_tab(service: KolrayService) -> "gr.Dropdown":
+def kol_tab(service: KolrayService) -> tuple["gr.Dropdown", "gr.Dataframe", "gr.State"]:
     """**KOL**: statistics per window, 7/30-day forecast, cumulative PnL, positions. Returns the
-    KOL picker."""
+    KOL picker, the positions table and the mint of each of its rows (a click on a row opens
+    the token: wired by :func:`build_ui`)."""
     import gradio as gr
 
-    async def show(wallet: str | None) -> tuple[str, Any, pd.DataFrame, Any]:
+    async def show(wallet: str | None) -> tuple[str, Any, pd.DataFrame, Any, list[str]]:
         return await kol_view(service, wallet)
 
     with gr.Tab("KOL", id="kol", elem_id="tab-kol"):
@@ -472,11 +695,71 @@ def kol_tab(service: KolrayService) -> "gr.Dropdown":
         positions = gr.Dataframe(
             headers=POSITIONS_COLUMNS,
             interactive=False,
-            label="Positions (newest first)",
+            label="Positions (newest first; click one to open its token)",
             max_height=480,
             elem_id="kol-positions",
         )
-    pick.change(show, [pick], [head, stats, curve, positions])
+        mints = gr.State([])
+    pick.change(show, [pick], [head, stats, curve, positions, mints])
+    return pick, positions, mints
+
+
+async def token_view(service: KolrayService, mint: str | None) -> tuple[str, Any, Any, Any]:
+    """The Token tab's contents for ``mint``: summary, chart, the KOLs' trades, their positions."""
+    if not mint:
+        return (
+            "Pick a token above (or paste a mint).",
+            None,
+            empty(TOKEN_TRADES_COLUMNS),
+            empty(TOKEN_POSITIONS_COLUMNS),
+        )
+    try:
+        market = await service.token_market(validate_wallet(mint))
+    except (ServiceError, InvalidWallet) as error:
+        message = f"⚠️ {getattr(error, 'message', error)}".replace("wallet address", "mint address")
+        return message, None, empty(TOKEN_TRADES_COLUMNS), empty(TOKEN_POSITIONS_COLUMNS)
+    return token_text(market), token_chart(market), token_trades_table(market), token_positions_table(market)
+
+
+async def token_choices(service: KolrayService) -> list[tuple[str, str]]:
+    """(label, mint) of the most recently traded tokens; none when the database is away."""
+    try:
+        return [(f"{short(m)} · {n} KOL{'s' if n != 1 else ''}", m) for m, n in await service.token_choices()]
+    except ServiceError:
+        return []
+
+
+def token_tab(service: KolrayService) -> "gr.Dropdown":
+    """**Token**: the market tape with the KOLs' buys and sells marked, gaps, entries and exits,
+    positions. Returns the token picker."""
+    import gradio as gr
+
+    async def show(mint: str | None) -> tuple[str, Any, Any, Any]:
+        return await token_view(service, mint)
+
+    with gr.Tab("Token", id="token", elem_id="tab-token"):
+        pick = gr.Dropdown(
+            label="Token (recently traded by KOLs, or paste a mint)",
+            allow_custom_value=True,
+            elem_id="token-pick",
+        )
+        head = gr.Markdown(elem_id="token-summary")
+        chart = gr.Plot(label="Market price and KOL trades", format="png", elem_id="token-chart")
+        trades = gr.Dataframe(
+            headers=TOKEN_TRADES_COLUMNS,
+            interactive=False,
+            label="KOL entries and exits (newest first)",
+            max_height=400,
+            elem_id="token-trades",
+        )
+        positions = gr.Dataframe(
+            headers=TOKEN_POSITIONS_COLUMNS,
+            interactive=False,
+            label="KOL positions in the token",
+            max_height=400,
+            elem_id="token-positions",
+        )
+    pick.change(show, [pick], [head, chart, trades, positions])
     return pick
 
 
@@ -625,11 +908,13 @@ def models_tab(service: KolrayService, blocks: "gr.Blocks") -> None:
 
 def build_ui(service: KolrayService) -> "gr.Blocks":
     """The whole UI: the title, the status line, every tab, and what crosses tabs (a leaderboard
-    row opens the KOL tab; the pickers are filled when the page loads)."""
+    row opens the KOL tab, a KOL's position its Token tab; the pickers are filled when the page
+    loads)."""
     import gradio as gr
 
     async def on_load() -> tuple[Any, ...]:
         choices = await kol_choices(service)
+        tokens = await token_choices(service)
         clock = await _safe(service.data_clock)
         first = choices[0][1] if choices else None
         return (
@@ -637,16 +922,23 @@ def build_ui(service: KolrayService) -> "gr.Blocks":
             gr.update(choices=choices, value=first),
             gr.update(choices=choices, value=first),
             iso(clock) if clock else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            gr.update(choices=tokens, value=tokens[0][1] if tokens else None),
         )
 
     async def refresh_status() -> str:
         return await status_line(service)
 
-    def open_row(wallets: list[str], event: gr.SelectData) -> tuple[Any, Any]:
+    def open_row(keys: list[str], tab: str, event: gr.SelectData) -> tuple[Any, Any]:
         row = event.index[0] if isinstance(event.index, list | tuple) else event.index
-        if not wallets or row is None or row >= len(wallets):
+        if not keys or row is None or row >= len(keys):
             return gr.update(), gr.update()
-        return gr.update(value=wallets[row]), gr.Tabs(selected="kol")
+        return gr.update(value=keys[row]), gr.Tabs(selected=tab)
+
+    def open_kol(wallets: list[str], event: gr.SelectData) -> tuple[Any, Any]:
+        return open_row(wallets, "kol", event)
+
+    def open_token(mints: list[str], event: gr.SelectData) -> tuple[Any, Any]:
+        return open_row(mints, "token", event)
 
     with gr.Blocks(title="kolray") as blocks:
         gr.Markdown("## kolray — Solana KOL buys that run to 3x")
@@ -654,15 +946,17 @@ def build_ui(service: KolrayService) -> "gr.Blocks":
         with gr.Tabs(selected="leaderboard") as tabs:
             board, board_wallets = leaderboard_tab(service, blocks)
             timer = trades_tab(service, blocks)
-            kol_pick = kol_tab(service)
+            kol_pick, kol_positions, kol_mints = kol_tab(service)
+            token_pick = token_tab(service)
             what_if_kol, what_if_time = what_if_tab(service)
             models_tab(service, blocks)
             with gr.Tab("Backtest"):
                 backtest_tab(service)
             with gr.Tab("Alerts"):
                 alerts_tab(service)
-        blocks.load(on_load, outputs=[status, kol_pick, what_if_kol, what_if_time])
-        board.select(open_row, [board_wallets], [kol_pick, tabs])
+        blocks.load(on_load, outputs=[status, kol_pick, what_if_kol, what_if_time, token_pick])
+        board.select(open_kol, [board_wallets], [kol_pick, tabs])
+        kol_positions.select(open_token, [kol_mints], [token_pick, tabs])
         timer.tick(refresh_status, outputs=[status])
     return blocks
 

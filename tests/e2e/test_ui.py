@@ -1,9 +1,11 @@
 """The Gradio UI in a real headless Chromium, served by real Ray Serve (through its proxy).
 
 Every tab loads with real data; the leaderboard shows the KOLs; a what-if prediction returns a
-number; clicking a leaderboard row opens that KOL; a table with nothing to show yet (no backtest
-has run here) says so over its own column names, never Gradio's "1 2 3". A screenshot of each tab
-is saved under ``test-artifacts/ui/``.
+number; clicking a leaderboard row opens that KOL, clicking a KOL's position opens its token; the
+Token tab draws the market tape (written here for one token, with a gap) with the KOLs' buys and
+sells and lists them; a table with nothing to show yet (no backtest has run here) says so over its
+own column names, never Gradio's "1 2 3". A screenshot of each tab is saved under
+``test-artifacts/ui/``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
+from kolray.analyzer import analyze
 from kolray.db import upgrade
+from kolray.db.tables import SwapRow
 from kolray.learn.targets import meaning
+from kolray.market.read import Gap, TapePoint
+from kolray.market.store import store_tape
 from kolray.serve import deploy
 from kolray.testing import serving_world as sample
 
@@ -32,6 +41,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 60_000
+GAP_REASON = "no pump.fun bonding curve for this mint"
 
 
 @dataclass
@@ -39,6 +49,39 @@ class Site:
     url: str
     world: sample.SampleWorld
     models: sample.SampleModels
+    token: str  # the mint with a market tape
+
+
+def add_tape(engine: Engine) -> str:
+    """A market tape for the token the most KOLs bought and sold: a point every 10 minutes from
+    half an hour before its first swap to half an hour after its last, through the swaps' own
+    prices (log-interpolated), with three failed reads in the middle. Returns the mint."""
+    with engine.connect() as conn:
+        mint = conn.execute(
+            select(SwapRow.mint)
+            .group_by(SwapRow.mint)
+            .having(func.count(func.distinct(SwapRow.side)) == 2)
+            .order_by(func.count(func.distinct(SwapRow.wallet)).desc(), func.count().desc(), SwapRow.mint)
+            .limit(1)
+        ).scalar_one()
+        swaps = conn.execute(
+            select(SwapRow.block_time, SwapRow.price_sol)
+            .where(SwapRow.mint == mint)
+            .order_by(SwapRow.block_time)
+        ).all()
+    times = np.array([s.block_time for s in swaps], dtype=float)
+    log_prices = np.log([s.price_sol for s in swaps])
+    grid = np.arange(times[0] - 1800, times[-1] + 1800, 600, dtype=np.int64)
+    middle = len(grid) // 2
+    points = [
+        TapePoint(mint, int(t) * 2, int(t), float(p), float(p) * 1e9, 40.0, "pumpfun", False)
+        for i, (t, p) in enumerate(zip(grid, np.exp(np.interp(grid, times, log_prices)), strict=True))
+        if not middle <= i < middle + 3
+    ]
+    gaps = [Gap(mint, int(t) * 2, int(t), GAP_REASON) for t in grid[middle : middle + 3]]
+    store_tape(engine, points, gaps)
+    analyze(engine)  # the marks and outcomes of its positions follow the tape
+    return mint
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +94,9 @@ def site(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site
         "KOLRAY_DATABASE_URL": f"sqlite:///{root / 'kolray.db'}",
         "KOLRAY_STORAGE_URI": str(root / "store"),
     }
-    world = sample.populate(upgrade(env["KOLRAY_DATABASE_URL"]), n_kols=10, seed=11)
+    engine = upgrade(env["KOLRAY_DATABASE_URL"])
+    world = sample.populate(engine, n_kols=10, seed=11)
+    token = add_tape(engine)
     models = sample.register_models(env["KOLRAY_STORAGE_URI"], versions=1, reports=True)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -59,7 +104,7 @@ def site(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site
     deploy.deploy(sample.app_config(env, port, ui=True))
     url = f"http://127.0.0.1:{port}"
     deploy.wait_until_serving(url)
-    yield Site(url, world, models)
+    yield Site(url, world, models, token)
     serve.shutdown()
 
 
@@ -192,3 +237,40 @@ def test_an_empty_table_has_its_own_headers_not_placeholders(page, site: Site) -
     assert headers == [label for label, _ in COLUMNS], headers
     assert table.get_by_role("gridcell").count() == 0
     shot(page, "6-backtest-empty")
+
+
+def test_token_view_draws_the_tape_with_the_kols_buys_and_sells(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    open_tab(page, "Token")
+    pick = page.locator("#token-pick input")
+    pick.fill(site.token)
+    pick.press("Enter")
+    summary = page.locator("#token-summary")
+    expect(summary).to_contain_text(site.token)
+    expect(summary).to_contain_text("Newest price")
+    expect(summary).to_contain_text(re.compile(r"peak since: \d"))
+    expect(summary).to_contain_text(f"(3 reads): {GAP_REASON}")  # the gap, with its reason
+    chart = page.locator("#token-chart img")
+    expect(chart).to_be_visible()
+    assert chart.evaluate("img => img.naturalWidth") >= 800  # the figure, drawn
+    trades = page.locator("#token-trades")
+    expect(trades.get_by_role("gridcell", name="buy", exact=True).first).to_be_visible()
+    expect(trades.get_by_role("gridcell", name="sell", exact=True).first).to_be_visible()
+    expect(
+        page.locator("#token-positions").get_by_role("gridcell", name="closed", exact=True).first
+    ).to_be_visible()
+    shot(page, "7-token")
+
+
+def test_clicking_a_kol_position_opens_its_token(page, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    open_tab(page, "KOL")
+    cell = page.locator('#kol-positions [data-testid="cell-0-1"]')  # the newest position's token
+    expect(cell).to_be_visible()
+    short = cell.inner_text().strip()
+    head, tail = short.split("…")
+    cell.click()
+    expect(page.get_by_role("tab", name="Token", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#token-summary")).to_contain_text(re.compile(rf"Token {head}\w+{tail}"))

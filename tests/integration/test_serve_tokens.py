@@ -261,3 +261,44 @@ def test_unrealised_pnl_on_the_leaderboard_and_the_kol_page(market: Market) -> N
     one = market.client.get(f"/v1/kols/{ALPHA}", params={"limit": 1}).json()
     assert len(one["positions"]) == 1 and one["unrealised_pnl_sol"] == pytest.approx(3.0)
     assert market.client.get(f"/v1/kols/{BETA}").json()["unrealised_pnl_sol"] is None
+
+
+def test_the_token_view_draws_the_tape_and_marks_buys_and_sells_apart(market: Market) -> None:
+    import asyncio
+    import io
+    import math
+
+    from matplotlib.colors import to_hex
+
+    from kolray.serve.ui import BUY_COLOUR, SELL_COLOUR, token_view
+
+    service = market.client.app.state.service  # type: ignore[attr-defined]
+    text, figure, trades, positions = asyncio.run(token_view(service, MINT))
+    axes = figure.axes[0]
+    (tape,) = axes.lines
+    drawn = list(tape.get_ydata())
+    # The line breaks where the gap starts (NaN), never drawn across it.
+    assert math.isnan(drawn[3]) and drawn[:3] + drawn[4:] == pytest.approx([p.price_sol for p in MINT_TAPE])
+    buys, sells = axes.collections
+    assert [round(y * 1e7) for _, y in buys.get_offsets()] == [10, 15]  # alpha's and beta's buys
+    assert [round(y * 1e7) for _, y in sells.get_offsets()] == [25, 30]
+    assert to_hex(buys.get_facecolor()[0]) == BUY_COLOUR and to_hex(sells.get_facecolor()[0]) == SELL_COLOUR
+    assert buys.get_paths()[0] != sells.get_paths()[0]  # ▲ and ▼, not only colours
+    assert len(axes.patches) == 1  # the gap, shaded
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert legend == [
+        "market price (tape)",
+        "no price (market not readable)",
+        "KOL buys (2)",
+        "KOL sells (2)",
+    ]
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    assert png.getvalue()[:4] == b"\x89PNG"
+    # The head: newest price and venue, the peak since the first buy, the gap and its reason.
+    assert "pumpswap, graduated" in text and "5.00x" in text and NO_CURVE in text
+    assert list(trades.data["Side"]) == ["sell", "sell", "buy", "buy"]  # newest first
+    assert set(positions.data["KOL"]) == {"alpha", f"{BETA[:4]}…{BETA[-4:]}"}
+    # A bad or unknown mint is explained, not raised.
+    assert "invalid mint address" in asyncio.run(token_view(service, "nope"))[0]
+    assert "unknown token" in asyncio.run(token_view(service, UNKNOWN))[0]
