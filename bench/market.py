@@ -11,6 +11,8 @@
     and every swap stored exactly once.
 
 The twin's accounts follow its true tapes, so the prices read are checked too (worst error).
+The history backfill (``kolray.market.history``) is off here, so these are the live reads' costs
+alone; ``bench/market_history.py`` measures the history.
 Prints progress to stderr and one JSON object on the last line of stdout.
 
     python bench/market.py [--kols 60] [--days 10] [--seconds 60] [--tokens 1000] [--rps 100] [--quick]
@@ -73,7 +75,7 @@ def measure_cadence(world: World, root: Path, seconds: float) -> dict:
     engine = database_with_world_swaps(f"sqlite:///{root / 'cadence.db'}", world)
     offset = (world.end - world.start) * 0.6
     with start_server(world, rps=None, clock="realtime", speed=1.0, clock_offset_s=offset) as twin:
-        options = MarketOptions(rpc_urls=[twin.url], database_url=str(engine.url))
+        options = MarketOptions(rpc_urls=[twin.url], database_url=str(engine.url), history=False)
         watcher = asyncio.run(watch_for(options, engine, seconds))
     s = watcher.summary
     token_hours = max(s.watched, 1) * seconds / 3600
@@ -96,7 +98,9 @@ def measure_worst_case(world: World, root: Path, tokens: int, seconds: float) ->
     with start_server(world, rps=None) as twin:  # the world's end: every token exists
         chain_end = world.end
         mints = watched_mints(engine, chain_end, horizon_s=10**9)
-        options = MarketOptions(rpc_urls=[twin.url], database_url=str(engine.url), fast_s=2.0, slow_s=2.0)
+        options = MarketOptions(
+            rpc_urls=[twin.url], database_url=str(engine.url), fast_s=2.0, slow_s=2.0, history=False
+        )
 
         async def run() -> tuple[int, float]:
             async with RpcClient([twin.url]) as rpc:
@@ -137,7 +141,12 @@ def tracked_sync(world: World, root: Path, name: str, rps: float, latency_ms: fl
     with start_server(world, rps=rps, method_share=1.0, latency_ms=latency_ms) as twin:
         market_options = (
             MarketOptions(
-                rpc_urls=[twin.url], database_url=str(engine.url), fast_s=2.0, slow_s=2.0, refresh_s=5.0
+                rpc_urls=[twin.url],
+                database_url=str(engine.url),
+                fast_s=2.0,
+                slow_s=2.0,
+                refresh_s=5.0,
+                history=False,
             )
             if market
             else None
