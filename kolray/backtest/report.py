@@ -203,7 +203,7 @@ def tapes_table_rows(report: BacktestReport) -> list[list[str]]:
 
 def tapes_table_text(report: BacktestReport) -> str:
     """The strategies side by side on every tape, as a Markdown table."""
-    return _markdown_table(list(TAPES_HEADER), tapes_table_rows(report))
+    return _markdown_table(list(TAPES_HEADER), tapes_table_rows(report), left=2)
 
 
 def coverage_text(report: BacktestReport) -> list[str]:
@@ -222,18 +222,19 @@ def coverage_text(report: BacktestReport) -> list[str]:
     return lines
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """Aligned Markdown pipes: the first column left-aligned, the others right-aligned."""
+def _markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """Aligned Markdown pipes: the first ``left`` columns (names) left-aligned, the others (figures)
+    right-aligned."""
     widths = [max([len(header[i]), *(len(r[i]) for r in rows)]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
         aligned = (
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
         return "| " + " | ".join(aligned) + " |"
 
     rule = (
-        "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+        "|" + "|".join("-" * (w + 2) if i < left else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     )
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
