@@ -50,7 +50,9 @@ from kolray.secrets import redact_text
 log = logging.getLogger("kolray.market")
 
 HISTORY_BUDGET = 50  # getTransaction calls per token
-REFINE_BATCH = 5  # trades fetched per refinement round (one JSON-RPC batch)
+# Trades fetched per refinement round (one JSON-RPC batch): few, so that each round learns from the
+# last (on the twin's tapes, 20 calls find 97% of tokens' peaks to 5% in rounds of 1 or 2, 76% in 5).
+REFINE_BATCH = 2
 PAGE = 1000  # getSignaturesForAddress's largest page
 PUMP_VENUES = frozenset({"pumpfun", "pumpswap"})
 _DEFAULT_STEP = 0.05  # log-price per trade before two fetched trades say otherwise
@@ -262,7 +264,7 @@ class HistoryReader:
 
 
 async def read_histories(
-    reader: HistoryReader, windows: Sequence[HistoryWindow], known: Mapping[str, set[str]], parallel: int = 4
+    reader: HistoryReader, windows: Sequence[HistoryWindow], known: Mapping[str, set[str]], parallel: int = 8
 ) -> list[HistoryResult]:
     """Histories of ``windows``, ``parallel`` tokens at a time."""
     gate = asyncio.Semaphore(parallel)

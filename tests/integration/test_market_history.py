@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from kolray.chain.accounts import bonding_curve_address, canonical_pumpswap_pool
 from kolray.chain.rpc import RpcClient
 from kolray.chain.swaps import extract_swaps
-from kolray.market.history import HistoryWindow, history_windows, next_picks
+from kolray.market.history import REFINE_BATCH, HistoryWindow, history_windows, next_picks
 from kolray.market.read import TapePoint
 from kolray.market.stage import MarketOptions, MarketWatcher
 from kolray.market.store import read_tape, store_tape
@@ -374,7 +374,7 @@ def test_reading_around_the_best_price_finds_a_peak_more_often_than_even_spacing
         seen: dict[int, float | None] = {}
         first = True
         while len(seen) < 40:
-            want = min(40 - len(seen), 20 if first else 5)
+            want = min(40 - len(seen), 20 if first else REFINE_BATCH)
             picks = [i for i in next_picks(len(walk), seen, want) if i not in seen]
             first = False
             if not picks:
