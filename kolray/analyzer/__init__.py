@@ -33,6 +33,7 @@ from kolray.analyzer.stage import (
 from kolray.analyzer.stats import (
     DH_HOLD_SCALE_S,
     FARMING_MIN_COPIES,
+    FARMING_RATE,
     RECENT_N,
     STAT_FIELDS,
     WINDOWS,
@@ -50,6 +51,7 @@ __all__ = [
     "DH_HOLD_SCALE_S",
     "DUST_FRACTION",
     "FARMING_MIN_COPIES",
+    "FARMING_RATE",
     "FLAG_NON_SOL_LEG",
     "FLAG_UNTRACKED_SELL",
     "RECENT_N",

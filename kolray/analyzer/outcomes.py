@@ -8,9 +8,11 @@ token's curve or pool between the swaps). The price at a time is the last one kn
 Per position, with ``p0`` its opening buy's price (``entry_price_sol``) and ``H`` the horizon
 (7 days, the label horizon):
 
-- ``peak_multiple``: the highest price in ``(entry, entry + H]`` ÷ ``p0``; ``peak_time`` when the
-  first such high traded (time to peak = ``peak_time − entry_time``). Before ``entry + H`` has
-  passed it is the peak so far.
+- ``peak_multiple``: the highest price in ``(entry, entry + H]`` ÷ ``p0``, at least 1 (right after
+  the buy the pool stands at ``p0``: a token that only fell peaked at the entry, ``peak_time =
+  entry_time``); ``peak_time`` is when the first such high traded (time to peak = ``peak_time −
+  entry_time``). Before ``entry + H`` has passed it is the peak so far; with no price after the
+  entry at all it is unknown (``None``).
 - ``drawdown``: the largest fall from a running high (starting at ``p0``) within the same window,
   as a fraction of that high (0 = never fell, 0.9 = lost 90% from a high).
 - ``missed_gain_sol``: for a closed position, what the tokens it sold would have fetched at the
@@ -224,8 +226,10 @@ def position_outcome(
     if hi > lo:
         window = prices[lo:hi]
         top = int(np.argmax(window))
-        peak_multiple = float(window[top]) / entry_price_sol
-        peak_time = int(times[lo + top])
+        if window[top] > entry_price_sol:
+            peak_multiple, peak_time = float(window[top]) / entry_price_sol, int(times[lo + top])
+        else:
+            peak_multiple, peak_time = 1.0, entry_time
         highs = np.maximum.accumulate(np.maximum(window, entry_price_sol))
         drawdown = float(np.max(1.0 - window / highs))
     missed = copy = None

@@ -31,9 +31,13 @@ Definitions (also in the README, "KOL statistics"):
   with its closing sell), ``copy_scored`` counts them, ``copy_pnl_sol`` is what a follower
   putting in the KOL's own cost would have made, ``Σ cost × (copy_multiple − 1)`` (gross of fees),
   and ``copy_roi`` that over the cost.
-- ``farming``: on at least ``FARMING_MIN_COPIES`` such positions, the KOL made money (net PnL > 0 on
-  those very positions) while its followers lost it (``copy_pnl < 0``): it wins by selling to the
-  crowd it calls in. ``None`` on fewer positions.
+- ``copy_farmed_rate``: the share of those positions the KOL won (net PnL > 0) while its copier
+  lost (``copy_multiple < 1``), trade by trade.
+- ``farming``: on at least ``FARMING_MIN_COPIES`` copied positions, ``copy_farmed_rate >=
+  FARMING_RATE`` and the copier lost overall (``copy_pnl < 0``): the KOL wins by selling to the
+  crowd it calls in. ``None`` on fewer positions. The two thresholds were set on one twin world
+  (60 KOLs × 10 days, seed 7: its farmers at 0.32 and 0.34, every other KOL with 20+ copies at
+  0.23 or less) and checked on another (docs/analysis.md, "Copyability").
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ WINDOWS: dict[str, int | None] = {"7d": 7 * 86_400, "30d": 30 * 86_400, "all": N
 RECENT_N = 10
 DH_HOLD_SCALE_S = 86_400
 WILSON_Z = 1.96
-FARMING_MIN_COPIES = 5
+FARMING_MIN_COPIES = 20
+FARMING_RATE = 0.25
 _LN3 = math.log(3.0)
 
 
@@ -91,6 +96,7 @@ class KolStats:
     copy_scored: int  # scored positions with a follower result
     copy_pnl_sol: float  # what a follower copying them made (gross)
     copy_roi: float | None
+    copy_farmed_rate: float | None  # share of copied trades the KOL won and its copier lost
     farming: bool | None  # the KOL wins while its followers lose (None: too few copies)
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,12 +170,18 @@ class _Score(NamedTuple):
     dh: float
     copy_pnl: int | None  # lamports a follower made with the same cost (None: no copy price)
 
+    @property
+    def farmed(self) -> bool:
+        """The KOL won this trade and its copier lost it."""
+        return self.copy_pnl is not None and self.pnl > 0 and self.copy_pnl < 0
 
-def farming_flag(copies: int, kol_pnl: float, copy_pnl: float) -> bool | None:
-    """The module docstring's ``farming`` from the copied positions' counts and sums."""
+
+def farming_flag(copies: int, farmed: int, copy_pnl: int) -> bool | None:
+    """The module docstring's ``farming`` from the copied positions' count, how many of them were
+    farmed, and the copier's summed PnL."""
     if copies < FARMING_MIN_COPIES:
         return None
-    return kol_pnl > 0 and copy_pnl < 0
+    return farmed >= FARMING_RATE * copies and copy_pnl < 0
 
 
 class _Closed(NamedTuple):
@@ -285,7 +297,8 @@ def kol_stats_windows(
             copy_scored=len(copied),
             copy_pnl_sol=copy_pnl / LAMPORTS_PER_SOL,
             copy_roi=copy_pnl / copy_cost if copy_cost else None,
-            farming=farming_flag(len(copied), sum(c.pnl for c in copied), copy_pnl),
+            copy_farmed_rate=sum(c.farmed for c in copied) / len(copied) if copied else None,
+            farming=farming_flag(len(copied), sum(c.farmed for c in copied), copy_pnl),
             **shared,
         )
     return result
@@ -394,9 +407,7 @@ class KolStatsIndex:
         self._s_copy_cost = _prefix(
             [score.cost if c else 0 for (_, score), c in zip(scored, copied, strict=True)], np.int64
         )
-        self._s_copy_kol_pnl = _prefix(
-            [score.pnl if c else 0 for (_, score), c in zip(scored, copied, strict=True)], np.int64
-        )
+        self._s_farmed = _prefix([score.farmed for _, score in scored], np.int64)
         self._e_start = self._c_start = self._s_start = np.zeros(1, dtype=np.int64)
         # Medians: ranks of the multiples (ties broken by position) and the values in rank order.
         order = np.argsort(multiples, kind="stable")
@@ -446,7 +457,7 @@ class KolStatsIndex:
             "_s_copies",
             "_s_copy_pnl",
             "_s_copy_cost",
-            "_s_copy_kol_pnl",
+            "_s_farmed",
             "_sorted_multiples",
         ):
             setattr(out, name, joined(name))
@@ -534,7 +545,7 @@ class KolStatsIndex:
         rp_lo = r_lo + seg
         copies = self._s_copies[sp_hi] - self._s_copies[sp_lo]
         copy_pnl = self._s_copy_pnl[sp_hi] - self._s_copy_pnl[sp_lo]
-        copy_kol_pnl = self._s_copy_kol_pnl[sp_hi] - self._s_copy_kol_pnl[sp_lo]
+        farmed = self._s_farmed[sp_hi] - self._s_farmed[sp_lo]
         return {
             "trades": e_hi - e_lo,
             "closed": closed,
@@ -562,9 +573,12 @@ class KolStatsIndex:
             "copy_scored": copies,
             "copy_pnl_sol": copy_pnl / LAMPORTS_PER_SOL,
             "copy_roi": ratio(copy_pnl, self._s_copy_cost[sp_hi] - self._s_copy_cost[sp_lo]),
+            "copy_farmed_rate": ratio(farmed, copies),
             # 1 / 0, NaN below FARMING_MIN_COPIES (a feature column; at() turns it into a bool).
             "farming": np.where(
-                copies >= FARMING_MIN_COPIES, ((copy_kol_pnl > 0) & (copy_pnl < 0)).astype(np.float64), np.nan
+                copies >= FARMING_MIN_COPIES,
+                ((farmed >= FARMING_RATE * copies) & (copy_pnl < 0)).astype(np.float64),
+                np.nan,
             ),
         }
 

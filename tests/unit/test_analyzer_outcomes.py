@@ -51,6 +51,12 @@ def test_time_to_peak_is_the_first_time_the_high_traded() -> None:
     assert (got.peak_multiple, got.peak_time) == (3.0, T + 10)
 
 
+def test_a_token_that_only_fell_after_the_buy_peaked_at_the_entry() -> None:
+    got = outcome(paths([(T + 10, 0.9), (T + 20, 0.5)]))
+    assert (got.peak_multiple, got.peak_time) == (1.0, T)
+    assert got.drawdown == pytest.approx(0.5)
+
+
 def test_drawdown_is_the_largest_fall_from_a_running_high_starting_at_the_entry() -> None:
     # 1 → 0.8 is a 20% fall from the entry; 4 → 1 later is 75% from the high.
     got = outcome(paths([(T + 1, 0.8), (T + 2, 4.0), (T + 3, 2.0), (T + 4, 1.0), (T + 5, 3.0)]))

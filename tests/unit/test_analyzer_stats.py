@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from kolray.analyzer import (
     FARMING_MIN_COPIES,
+    FARMING_RATE,
     FLAG_NON_SOL_LEG,
     FLAG_UNTRACKED_SELL,
     RECENT_N,
@@ -145,26 +146,32 @@ def test_recent_form_is_the_last_positions_whatever_the_window() -> None:
 
 def test_a_follower_result_is_copyability_and_a_kol_that_wins_while_followers_lose_is_farming() -> None:
     as_of = T0 + DAY
-    # Five quick 1.5x flips by the KOL; a follower 5 s behind bought into the crowd and sold after
-    # the KOL's dump: 0.8x each.
-    farmer = [closed(T0 + i, T0 + i + 30, 1.5, mint=f"f{i}", copy=0.8) for i in range(FARMING_MIN_COPIES)]
+    n = FARMING_MIN_COPIES
+    # Quick 1.5x flips by the KOL; a follower 5 s behind bought into the crowd and sold after the
+    # KOL's dump: 0.8x each.
+    farmer = [closed(T0 + i, T0 + i + 30, 1.5, mint=f"f{i}", copy=0.8) for i in range(n)]
     s = kol_stats(farmer, as_of)
-    assert (s.copy_scored, s.total_pnl_sol > 0) == (5, True)
-    assert s.copy_pnl_sol == pytest.approx(-0.2 * 5) and s.copy_roi == pytest.approx(-0.2)
-    assert s.farming is True
+    assert (s.copy_scored, s.copy_farmed_rate) == (n, 1.0)
+    assert s.copy_pnl_sol == pytest.approx(-0.2 * n) and s.copy_roi == pytest.approx(-0.2)
+    assert s.farming is True and KolStatsIndex(farmer).at(as_of) == s
     # One copy fewer: too few to call it.
     assert kol_stats(farmer[:-1], as_of).farming is None
-    # A KOL whose followers do about as well is not farming, nor is one that loses with them.
-    honest = [closed(T0 + i, T0 + i + 600, 2.0, mint=f"h{i}", copy=1.9) for i in range(6)]
-    assert kol_stats(honest, as_of).farming is False and kol_stats(honest, as_of).copy_roi == pytest.approx(
-        0.9
-    )
-    losing = [closed(T0 + i, T0 + i + 600, 0.5, mint=f"l{i}", copy=0.4) for i in range(6)]
+    # Farmed trades must be at least FARMING_RATE of the copies: a KOL whose copiers mostly do as
+    # well (1.9x where it made 2x) is not farming even with a few farmed trades among them.
+    few = int(FARMING_RATE * n) - 1
+    honest = [closed(T0 + i, T0 + i + 600, 2.0, mint=f"h{i}", copy=1.9) for i in range(n - few)]
+    honest += [closed(T0 + i, T0 + i + 600, 1.2, mint=f"x{i}", copy=0.9) for i in range(few)]
+    h = kol_stats(honest, as_of)
+    assert h.farming is False and h.copy_farmed_rate == pytest.approx(few / n)
+    # Losing with its copiers is not farming either: the KOL did not win those trades.
+    losing = [closed(T0 + i, T0 + i + 600, 0.5, mint=f"l{i}", copy=0.4) for i in range(n)]
     assert kol_stats(losing, as_of).farming is False
+    # Farmed trades but copiers ahead overall (one copy ran to 10x): not farming.
+    lucky = [*farmer[:-1], closed(T0, T0 + 5, 1.5, mint="big", copy=10.0)]
+    assert kol_stats(lucky, as_of).copy_pnl_sol > 0 and kol_stats(lucky, as_of).farming is False
     # Positions without a follower price do not count toward copyability.
     mixed = kol_stats([*farmer, closed(T0, T0 + 5, 9.0, mint="x")], as_of)
-    assert mixed.copy_scored == 5 and mixed.farming is True
-    assert KolStatsIndex(farmer).at(as_of) == s
+    assert mixed.copy_scored == n and mixed.farming is True
 
 
 def test_untracked_sells_are_counted_and_empty_records_are_none() -> None:
