@@ -43,6 +43,7 @@ SortKey = Literal[
     "mean_multiple",
     "recent_win_rate",
     "last_entry_time",
+    "copy_roi",
 ]
 
 
@@ -335,6 +336,9 @@ class KolStatsOut(BaseModel):
     )
     copy_roi: float | None = Field(default=None, description="copy_pnl_sol over the follower's cost.")
     copy_scored: int | None = Field(default=None, description="Positions with a follower result.")
+    copy_farmed_rate: float | None = Field(
+        default=None, description="Share of the copied positions the KOL won while its follower lost."
+    )
     farming: bool | None = Field(
         default=None,
         description="The KOL wins while its followers lose (null: not enough positions to tell, "

@@ -60,6 +60,7 @@ SORTS = [
     ("Trades", "trades"),
     ("Recent win rate", "recent_win_rate"),
     ("Last active", "last_entry_time"),
+    ("Copy ROI", "copy_roi"),
 ]
 STAT_ROWS = [
     ("Trades", "trades", "int"),

@@ -143,6 +143,11 @@ def test_leaderboard_shows_the_kols(page, site: Site) -> None:
         expect(table.get_by_role("gridcell", name=label, exact=True)).to_be_visible()
     expect(page.locator("#status-line")).to_contain_text(site.models.token[0])
     assert table.get_by_role("row").count() == len(site.world.wallets) + 1  # and the header
+    headers = [h.strip() for h in table.get_by_role("columnheader").all_inner_texts()]
+    assert {"Unrealised (SOL)", "Copy ROI", "Farming"} <= set(headers), headers
+    # Some KOL's closed positions were copied on the swaps' prices: a copy ROI in percent.
+    copy_roi = table.locator(f'[data-testid^="cell-"][data-testid$="-{headers.index("Copy ROI")}"]')
+    assert any(re.fullmatch(r"-?\d+\.\d%", text.strip()) for text in copy_roi.all_inner_texts())
     shot(page, "1-leaderboard")
 
 
@@ -171,6 +176,7 @@ def test_kol_page_shows_forecast_stats_chart_and_positions(page, site: Site) -> 
     expect(page.get_by_text("Cumulative realised PnL (SOL)")).to_be_visible()
     stats = page.locator("#kol-stats")
     expect(stats.get_by_role("gridcell", name="Win rate", exact=True)).to_be_visible()
+    expect(stats.get_by_role("gridcell", name="Copy ROI", exact=True)).to_be_visible()
     expect(stats.get_by_role("gridcell", name=re.compile(r"^\d+\.\d%$")).first).to_be_visible()
     expect(
         page.locator("#kol-positions").get_by_role("gridcell", name="closed", exact=True).first

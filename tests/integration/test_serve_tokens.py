@@ -302,3 +302,19 @@ def test_the_token_view_draws_the_tape_and_marks_buys_and_sells_apart(market: Ma
     # A bad or unknown mint is explained, not raised.
     assert "invalid mint address" in asyncio.run(token_view(service, "nope"))[0]
     assert "unknown token" in asyncio.run(token_view(service, UNKNOWN))[0]
+
+
+def test_copyability_reaches_the_leaderboard_and_sorts_it(market: Market) -> None:
+    # Beta's one closed position, copied 5 s behind on the tape's prices: bought at the price of
+    # T0+605 (the tape's 1.2e-6 at T0+300), sold at that of T0+3605 (2e-6 at T0+1200; the gap
+    # has no price): a 2/1.2 copy multiple on beta's 0.6 SOL cost, +0.4 SOL, ROI 2/3. Too few
+    # copies to call farming either way: null. Alpha closed nothing: no copy ROI.
+    board = market.client.get("/v1/kols", params={"window": "all", "sort": "copy_roi"}).json()
+    assert [row["wallet"] for row in board["kols"]] == [BETA, ALPHA]  # unknown values last
+    beta, alpha = (row["stats"] for row in board["kols"])
+    assert beta["copy_scored"] == 1 and beta["farming"] is None
+    assert beta["copy_pnl_sol"] == pytest.approx(0.4) and beta["copy_roi"] == pytest.approx(2 / 3)
+    assert alpha["copy_scored"] == 0 and alpha["copy_roi"] is None
+    token = get_token(market, MINT)
+    copies = {p["wallet"]: p["copy_multiple"] for p in token["positions"]}
+    assert copies == {BETA: pytest.approx(2 / 1.2), ALPHA: None}
