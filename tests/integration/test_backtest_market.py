@@ -311,3 +311,26 @@ def test_cli_prints_both_tapes_side_by_side(cli_world, capsys) -> None:
     assert "fills on the trades tape" in printed and "| market" not in printed
     assert main([*args, "--tape", "sideways"]) == 2
     assert "--tape" in capsys.readouterr().err
+
+
+def test_a_report_saved_before_the_market_tape_still_loads_as_a_trades_tape_report(hand) -> None:
+    from kolray.backtest import BacktestReport, table_rows, tapes_table_rows
+
+    url, store, version, _ = hand
+    report = run_backtest(
+        BacktestOptions(strategies=HAND, dataset_version=version, tape="trades"),
+        database_url=url,
+        storage_uri=store,
+    ).report
+    # The fields older reports lack: the tape, the other tapes, the coverage and gap fills.
+    body = report.model_dump(mode="json")
+    for field in ("tape", "other_tapes", "coverage"):
+        body.pop(field)
+    for result in body["strategies"]:
+        result["metrics"].pop("gap_fills")
+    old = BacktestReport.model_validate_json(json.dumps(body))
+    assert old.tape == "trades" and old.tapes == ["trades"] and old.coverage == {}
+    assert old.strategy("copy_all").metrics.gap_fills == 0
+    # The API and the UI read its strategies, one row each; the paired table names their tape.
+    assert [row[0] for row in table_rows(old)] == ["copy_all", "top_kols:1", "oracle:0.5"]
+    assert [row[:2] for row in tapes_table_rows(old)] == [[s.name, "trades"] for s in old.strategies]
