@@ -300,8 +300,8 @@ def equity_png(report: BacktestReport) -> bytes:
         axes.set_ylabel("cumulative PnL (SOL)")
         axes.set_title(
             f"Copy-trading backtest on dataset {report.dataset_version} ({report.split} period), "
-            f"stake {report.execution.stake_sol:g} SOL; fills on the {' and '.join(report.tapes)} tape"
-            + ("s (dashed: " + ", ".join(report.other_tapes) + ")" if report.other_tapes else ""),
+            f"stake {report.execution.stake_sol:g} SOL\nfills on the {' and '.join(report.tapes)} tape"
+            + ("s (dashed: the " + ", ".join(report.other_tapes) + " tape)" if report.other_tapes else ""),
             fontsize=10,
         )
         locator = mdates.AutoDateLocator()
