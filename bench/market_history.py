@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from kolray.chain.rpc import RpcClient
-from kolray.market.history import HistoryReader, history_windows, read_histories, tracked_signatures
-from kolray.market.store import read_tape, store_tape
+from kolray.market.stage import MarketOptions, MarketSummary, MarketWatcher
+from kolray.market.store import read_tape
 from kolray.sim.market import price_of
 from kolray.sim.params import LABEL_HORIZON_S, LAMPORTS_PER_SOL, TOKEN_DECIMALS, slot_start
 from kolray.sim.server import start_server
@@ -107,30 +107,29 @@ def run_budget(world: World, root: Path, url: str, budget: int, label: str) -> t
     engine = database_with_world_swaps(f"sqlite:///{root / f'history-{label}.db'}", world)
     mints = sorted(set(world.positions()["mint"]))
 
-    async def backfill() -> tuple[int, int, int, int]:
+    async def backfill() -> MarketSummary:
         async with RpcClient([url]) as rpc:
-            windows = history_windows(engine, mints, world.end)
-            known = {w.mint: tracked_signatures(engine, w.mint) for w in windows}
-            results = await read_histories(HistoryReader(rpc, budget), windows, known)
-        for r in results:
-            store_tape(engine, r.points, r.gaps, "history")
-        return (
-            len(results),
-            sum(r.fetched for r in results),
-            sum(r.signature_calls for r in results),
-            sum(len(r.gaps) for r in results),
-        )
+            options = MarketOptions(rpc_urls=[url], database_url=str(engine.url), history_budget=budget)
+            watcher = MarketWatcher(options, rpc, engine)
+            watcher.chain_now = world.end
+            await watcher.backfill(mints)
+        return watcher.summary
 
     started = time.perf_counter()
-    tokens, fetched, pages, gaps = asyncio.run(backfill())
+    summary = asyncio.run(backfill())
     seconds = time.perf_counter() - started
+    tokens, fetched, pages = (
+        summary.history_tokens,
+        summary.history_transactions,
+        summary.history_signature_calls,
+    )
     return read_tape(engine, mints), {
         "budget": label,
         "tokens": tokens,
         "transactions": fetched,
         "signature_pages": pages,
         "calls_per_token": round((fetched + pages) / max(tokens, 1), 1),
-        "gaps": gaps,
+        "gaps": summary.history_gaps,
         "seconds": round(seconds, 1),
     }
 

@@ -39,11 +39,16 @@ from solders.transaction import VersionedTransaction
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
-from kolray.chain.accounts import bonding_curve_address, canonical_pumpswap_pool
+from kolray.chain.accounts import (
+    PUMP_TOKEN_SUPPLY,
+    AccountLayoutError,
+    bonding_curve_address,
+    canonical_pumpswap_pool,
+)
 from kolray.chain.rpc import RpcClient, RpcError, SignatureInfo
 from kolray.chain.swaps import MalformedTransaction, extract_swaps
-from kolray.chain.types import WSOL_MINT
-from kolray.market.read import Gap, TapePoint
+from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
+from kolray.market.read import Gap, Pool, PoolFinder, TapePoint
 from kolray.market.watch import LABEL_HORIZON_S
 from kolray.secrets import redact_text
 
@@ -160,23 +165,61 @@ def _fee_payer(tx: dict) -> str:
     raise MalformedTransaction("transaction is neither an object nor base64")
 
 
-def price_of_trade(tx: dict, mint: str) -> TapePoint | str | None:
+def _account_keys(tx: dict) -> list[str]:
+    """Every account key, loaded ones included, in the order token balances index them."""
+    transaction = tx["transaction"]
+    loaded = tx["meta"].get("loadedAddresses") or {}
+    extra = [*loaded.get("writable", []), *loaded.get("readonly", [])]
+    if isinstance(transaction, list):
+        message = VersionedTransaction.from_bytes(base64.b64decode(transaction[0])).message
+        return [*map(str, message.account_keys), *extra]
+    keys = transaction["message"]["accountKeys"]
+    if keys and isinstance(keys[0], dict):  # jsonParsed lists the loaded ones already
+        return [str(k["pubkey"]) for k in keys]
+    return [*map(str, keys), *extra]
+
+
+def _pool_reserves_after(tx: dict, pool: Pool) -> tuple[int, int, int] | None:
+    """(base, quote, base decimals) in ``pool``'s vaults after the transaction, from its token
+    balances; None when the transaction does not show both vaults."""
+    keys = _account_keys(tx)
+    after: dict[str, tuple[int, int]] = {}
+    for entry in tx["meta"].get("postTokenBalances") or []:
+        amount = entry["uiTokenAmount"]
+        after[keys[entry["accountIndex"]]] = (int(amount["amount"]), int(amount["decimals"]))
+    if pool.base_vault not in after or pool.quote_vault not in after:
+        return None
+    (base, decimals), (quote, _) = after[pool.base_vault], after[pool.quote_vault]
+    return base, quote, decimals
+
+
+def price_of_trade(tx: dict, mint: str, pool: Pool | None = None) -> TapePoint | str | None:
     """The token's price after the trade in ``tx``, as a tape point; a reason (str) when the
-    transaction cannot give one; None when it holds no trade of ``mint``."""
+    transaction cannot give one; None when it holds no trade of ``mint``. ``pool``: the token's
+    Raydium AMM v4 pool, priced from its vaults' balances after the trade (its swaps emit no
+    reserves event)."""
     try:
         swaps = [s for s in extract_swaps(tx, _fee_payer(tx)) if s.mint == mint]
+        if not swaps:
+            return None
+        swap = swaps[-1]
+        if swap.block_time is None or swap.slot is None:
+            return "trade without slot or block time"
+        if swap.dex in PUMP_VENUES and swap.price_sol is not None and swap.market_cap_sol is not None:
+            return TapePoint(
+                mint, int(swap.slot), int(swap.block_time), float(swap.price_sol), float(swap.market_cap_sol),
+                None, swap.dex, swap.dex == "pumpswap",
+            )  # fmt: skip
+        reserves = _pool_reserves_after(tx, pool) if pool is not None else None
     except (MalformedTransaction, KeyError, IndexError, TypeError, ValueError) as error:
         return f"transaction does not decode: {error}"
-    if not swaps:
-        return None
-    swap = swaps[-1]
-    if swap.dex not in PUMP_VENUES or swap.price_sol is None or swap.market_cap_sol is None:
+    if pool is None or reserves is None or min(reserves[:2]) <= 0:
         return f"trade on {swap.dex} ({swap.program_id}): no pump.fun or PumpSwap event to price it"
-    if swap.block_time is None or swap.slot is None:
-        return "trade without slot or block time"
+    base, quote, decimals = reserves
+    price = (quote / LAMPORTS_PER_SOL) / (base / 10**decimals)
     return TapePoint(
-        mint, int(swap.slot), int(swap.block_time), float(swap.price_sol), float(swap.market_cap_sol),
-        None, swap.dex, swap.dex == "pumpswap",
+        mint, int(swap.slot), int(swap.block_time), price, price * PUMP_TOKEN_SUPPLY / 10**decimals,
+        quote / LAMPORTS_PER_SOL, pool.venue, True,
     )  # fmt: skip
 
 
@@ -186,16 +229,30 @@ class HistoryReader:
 
     rpc: RpcClient
     budget: int = HISTORY_BUDGET
+    find_pool: PoolFinder | None = None  # a graduated token's Raydium pool (from a stored swap)
 
     def __post_init__(self) -> None:
         if self.budget < 2:
             raise ValueError(f"a history needs a budget of at least 2 calls per token, got {self.budget}")
 
-    async def trades(self, window: HistoryWindow, known: set[str]) -> tuple[list[SignatureInfo], int]:
+    async def _raydium_pool(self, mint: str) -> Pool | None:
+        if self.find_pool is None:
+            return None
+        try:
+            found = await self.find_pool(mint)
+        except AccountLayoutError as error:  # the stored swap names no usable pool: no Raydium history
+            log.warning("market history: no Raydium pool", extra={"mint": mint, "reason": str(error)})
+            return None
+        return found if found is not None and found.venue == "raydium_amm_v4" else None
+
+    async def trades(
+        self, window: HistoryWindow, known: set[str], pool: Pool | None
+    ) -> tuple[list[SignatureInfo], int]:
         """The token's trades in the window, oldest first, and the signature pages read."""
         found: dict[str, SignatureInfo] = {}
         pages = 0
-        for address in (bonding_curve_address(window.mint), canonical_pumpswap_pool(window.mint)):
+        addresses = [bonding_curve_address(window.mint), canonical_pumpswap_pool(window.mint)]
+        for address in addresses + ([pool.address] if pool is not None else []):
             before: str | None = None
             while True:
                 page = await self.rpc.get_signatures_for_address(address, before=before, limit=PAGE)
@@ -214,7 +271,8 @@ class HistoryReader:
     async def read(self, window: HistoryWindow, known: set[str]) -> HistoryResult:
         result = HistoryResult(window.mint)
         try:
-            trades, result.signature_calls = await self.trades(window, known)
+            pool = await self._raydium_pool(window.mint)
+            trades, result.signature_calls = await self.trades(window, known, pool)
         except RpcError as error:
             reason = redact_text(f"history: signatures unavailable ({error.kind}: {error})")
             log.warning("market history: no signatures", extra={"mint": window.mint, "reason": reason})
@@ -230,12 +288,13 @@ class HistoryReader:
             if not picks:
                 break
             result.fetched += len(picks)
-            await self._fetch(window.mint, [trades[i] for i in picks], picks, log_prices, result)
+            await self._fetch(window.mint, pool, [trades[i] for i in picks], picks, log_prices, result)
         return result
 
     async def _fetch(
         self,
         mint: str,
+        pool: Pool | None,
         infos: list[SignatureInfo],
         picks: list[int],
         log_prices: dict[int, float | None],
@@ -253,7 +312,7 @@ class HistoryReader:
             elif tx is None:
                 outcome = "history: the node did not return the transaction"
             else:
-                outcome = price_of_trade(tx, mint)
+                outcome = price_of_trade(tx, mint, pool)
             log_prices[index] = None
             if isinstance(outcome, TapePoint):
                 result.points.append(outcome)

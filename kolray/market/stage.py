@@ -99,7 +99,11 @@ class MarketWatcher:
         self.summary = MarketSummary()
         self.chain_now = 0
         self._refreshed = -float("inf")
-        self.history = HistoryReader(rpc, options.history_budget) if options.history else None
+        self.history = (
+            HistoryReader(rpc, options.history_budget, find_pool=self._history_pool)
+            if options.history
+            else None
+        )
         self.history_pending: list[str] = []  # watched mints whose history is still to be read
         self.history_tried: set[str] = set()
 
@@ -113,6 +117,11 @@ class MarketWatcher:
         transaction = await self.rpc.get_transaction(str(row[0]))
         self.reader.calls += 1
         return await raydium_pool_from_transaction(self.rpc, mint, transaction) if transaction else None
+
+    async def _history_pool(self, mint: str) -> Pool | None:
+        """A graduated token's Raydium pool for its history: the live reader's, or found as it finds one."""
+        known = self.reader.pools.get(mint)
+        return known if known is not None else await self._find_pool(mint)
 
     async def _chain_time(self) -> int:
         slot = await self.rpc.call("getSlot", [{"commitment": "confirmed"}])

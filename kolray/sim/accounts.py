@@ -44,6 +44,8 @@ class TwinAddress:
     amm: str  # the venue the token migrates to: pumpswap | raydium_amm_v4
     creator: str
     pool: dict[str, str] | None
+    community: int = 0
+    token_index: int = 0
 
 
 class TwinAccounts:
@@ -67,11 +69,12 @@ class TwinAccounts:
                 continue
             creator = keys.dev_wallet(seed, int(community), int(index))
             pool = keys.pool_accounts(seed, int(community), int(index), str(amm))
-            curve = TwinAddress(mint, "curve", str(amm), creator, pool)
+            where = (int(community), int(index))
+            curve = TwinAddress(mint, "curve", str(amm), creator, pool, *where)
             self.addresses[bonding_curve_address(mint)] = curve
             self.curves[mint] = curve
             for kind in ("pool", "base_vault", "quote_vault"):
-                self.addresses[pool[kind]] = TwinAddress(mint, kind, str(amm), creator, pool)
+                self.addresses[pool[kind]] = TwinAddress(mint, kind, str(amm), creator, pool, *where)
 
     def __len__(self) -> int:
         return len(self.addresses)

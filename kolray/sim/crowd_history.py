@@ -50,6 +50,7 @@ from kolray.sim.params import (
     PUMPSWAP_CREATOR_FEE_BPS,
     PUMPSWAP_LP_FEE_BPS,
     PUMPSWAP_PROTOCOL_FEE_BPS,
+    RAYDIUM_FEE_BPS,
     SLOTS_PER_SECOND,
     TOKEN_ACCOUNT_RENT,
     TOKEN_DECIMALS,
@@ -116,6 +117,14 @@ def crowd_fill(venue: str, before: float, after: float) -> Fill:
         return Fill(
             venue, "buy" if buy else "sell", tokens, paid, pool_sol, fee, creator, 0, sol0, tok0, sol1, tok1
         )
+    if venue == "raydium_amm_v4":  # the fee is taken from the input and stays in the pool
+        if buy:
+            paid = sol1 - sol0
+            lp = _ceil_bps(paid, RAYDIUM_FEE_BPS)
+            return Fill(venue, "buy", tokens, paid, paid - lp, 0, 0, lp, sol0, tok0, sol1, tok1)
+        out = sol0 - sol1
+        lp = _ceil_bps(tokens, RAYDIUM_FEE_BPS)
+        return Fill(venue, "sell", tokens, out, out, 0, 0, lp, sol0, tok0, sol1, tok1)
     if buy:  # what enters the quote vault is the input plus the LP fee
         into_pool = sol1 - sol0
         pool_in = into_pool * 10_000 // (10_000 + PUMPSWAP_LP_FEE_BPS)
@@ -146,10 +155,9 @@ def crowd_fill(venue: str, before: float, after: float) -> Fill:
     return Fill(venue, "sell", tokens, received, out, fee, creator, lp, sol0, tok0, sol1, tok1)
 
 
-def token_trades(tapes: Tapes, mint: str, start: int, pumpswap: bool) -> TokenTrades:
+def token_trades(tapes: Tapes, mint: str, start: int) -> TokenTrades:
     """``mint``'s crowd trades from its tape: the last change point of each slot, traded in the
-    first slot that begins at or after it (so the accounts read at that slot show its price); a
-    token graduated to Raydium has none after its migration (``pumpswap`` False)."""
+    first slot that begins at or after it (so the accounts read at that slot show its price)."""
     begin, end = tapes.ranges[mint]
     time = tapes.time[begin:end]
     level, drift, pool = tapes.level[begin:end], tapes.drift[begin:end], tapes.pool[begin:end]
@@ -165,8 +173,8 @@ def token_trades(tapes: Tapes, mint: str, start: int, pumpswap: bool) -> TokenTr
     after = level[last] + drift[last] * (start + (slots - GENESIS_SLOT) / SLOTS_PER_SECOND - time[last])
     before = np.r_[0.0, after[:-1]]  # a token starts at the launch price
     venue = np.where(pool[last], POOL, CURVE)
-    # A trade needs the reserves to move; a Raydium pool's trades are not served.
-    keep = np.ones(len(slots), dtype=bool) if pumpswap else venue == CURVE
+    # A trade needs the reserves to move.
+    keep = np.ones(len(slots), dtype=bool)
     for v, k in ((CURVE, CURVE_K), (POOL, POOL_K)):
         here = np.flatnonzero(keep & (venue == v))
         if len(here):
@@ -174,13 +182,23 @@ def token_trades(tapes: Tapes, mint: str, start: int, pumpswap: bool) -> TokenTr
     return TokenTrades(slots[keep], before[keep], after[keep], venue[keep])
 
 
-class _Venues(Renderer):
-    """The KOL renderer's venue instructions (pump.fun, PumpSwap) for any token of the world."""
+@dataclass(frozen=True, slots=True)
+class _Mint:
+    mint: str
 
-    def __init__(self, world: World, accounts: TwinAccounts) -> None:
-        empty = CommunityResult(0, [], [], [], [], [], [], [], [])
+
+class _Venues(Renderer):
+    """The KOL renderer's venue instructions (pump.fun, PumpSwap, Raydium AMM v4) for the tokens of
+    one community of the world (Raydium's accounts load from that community's lookup tables)."""
+
+    def __init__(self, world: World, accounts: TwinAccounts, community: int) -> None:
+        empty = CommunityResult(community, [], [], [], [], [], [], [], [])
         super().__init__(world.params, empty)
         self.twin_accounts = accounts
+        # The venue instructions read a token's mint only (by its index in the community).
+        self.tokens = {  # type: ignore[assignment]
+            a.token_index: _Mint(mint) for mint, a in accounts.curves.items() if a.community == community
+        }
 
     def _creator_of(self, mint: str) -> str:
         return self.twin_accounts.curves[mint].creator
@@ -206,7 +224,7 @@ class CrowdHistory:
         self.seed = world.params.seed
         self._tag = hashlib.sha256(f"kolray-sim/{self.seed}/crowd-signature".encode()).digest()
         self._trades: OrderedDict[str, TokenTrades] = OrderedDict()
-        self._venues: _Venues | None = None
+        self._venues: dict[int, _Venues] = {}
 
     # Trades and signatures
 
@@ -214,8 +232,7 @@ class CrowdHistory:
         found = self._trades.get(mint)
         if found is None:
             assert self.tapes is not None  # mints come from the tapes
-            pumpswap = self.accounts.curves[mint].amm == "pumpswap"
-            found = self._trades[mint] = token_trades(self.tapes, mint, self.world.start, pumpswap)
+            found = self._trades[mint] = token_trades(self.tapes, mint, self.world.start)
             if len(self._trades) > _CACHED_TOKENS:
                 self._trades.popitem(last=False)
         else:
@@ -275,19 +292,21 @@ class CrowdHistory:
 
     @staticmethod
     def _trades_here(entry: TwinAddress) -> bool:
-        return entry.kind == "curve" or (entry.kind == "pool" and entry.amm == "pumpswap")
+        return entry.kind in ("curve", "pool")
 
     # Transactions
 
     def render(self, mint: str, index: int) -> tuple[dict[str, Any], bytes]:
         """The crowd trade as a ``getTransaction`` result (json encoding, v0, no ``version``) and
         its wire bytes."""
-        if self._venues is None:
-            self._venues = _Venues(self.world, self.accounts)
+        curve = self.accounts.curves[mint]
+        venues = self._venues.get(curve.community)
+        if venues is None:
+            venues = self._venues[curve.community] = _Venues(self.world, self.accounts, curve.community)
         trades = self.trades(mint)
         slot = int(trades.slot[index])
         t = slot_start(self.world.start, slot)
-        venue = "pumpfun" if trades.venue[index] == CURVE else "pumpswap"
+        venue = "pumpfun" if trades.venue[index] == CURVE else curve.amm
         fill = crowd_fill(venue, float(trades.before[index]), float(trades.after[index]))
         buy = fill.side == "buy"
         signature = self.signature(mint, index)
@@ -310,14 +329,13 @@ class CrowdHistory:
         else:
             tx.balance(user_ata, TOKEN_ACCOUNT_RENT)
             tx.token_account(user_ata, mint, user, TOKEN_DECIMALS, fill.token_amount, 0)
-        curve = self.accounts.curves[mint]
         if venue == "pumpfun":
             venue_accounts = {
                 "curve": bonding_curve_address(mint),
                 "curve_ata": keys.ata(bonding_curve_address(mint), mint),
                 "creator_vault": keys.creator_vault(curve.creator),
             }
-            self._venues._pumpfun(tx, fill, user, user_ata, mint, venue_accounts, t, buy, None)
+            venues._pumpfun(tx, fill, user, user_ata, mint, venue_accounts, t, buy, None)
         else:
             assert curve.pool is not None  # every traded token has its pool accounts
             wsol_ata = keys.ata(user, WSOL_MINT)
@@ -327,11 +345,14 @@ class CrowdHistory:
             if buy:
                 system_transfer(tx, user, wsol_ata, fill.sol_amount)
                 sync_native(tx, wsol_ata)
-            self._venues._pumpswap(tx, fill, user, user_ata, wsol_ata, mint, curve.pool, t, buy, None)
+            if venue == "pumpswap":
+                venues._pumpswap(tx, fill, user, user_ata, wsol_ata, mint, curve.pool, t, buy, None)
+            else:
+                venues._raydium(tx, fill, user, user_ata, wsol_ata, curve.pool, buy, None, curve.token_index)
             close_account(tx, wsol_ata, user, user, tx.lamports[wsol_ata][1])
         tx.account(mint)
         tx.balance(mint, MINT_RENT)
-        self._venues._balances_for_others(tx)
+        venues._balances_for_others(tx)
         result, wire, _ = tx.build(
             fee, slot=slot, block_time=block_time_of_slot(self.world.params, slot), signature=signature
         )

@@ -176,6 +176,41 @@ def test_the_crowds_transactions_decode_through_extract_swaps_to_the_tape_price(
     assert min(checked.values()) > 10, checked
 
 
+def test_a_raydium_pools_crowd_trades_leave_the_tape_price_in_its_vaults(world: World) -> None:
+    from kolray.market.history import price_of_trade
+    from kolray.market.read import Pool
+    from kolray.sim import keys
+
+    node = end_node(world)
+    tokens = world.tokens()
+    graduated = tokens[tokens["migration_time"].notna() & tokens["amm"].eq("raydium_amm_v4")]
+    token = next(t for t in graduated.itertuples() if t.mint in world.tapes())
+    accounts = keys.pool_accounts(world.params.seed, int(token.community), int(token.token_index), token.amm)
+    pool = Pool(
+        "raydium_amm_v4", accounts["pool"], accounts["base_vault"], accounts["quote_vault"], token.mint
+    )
+    kols = set(world.kols()["wallet"])
+    checked = 0
+    for entry in every_signature(node, pool.address)[:200]:
+        for encoding in ENCODINGS:
+            raw = node.get_transaction(
+                [entry["signature"], {"encoding": encoding, "maxSupportedTransactionVersion": 0}],
+                node.current_slot(),
+            )
+            tx = orjson.loads(raw)
+            if fee_payer(tx) in kols:
+                break
+            (swap,) = extract_swaps(tx, fee_payer(tx))
+            assert swap.dex == "raydium_amm_v4" and swap.market_cap_sol is None  # no event: amounts only
+            point = price_of_trade(tx, token.mint, pool)
+            assert isinstance(point, TapePoint) and point.venue == "raydium_amm_v4"
+            assert point.price_sol == pytest.approx(true_price(world, token.mint, entry["slot"]), rel=1e-6)
+            # Without the pool, the trade's own amounts are no price of the market after it.
+            assert isinstance(price_of_trade(tx, token.mint), str)
+            checked += 1
+    assert checked > 30
+
+
 def test_crowd_signatures_are_the_twins_own_and_unknown_ones_stay_unknown(world: World) -> None:
     from solders.signature import Signature
 
@@ -243,14 +278,22 @@ def test_the_history_records_the_twins_true_price_once_within_the_budget(world: 
         assert summary.history_tokens > 20 and len(priced) > 10 * summary.history_tokens
         error = np.abs(priced["price_sol"].to_numpy() / true_prices(world, priced) - 1)
         assert error.max() < 0.01, f"worst history point {error.max():.2%} off the twin's price"
-        assert set(priced["venue"]) == {"pumpfun", "pumpswap"} and priced["liquidity_sol"].isna().all()
+        assert set(priced["venue"]) == {"pumpfun", "pumpswap", "raydium_amm_v4"}
+        # A pump event gives the price, not the reserves' SOL; a Raydium pool's vaults give both.
+        pump = priced["venue"] != "raydium_amm_v4"
+        assert (
+            priced.loc[pump, "liquidity_sol"].isna().all() and priced.loc[~pump, "liquidity_sol"].gt(0).all()
+        )
         assert rows["price_sol"].isna().sum() == summary.history_gaps == 0
         assert not read_tape(engine).duplicated(["mint", "slot"]).any()
         # The budget: never more than `budget` getTransaction calls per token, counted by the node.
-        assert calls == summary.history_transactions <= budget * summary.history_tokens
+        assert len(asked) == summary.history_transactions <= budget * summary.history_tokens
+        # Besides: one transaction per Raydium-graduated token, the stored swap that names its pool.
+        trades = world.trades()
+        assert calls - len(asked) == trades.loc[trades["dex"] == "raydium_amm_v4", "mint"].nunique()
         assert priced.groupby("mint").size().max() <= budget
         # None of the tracked wallets' own trades is read again: their prices are in `swaps`.
-        assert len(asked) == calls and not set(asked) & set(world.trades()["signature"])
+        assert not set(asked) & set(world.trades()["signature"])
         # Re-running stores nothing and reads nothing.
         again = asyncio.run(backfill(twin.url, db_url, engine, budget))
         assert again.summary.history_tokens == 0
@@ -268,9 +311,12 @@ def test_reading_every_trade_finds_every_price_the_tape_took(world: World, sqlit
     buys = world.trades().query("side == 'buy'").groupby("mint")["block_time"].min()
     scale = 10**TOKEN_DECIMALS / LAMPORTS_PER_SOL
     checked = 0
+    trades = world.trades()
+    raydium_swapped = set(trades.loc[trades["dex"] == "raydium_amm_v4", "mint"])
     for mint, got in rows.groupby("mint"):
-        if tokens.loc[mint, "amm"] == "raydium_amm_v4" and not np.isnan(tokens.loc[mint, "migration_time"]):
-            continue  # its pool's trades are not served (a Raydium pool has no pump event)
+        graduated = not np.isnan(tokens.loc[mint, "migration_time"])
+        if graduated and tokens.loc[mint, "amm"] == "raydium_amm_v4" and mint not in raydium_swapped:
+            continue  # no stored swap names its Raydium pool: the history has only its curve
         first = int(buys[mint])
         begin, end = tapes.ranges[mint]
         times, levels = tapes.time[begin:end], tapes.level[begin:end]
