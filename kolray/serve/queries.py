@@ -367,10 +367,10 @@ def _window(column: Any, since: int | None, until: int | None) -> list[Any]:
     return conditions
 
 
-def split_tape(rows: list[Any]) -> tuple[list[dict[str, Any]], list[TapeGap]]:
-    """Tape rows in time order → priced points and gaps; consecutive gap rows with the same note
-    are one gap (a token whose curve is missing fails every read, for the same reason)."""
-    points: list[dict[str, Any]] = []
+def split_tape(rows: list[Any]) -> tuple[list[Any], list[TapeGap]]:
+    """Tape rows in time order → the priced rows and the gaps; consecutive gap rows with the same
+    note are one gap (a token whose curve is missing fails every read, for the same reason)."""
+    points: list[Any] = []
     gaps: list[TapeGap] = []
     open_gap: TapeGap | None = None
     for row in rows:
@@ -383,8 +383,12 @@ def split_tape(rows: list[Any]) -> tuple[list[dict[str, Any]], list[TapeGap]]:
                 gaps.append(open_gap)
             continue
         open_gap = None
-        points.append({name: getattr(row, name) for name in TAPE_FIELDS})
+        points.append(row)
     return points, gaps
+
+
+def _tape_point(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in TAPE_FIELDS}
 
 
 def downsample(times: np.ndarray, prices: np.ndarray, max_points: int) -> np.ndarray:
@@ -475,15 +479,19 @@ def _first_entry(conn: Any, mint: str) -> tuple[int, float | None] | None:
 
 
 def _peak(
-    points: list[dict[str, Any]], trades: list[dict[str, Any]], since: int | None
+    times: np.ndarray, prices: np.ndarray, trades: list[dict[str, Any]], since: int | None
 ) -> tuple[float, int] | None:
-    """The highest price at or after ``since`` over tape points and swaps; the earliest on ties."""
+    """The highest price at or after ``since`` over the tape (``times``, ``prices``, in time
+    order) and the swaps; the earliest on ties."""
     if since is None:
         return None
-    candidates = [(p["price_sol"], p["time"]) for p in points if p["time"] >= since]
-    candidates += [
+    candidates = [
         (t["price_sol"], t["time"]) for t in trades if t["time"] >= since and t["price_sol"] is not None
     ]
+    after = np.flatnonzero(times >= since)
+    if len(after):
+        best = after[np.argmax(prices[after])]  # argmax: the first, so the earliest of equal highs
+        candidates.append((float(prices[best]), int(times[best])))
     if not candidates:
         return None
     price, time_ = max(candidates, key=lambda c: (c[0], -c[1]))
@@ -512,21 +520,19 @@ def token_market(
         first_entry = _first_entry(conn, mint)
     truncated = len(trade_rows) > max_trades
     trades = [_trade_out(r) for r in trade_rows[-max_trades:]]
-    kept = downsample(
-        np.array([p["time"] for p in points], dtype=np.int64),
-        np.array([p["price_sol"] for p in points], dtype=np.float64),
-        max_points,
-    )
+    # Arrays for the whole tape, dicts only for the points kept: a long tape is mostly dropped.
+    times = np.fromiter((p.time for p in points), dtype=np.int64, count=len(points))
+    prices = np.fromiter((p.price_sol for p in points), dtype=np.float64, count=len(points))
     return TokenRecord(
-        points=[points[i] for i in kept],
+        points=[_tape_point(points[i]) for i in downsample(times, prices, max_points)],
         points_total=len(points),
-        latest=points[-1] if points else None,
+        latest=_tape_point(points[-1]) if points else None,
         gaps=gaps,
         trades=trades,
         trades_truncated=truncated,
         positions=positions,
         first_entry=first_entry,
-        peak=_peak(points, trades, None if first_entry is None else first_entry[0]),
+        peak=_peak(times, prices, trades, None if first_entry is None else first_entry[0]),
     )
 
 
