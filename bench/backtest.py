@@ -8,9 +8,9 @@
 ``kolray pipeline --models token`` first runs on a world of ``--kols`` KOLs over ``--days`` days
 (seed ``--seed``) in a scratch directory.
 
-The market tape is the world's true tape stored into ``market_tape`` with the market stage's own
-``store_tape`` (:mod:`kolray.testing.backtest_twin`: each token from its first tracked buy to 7
-days after its last), a stand-in for what ``kolray market`` records from the twin (held to the
+The market tape is the world's true tape of the test period's tokens stored into ``market_tape``
+with the market stage's own ``store_tape`` (:mod:`kolray.testing.backtest_twin`: each token from
+its first tracked buy to 7 days after its last), a stand-in for what ``kolray market`` records from the twin (held to the
 twin's price within 3e-9 elsewhere); a database that already has a market tape keeps it. Then the
 default strategies run once with the default execution (exit with the KOL) and once with the
 take-profit and stop-loss given (default 3x and none), both tapes side by side. Measured on the
@@ -70,6 +70,7 @@ def measure(data_dir: Path, world_dir: Path, take_profit: float | None, stop_los
 
     from kolray.backtest import BacktestOptions, Execution, coverage_text, run_backtest, tapes_table_text
     from kolray.config import get_settings
+    from kolray.datasets import load_dataset
     from kolray.db.migrate import upgrade
     from kolray.db.tables import TapePointRow
     from kolray.sim.world import load_world
@@ -85,7 +86,9 @@ def measure(data_dir: Path, world_dir: Path, take_profit: float | None, stop_los
     with engine.connect() as conn:
         existing = conn.scalar(select(func.count()).select_from(TapePointRow)) or 0
     started = time.perf_counter()
-    stored = 0 if existing else store_true_tape(engine, world)
+    # Only the test period's tokens: the backtest reads no other (a long world's full tape is millions of rows).
+    dataset = load_dataset("token", None, settings.storage_uri)
+    stored = 0 if existing else store_true_tape(engine, world, mints=set(dataset.test["mint"]))
     store_s = time.perf_counter() - started
 
     runs: dict[str, Any] = {}

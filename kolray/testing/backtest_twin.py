@@ -16,7 +16,7 @@ with heartbeats give the same last price).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -173,10 +173,15 @@ def true_tape_points(
     return points
 
 
-def store_true_tape(engine: Engine, world: World, until: float | None = None) -> int:
-    """:func:`true_tape_points` of every traded mint over its :func:`watch_windows` into
-    ``market_tape`` (source ``live``); returns the rows stored."""
-    points = true_tape_points(world, watch_windows(world, world.end if until is None else until))
+def store_true_tape(
+    engine: Engine, world: World, until: float | None = None, mints: Collection[str] | None = None
+) -> int:
+    """:func:`true_tape_points` of every traded mint (or of ``mints``) over its
+    :func:`watch_windows` into ``market_tape`` (source ``live``); returns the rows stored."""
+    windows = watch_windows(world, world.end if until is None else until)
+    if mints is not None:
+        windows = {mint: window for mint, window in windows.items() if mint in mints}
+    points = true_tape_points(world, windows)
     stored = 0
     for index in range(0, len(points), STORE_CHUNK):
         stored += store_tape(engine, points[index : index + STORE_CHUNK], [])
