@@ -2,25 +2,28 @@
 
 The live stage sees a token's price from the moment it starts reading its accounts. A position
 opened earlier (a wallet tracked after the fact) has no tape between its entry and that moment. The
-token's trades fill it: ``getSignaturesForAddress`` on its pump.fun bonding curve and on its
-canonical PumpSwap pool, then ``getTransaction`` of those signatures; each trade's pump.fun
-``TradeEvent`` (virtual reserves after it) or PumpSwap ``BuyEvent``/``SellEvent`` (pool reserves)
-gives the price, decoded by :func:`kolray.chain.swaps.extract_swaps` (the trader being the fee
-payer). The prices go to ``market_tape`` with ``source = 'history'``, once per (mint, slot).
+token's trades fill it: ``getSignaturesForAddress`` on its pump.fun bonding curve, its canonical
+PumpSwap pool and (found from a stored swap, as the live reader finds it) its Raydium AMM v4 pool,
+then ``getTransaction`` of those signatures; each trade's pump.fun ``TradeEvent`` (virtual reserves
+after it) or PumpSwap ``BuyEvent``/``SellEvent`` (pool reserves) gives the price, decoded by
+:func:`kolray.chain.swaps.extract_swaps` (the trader being the fee payer); a Raydium swap emits no
+reserves, so its price is the pool's vaults' balances after it (``postTokenBalances``; a pool's
+pending PnL, which the live reader subtracts, is not in a transaction and is left in). The prices
+go to ``market_tape`` with ``source = 'history'``, once per (mint, slot).
 
 Which window: from the token's earliest tracked buy to the earliest of its latest tracked buy + 7
 days, its first live tape row and the chain's clock. Which trades: not the failed ones, and not the
 tracked wallets' own (their prices are in ``swaps`` already). How many: at most ``budget``
 ``getTransaction`` calls per token. With more trades than that, :func:`next_picks` chooses: half
-the budget evenly spaced over the trades in time order, then, a few at a time, the middle of the
+the budget evenly spaced over the trades in time order, then, two at a time, the middle of the
 gap between fetched trades whose *plausible peak* is highest: its higher end's log-price plus the
 typical excursion of the price over that many trades (σ·√n, σ estimated from the fetched pairs).
 Gaps next to the highest price found get split until they close, so the search converges on the
 peak, while a long unexplored gap still gets its turn.
 
 Faults never become prices: an RPC error, a transaction the node does not return, one that does
-not decode, or a trade of the token whose price does not come from a pump event (another program)
-is a log line and a gap row at that trade's slot. A transaction with no trade of the token (the
+not decode, or a trade of the token whose price comes neither from a pump event nor from its known
+Raydium pool's vaults (another program) is a log line and a gap row at that trade's slot. A transaction with no trade of the token (the
 token's creation, a transfer) is neither.
 """
 

@@ -1,11 +1,12 @@
-"""The crowd's trades on every traded token's bonding curve and PumpSwap pool, rendered on demand.
+"""The crowd's trades on every traded token's bonding curve and AMM pool, rendered on demand.
 
 The world's true tape (:mod:`kolray.sim.tapes`) is the price the crowd's buys and sells make. The
 twin serves that crowd as transactions: one trade per slot in which the tape changes, a buy where
 the price rises and a sell where it falls, sized so that the venue's reserves move from the price
 before it to the tape's price at that slot. Its pump.fun ``TradeEvent`` (virtual reserves after the
-trade) or PumpSwap ``BuyEvent``/``SellEvent`` (pool reserves before it, plus what entered or left)
-therefore give exactly the price the curve and pool accounts show at that slot. The transactions
+trade) or PumpSwap ``BuyEvent``/``SellEvent`` (pool reserves before it, plus what entered or left),
+or on a Raydium AMM v4 pool the vaults' balances after it, therefore give exactly the price the
+curve and pool accounts show at that slot. The transactions
 are built by the same code as the KOLs' swaps (:class:`kolray.sim.chain.Renderer`'s venue
 instructions, :class:`kolray.sim.txbuild.TxBuilder`), by one of :data:`CROWD_WALLETS` wallets.
 
@@ -17,9 +18,8 @@ ever taken for a crowd one. They are therefore not ed25519 signatures of their m
 that reads ``getTransaction`` results checks that, and rendering every crowd trade of a world to
 sign it would cost minutes per long-lived token.
 
-Limits: a token that migrates to Raydium AMM v4 has no crowd trades after its migration (its price
-is then only on its pool's accounts and in the KOLs' swaps); crowd wallets have no signature list of
-their own; the KOLs' own trades are not on the tape (their events carry their own price impact).
+Limits: crowd wallets have no signature list of their own; the KOLs' own trades are not on the
+tape (their events carry their own price impact).
 """
 
 from __future__ import annotations

@@ -363,8 +363,8 @@ class Node:
             rows.append((entry_slot, entry_sig, None, -1))
         rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
         out = []
-        for entry_slot, entry_sig, part, row in rows[:limit]:
-            if part is None:
+        for entry_slot, entry_sig, entry_part, row in rows[:limit]:
+            if entry_part is None:
                 out.append(
                     {
                         "blockTime": self.block_time(entry_slot),
@@ -376,13 +376,13 @@ class Node:
                     }
                 )
                 continue
-            signature = str(_sig_string(part, row))
+            signature = str(_sig_string(entry_part, row))
             out.append(
                 {
-                    "blockTime": int(part.tx["block_time"][row]),
+                    "blockTime": int(entry_part.tx["block_time"][row]),
                     "confirmationStatus": "finalized",
-                    "err": part.errors.get(signature),
-                    "memo": part.memos.get(signature),
+                    "err": entry_part.errors.get(signature),
+                    "memo": entry_part.memos.get(signature),
                     "signature": signature,
                     "slot": entry_slot,
                 }

@@ -308,7 +308,7 @@ class TxBuilder:
         else:
             signatures = [k.sign_message(payload) for k in (self.keypair, *self.extra_signers)]
         tx = VersionedTransaction.populate(message, signatures)
-        signature = str(tx.signatures[0])
+        first = str(tx.signatures[0])
         message_json: dict[str, Any] = {
             "accountKeys": keys,
             "header": {
@@ -371,7 +371,7 @@ class TxBuilder:
             "slot": slot,
             "transaction": {"message": message_json, "signatures": [str(sig) for sig in tx.signatures]},
         }
-        return result, bytes(tx), signature
+        return result, bytes(tx), first
 
 
 # Common instruction sequences (with their logs and inner instructions)
