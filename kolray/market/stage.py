@@ -106,6 +106,8 @@ class MarketWatcher:
         )
         self.history_pending: list[str] = []  # watched mints whose history is still to be read
         self.history_tried: set[str] = set()
+        self.history_task: asyncio.Task[int] | None = None
+        self._history_batch: list[str] = []
 
     async def _find_pool(self, mint: str) -> Pool | None:
         """A graduated token's Raydium pool, from one stored swap of it on Raydium AMM v4."""
@@ -207,13 +209,31 @@ class MarketWatcher:
         due = self.cadence.due_now(now)
         if due:
             await self.read(due, now)
-        if self.history_pending:
-            batch = self.history_pending[: self.options.history_tokens_per_pass]
-            self.history_pending = self.history_pending[len(batch) :]
-            await self.backfill(batch)
+        self._history_step()
         upcoming = self.cadence.next_due()
         wait = self.options.refresh_s if upcoming is None else upcoming - time.monotonic()
         return min(max(wait, 0.05), self.options.refresh_s)
+
+    def _history_step(self) -> None:
+        """Start the next batch of histories once the last has ended. They run beside the live
+        reads (the same client, so the same rate limit): a backfill of hundreds of tokens never
+        holds up a moving token's next read."""
+        task = self.history_task
+        if task is not None:
+            if not task.done():
+                return
+            self.history_task = None
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                message = redact_text(f"history: {type(error).__name__}: {error}")
+                log.warning("market history failed", extra={"error": message})
+                self.summary.errors = [*self.summary.errors[-9:], message]
+                self.history_tried.difference_update(self._history_batch)  # tried again later
+        if self.history_pending:
+            batch = self.history_pending[: self.options.history_tokens_per_pass]
+            self.history_pending = self.history_pending[len(batch) :]
+            self._history_batch = batch
+            self.history_task = asyncio.create_task(self.backfill(batch))
 
     async def run(
         self, stop: asyncio.Event, on_round: Callable[[MarketSummary], None] | None = None
@@ -233,6 +253,10 @@ class MarketWatcher:
             self.summary.elapsed_s = round(time.monotonic() - started, 3)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
+        if self.history_task is not None:  # a history in hand is dropped; nothing of it was half-stored
+            self.history_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.history_task
         return self.summary
 
 

@@ -462,3 +462,41 @@ def test_market_once_reads_histories_from_the_command_line(
         assert twin.stats()["methods"]["getTransaction"] == 2 * live + summary["history_transactions"]
         assert summary["history_transactions"] <= 4 * summary["history_tokens"]
     assert main(["market", "--once", "--history-budget", "1"]) != 0
+
+
+def test_the_watcher_reads_histories_beside_its_live_reads_and_each_ends_where_the_live_tape_begins(
+    world: World, sqlite_url: str
+) -> None:
+    engine = database_with_world_swaps(sqlite_url, world)
+
+    async def watch(url: str) -> MarketWatcher:
+        async with RpcClient([url], timeout_s=1.0, backoff_base_s=0.05, backoff_max_s=0.5) as rpc:
+            options = MarketOptions(
+                rpc_urls=[url],
+                database_url=sqlite_url,
+                fast_s=0.2,
+                slow_s=2.0,
+                refresh_s=1.0,
+                history_budget=6,
+            )
+            watcher = MarketWatcher(options, rpc, engine)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(6, stop.set)
+            await watcher.run(stop)
+        return watcher
+
+    # An hour of the world per second, from its second day: tokens bought on its first day are
+    # watched from their first live read on, and their history fills the time before.
+    with start_server(world, rps=None, clock="realtime", speed=3600, clock_offset_s=86_400) as twin:
+        watcher = asyncio.run(watch(twin.url))
+    assert watcher.summary.errors == [] and watcher.summary.rounds > 5
+    tape = read_tape(engine)
+    live, history = tape[tape["source"] == "live"], tape[tape["source"] == "history"]
+    assert watcher.summary.history_tokens > 5 and len(history) == watcher.summary.history_points
+    first_live = live.groupby("mint")["time"].min()
+    last_history = history.groupby("mint")["time"].max()
+    both = first_live.index.intersection(last_history.index)
+    assert len(both) > 5 and (last_history[both] <= first_live[both]).all()
+    priced = history[history["price_sol"].notna()]
+    error = np.abs(priced["price_sol"].to_numpy() / true_prices(world, priced) - 1)
+    assert error.max() < 0.01
