@@ -233,14 +233,14 @@ def test_clicking_a_leaderboard_row_opens_that_kol(page, site: Site) -> None:
 def test_an_empty_table_has_its_own_headers_not_placeholders(page, site: Site) -> None:
     from playwright.sync_api import expect
 
-    from kolray.backtest.report import COLUMNS
+    from kolray.backtest.report import TAPES_HEADER
 
     open_tab(page, "Backtest")  # no backtest has run on this site
     expect(page.locator("#backtest-summary")).to_contain_text("No backtest yet: run kolray backtest")
     table = page.locator("#backtest-table")
     expect(table.get_by_role("columnheader").first).to_be_visible()
     headers = [h.strip() for h in table.get_by_role("columnheader").all_inner_texts()]
-    assert headers == [label for label, _ in COLUMNS], headers
+    assert headers == list(TAPES_HEADER), headers  # each strategy on each price tape
     assert table.get_by_role("gridcell").count() == 0
     shot(page, "6-backtest-empty")
 

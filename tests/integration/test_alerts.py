@@ -831,6 +831,8 @@ def test_backtest_routes(served, tmp_path: Path) -> None:
     save_report(result.report, result.png, result.trades, store)
     listed = httpx.get(f"{base}/v1/backtests").json()["backtests"]
     assert [b["id"] for b in listed] == [result.report.id]
+    # The hand world has no market tape: the figures are on the KOLs' trades, and say so.
+    assert (listed[0]["tape"], listed[0]["other_tapes"]) == ("trades", {})
     assert listed[0]["strategies"]["copy_all"] == pytest.approx(
         result.report.strategy("copy_all").metrics.total_pnl_sol
     )

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from kolray import backtest as bt
-from kolray.backtest.report import COLUMNS, BacktestReport
+from kolray.backtest.report import TAPES_HEADER, BacktestReport
 from kolray.serve.routes.deps import Service
 from kolray.serve.schemas import ErrorOut
 from kolray.serve.service import KolrayService, NotFound, Unavailable
@@ -47,7 +47,12 @@ class BacktestSummary(BaseModel):
     walk_forward: bool | None = Field(
         description="The model strategy's no-lookahead check (None: no model ran)."
     )
-    strategies: dict[str, float] = Field(description="Strategy → total PnL (SOL).")
+    tape: str = Field(description="The price tape the strategies' figures are on: market or trades.")
+    strategies: dict[str, float] = Field(description="Strategy → total PnL (SOL) on `tape`.")
+    other_tapes: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="The same strategies on the other tapes it ran on: tape → strategy → total PnL (SOL).",
+    )
 
 
 class BacktestList(BaseModel):
@@ -91,7 +96,12 @@ def _summaries(storage_uri: str | None, limit: int) -> BacktestList:
                 period_end=report.period_end,
                 signals=report.signals,
                 walk_forward=None if report.model is None else report.model.walk_forward,
+                tape=report.tape,
                 strategies={s.name: s.metrics.total_pnl_sol for s in report.strategies},
+                other_tapes={
+                    tape: {s.name: s.metrics.total_pnl_sol for s in results}
+                    for tape, results in report.other_tapes.items()
+                },
             )
         )
     return BacktestList(backtests=out)
@@ -131,7 +141,7 @@ async def backtest_png(report_id: ReportId, service: Service) -> Response:
 
 # The Backtest tab
 
-HEADERS = [label for label, _ in COLUMNS]
+HEADERS = list(TAPES_HEADER)
 
 
 def _day(t: int) -> str:
@@ -142,7 +152,8 @@ def _summary_text(report: BacktestReport) -> str:
     ex = report.execution
     lines = [
         f"Dataset **{report.dataset_version}**, test period {_day(report.period_start)} → "
-        f"{_day(report.period_end)} UTC, **{report.signals}** KOL buys replayed.  ",
+        f"{_day(report.period_end)} UTC, **{report.signals}** KOL buys replayed, filled on the "
+        f"**{' and '.join(report.tapes)}** tape{'s' if len(report.tapes) > 1 else ''}.  ",
         f"Stake {ex.stake_sol:g} SOL, delay {ex.delay_s} s, slippage {ex.slippage_bps:g} bps, fee "
         f"{ex.fee_bps:g} bps + {ex.tx_fee_sol:g} SOL per transaction; copies exit with the KOL"
         + (f", take-profit {ex.take_profit:g}x" if ex.take_profit else "")
@@ -150,6 +161,8 @@ def _summary_text(report: BacktestReport) -> str:
         + (f", max hold {ex.max_hold_s / 3600:g} h" if ex.max_hold_s else "")
         + ".",
     ]
+    for line in bt.coverage_text(report):
+        lines.append(f"\n- {line}")
     if report.model is not None:
         label = "No lookahead" if report.model.walk_forward else "Warning"
         lines.append(f"\n**{label}:** {report.model.verdict}")
@@ -171,7 +184,7 @@ def _show(storage_uri: str | None, report_id: str | None) -> tuple[str, pd.DataF
         image = Image.open(io.BytesIO(bt.load_png(report_id, storage_uri)))
     except (FileNotFoundError, ValueError) as error:
         return f"⚠️ {error}", pd.DataFrame(columns=HEADERS), None
-    table = pd.DataFrame(bt.table_rows(report), columns=HEADERS)
+    table = pd.DataFrame(bt.tapes_table_rows(report), columns=HEADERS)
     return _summary_text(report), table, image
 
 
