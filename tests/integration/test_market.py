@@ -149,6 +149,7 @@ def test_open_positions_are_marked_at_the_market_once_it_is_newer_than_their_las
         ).all()
     assert open_positions, "the world leaves positions open"
     _, mint, mark_time, _ = open_positions[0]
+    assert mark_time is not None  # selected for it
     store_tape(engine, [TapePoint(mint, 10**9, mark_time + 60, 1.5e-5, 15.0, 30.0, "pumpswap", True)], [])
     summary = analyze(engine)  # no new swap: the market alone moves the mark
     assert summary.marks_updated >= 1
