@@ -19,7 +19,7 @@ from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from kolray.analyzer.positions import swap_price_sol
+from kolray.analyzer.positions import SWAP_FIELDS, swap_price_sol
 from kolray.db.tables import Kol, KolStatRow, PositionRow, SwapRow, TapePointRow
 from kolray.serve.schemas import iso
 
@@ -350,11 +350,7 @@ class TokenRecord:
 TAPE_FIELDS = ("slot", "time", "price_sol", "market_cap_sol", "liquidity_sol", "venue", "graduated", "source")
 MAX_TOKEN_POSITIONS = 1000
 # What a swap's price is computed from (kolray.analyzer.positions.swap_price_sol).
-SWAP_COLUMNS = tuple(
-    getattr(SwapRow, name)
-    for name in ("signature", "block_time", "slot", "wallet", "mint", "side", "token_amount", "token_decimals",
-                 "sol_amount", "quote_mint", "fee", "tips", "dex", "price_sol", "market_cap_sol")
-)  # fmt: skip
+SWAP_COLUMNS = tuple(getattr(SwapRow, name) for name in SWAP_FIELDS)
 
 
 def _window(column: Any, since: int | None, until: int | None) -> list[Any]:
