@@ -106,19 +106,31 @@ class MarketWatcher:
         )
         self.history_pending: list[str] = []  # watched mints whose history is still to be read
         self.history_tried: set[str] = set()
+        self.no_pool: set[str] = set()  # stored swaps read for a Raydium pool that named none
+        self.pool_lookups = 0  # getTransaction calls made to find Raydium pools
         self.history_task: asyncio.Task[int] | None = None
         self._history_batch: list[str] = []
 
     async def _find_pool(self, mint: str) -> Pool | None:
-        """A graduated token's Raydium pool, from one stored swap of it on Raydium AMM v4."""
-        sql = "SELECT signature FROM swaps WHERE mint = :mint AND dex = 'raydium_amm_v4' ORDER BY block_time LIMIT 1"
+        """A graduated token's Raydium pool, from a stored swap of it on Raydium AMM v4, directly or
+        routed by Jupiter (the AMM instruction is then an inner one). Up to three swaps are read,
+        direct ones first; a swap that named no pool is not read again."""
+        sql = (
+            "SELECT signature FROM swaps WHERE mint = :mint AND dex IN ('raydium_amm_v4', 'jupiter_v6') "
+            "ORDER BY CASE WHEN dex = 'raydium_amm_v4' THEN 0 ELSE 1 END, block_time"
+        )
         with self.engine.connect() as conn:
-            row = conn.execute(text(sql), {"mint": mint}).first()
-        if row is None:
-            return None
-        transaction = await self.rpc.get_transaction(str(row[0]))
-        self.reader.calls += 1
-        return await raydium_pool_from_transaction(self.rpc, mint, transaction) if transaction else None
+            signatures = [str(r[0]) for r in conn.execute(text(sql), {"mint": mint})]
+        for signature in [s for s in signatures if s not in self.no_pool][:3]:
+            transaction = await self.rpc.get_transaction(signature)
+            self.reader.calls += 1
+            self.pool_lookups += 1
+            pool = await raydium_pool_from_transaction(self.rpc, mint, transaction) if transaction else None
+            if pool is not None:
+                return pool
+            if transaction is not None:  # read, and no Raydium pool of this mint in it
+                self.no_pool.add(signature)
+        return None
 
     async def _history_pool(self, mint: str) -> Pool | None:
         """A graduated token's Raydium pool for its history: the live reader's, or found as it finds one."""
