@@ -89,6 +89,7 @@ def synthetic_swaps(n: int, wallets: int, seed: int = 7, start_id: int = 0) -> l
         for side, tokens, lamports in legs:
             serial += 1
             t += rng.randrange(1, 20_000)
+            dex = rng.choice(("pumpfun", "raydium", "jupiter"))
             rows.append(
                 {
                     "signature": _name("S", serial, 88),
@@ -100,7 +101,10 @@ def synthetic_swaps(n: int, wallets: int, seed: int = 7, start_id: int = 0) -> l
                     "token_amount": tokens,
                     "token_decimals": 6,
                     "sol_amount": lamports,
-                    "dex": rng.choice(("pumpfun", "raydium", "jupiter")),
+                    "dex": dex,
+                    # A pump event's pool price (SOL per whole token): the market outcomes'
+                    # price path reads these, as on real data where most trades carry one.
+                    "price_sol": lamports / SOL / (tokens / 1e6) if dex == "pumpfun" and lamports else None,
                     "fee": 5_000,
                     "tips": rng.choice((0, 0, 100_000)),
                 }
@@ -190,6 +194,7 @@ def phase_naive(url: str) -> dict[str, Any]:
     from sqlalchemy import delete, insert, select
 
     from kolray.analyzer import WINDOWS, build_ledger, kol_stats
+    from kolray.analyzer.outcomes import attach_outcomes, paths_from_swaps
     from kolray.analyzer.stage import SWAP_COLUMNS
     from kolray.db.migrate import upgrade
     from kolray.db.tables import KolStatRow, PositionRow, SwapRow
@@ -201,6 +206,7 @@ def phase_naive(url: str) -> dict[str, Any]:
         ).all()
         as_of = max(r.block_time for r in rows) + 1
     ledger = build_ledger(rows)
+    attach_outcomes(ledger.positions, paths_from_swaps(rows))  # as the stage does
     by_wallet: dict[str, list] = {r.wallet: [] for r in rows}
     for position in ledger.positions:
         by_wallet[position.wallet].append(position)

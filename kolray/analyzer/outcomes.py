@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from kolray.chain.types import WSOL_MINT
 
@@ -71,46 +70,35 @@ class PricePaths:
         times: Sequence[int],
         prices: Sequence[float],
         slots: Sequence[int | None] | None = None,
-        signatures: Sequence[str] | None = None,
     ) -> PricePaths:
-        """Paths from parallel columns; ``slots`` and ``signatures`` order prices of the same
-        second as the chain did (a tape point, with no signature, before the swaps of its slot)."""
-        frame = pd.DataFrame(
-            {
-                "mint": pd.Series(mints, dtype=object),
-                "time": np.asarray(times, dtype=np.int64),
-                "price": np.asarray(prices, dtype=np.float64),
-                "slot": np.asarray(
-                    [-1 if v is None else v for v in slots] if slots is not None else np.zeros(len(mints)),
-                    dtype=np.int64,
-                ),
-                "signature": pd.Series(
-                    signatures if signatures is not None else [""] * len(mints), dtype=object
-                ),
-            }
-        )
-        return cls.from_frame(frame)[0]
+        """Paths from parallel columns (``slots`` order the prices of one second)."""
+        names, codes = np.unique(np.asarray(mints, dtype=object), return_inverse=True)
+        return cls.from_codes(
+            [str(name) for name in names],
+            codes,
+            np.asarray(times, dtype=np.int64),
+            np.asarray(prices, dtype=np.float64),
+            _slots(slots, len(codes)),
+        )[0]
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> tuple[PricePaths, pd.DataFrame]:
-        """Paths from a frame with ``mint``, ``time``, ``price``, ``slot`` and ``signature``
-        columns; also returns the frame as kept (filtered, in path order), for callers that carry
-        more columns. The order is total, so the same prices give the same paths whatever order
-        they were read in (the price at a time is the last one of that second)."""
-        kept = frame[np.isfinite(frame["price"]) & (frame["price"] > 0)]
-        kept = kept.sort_values(["mint", "time", "slot", "signature", "price"], kind="stable").reset_index(
-            drop=True
-        )
+    def from_codes(
+        cls, names: Sequence[str], codes: np.ndarray, times: np.ndarray, prices: np.ndarray, slots: np.ndarray
+    ) -> tuple[PricePaths, np.ndarray]:
+        """Paths from mint codes (indices into ``names``) and parallel columns; also returns, for
+        each kept price, its row in the input (for callers that carry more columns). The order —
+        mint, time, slot, then price — is total, so the same prices give the same paths whatever
+        order they were read in (the price at a time is the last one of that second; a tape point
+        has its slot, so it falls among the swaps of its second as the chain placed it)."""
+        keep = np.flatnonzero(np.isfinite(prices) & (prices > 0))
+        order = keep[np.lexsort((prices[keep], slots[keep], times[keep], codes[keep]))]
+        sorted_codes = codes[order]
         spans: dict[str, tuple[int, int]] = {}
-        if len(kept):
-            mint_values = kept["mint"].to_numpy(dtype=object)
-            edges = np.flatnonzero(np.r_[True, mint_values[1:] != mint_values[:-1], True])
+        if len(order):
+            edges = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1], True])
             for begin, end in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
-                spans[str(mint_values[begin])] = (begin, end)
-        return (
-            cls(spans, kept["time"].to_numpy(np.int64), kept["price"].to_numpy(np.float64)),
-            kept,
-        )
+                spans[names[int(sorted_codes[begin])]] = (begin, end)
+        return cls(spans, times[order], prices[order]), order
 
     def path(self, mint: str) -> tuple[np.ndarray, np.ndarray]:
         """The mint's (times, prices); empty arrays when kolray has no price of it."""
@@ -162,8 +150,13 @@ def paths_from_swaps(swaps: Iterable[Any]) -> PricePaths:
         [int(s.block_time) for s in kept],
         [float(s.price_sol) for s in kept],
         [s.slot for s in kept],
-        [s.signature for s in kept],
     )
+
+
+def _slots(slots: Sequence[int | None] | None, n: int) -> np.ndarray:
+    if slots is None:
+        return np.zeros(n, dtype=np.int64)
+    return np.fromiter((-1 if v is None else v for v in slots), dtype=np.int64, count=n)
 
 
 class PositionLike(Protocol):

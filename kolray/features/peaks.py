@@ -52,24 +52,21 @@ class MintPrices:
         wallets: Sequence[str],
         slots: Sequence[int | None] | None = None,
     ) -> MintPrices:
-        frame = pd.DataFrame(
-            {
-                "mint": pd.Series(mints, dtype=object),
-                "time": np.asarray(times, dtype=np.int64),
-                "price": np.asarray(prices, dtype=np.float64),
-                "slot": np.asarray(
-                    [-1 if v is None else v for v in slots] if slots is not None else np.zeros(len(mints)),
-                    dtype=np.int64,
-                ),
-                "signature": pd.Series(signatures, dtype=object),
-                "wallet": pd.Series(wallets, dtype=object),
-            }
+        names, codes = np.unique(np.asarray(mints, dtype=object), return_inverse=True)
+        price_values = np.asarray(prices, dtype=np.float64)
+        paths, kept = PricePaths.from_codes(
+            [str(name) for name in names],
+            codes,
+            np.asarray(times, dtype=np.int64),
+            price_values,
+            np.fromiter((-1 if v is None else v for v in slots), dtype=np.int64, count=len(codes))
+            if slots is not None
+            else np.zeros(len(codes), dtype=np.int64),
         )
-        paths, kept = PricePaths.from_frame(frame)
         by_swap = {
-            (s, w, m): float(p)
-            for s, w, m, p in zip(kept["signature"], kept["wallet"], kept["mint"], kept["price"], strict=True)
-            if s  # tape points have no signature: they price the window, never an entry
+            (signatures[i], wallets[i], mints[i]): float(price_values[i])
+            for i in kept.tolist()
+            if signatures[i]  # tape points have no signature: they price the window, never an entry
         }
         return cls(paths, by_swap)
 

@@ -98,7 +98,7 @@ def test_without_an_entry_price_or_any_later_price_there_is_no_outcome() -> None
 def test_prices_of_one_second_are_ordered_as_the_chain_ordered_them() -> None:
     # Two swaps in the same second: the later slot is the price at that time, whatever the order
     # the rows were read in.
-    a = PricePaths.build(["M", "M"], [T, T], [2.0, 1.0], slots=[11, 10], signatures=["b", "a"])
-    b = PricePaths.build(["M", "M"], [T, T], [1.0, 2.0], slots=[10, 11], signatures=["a", "b"])
+    a = PricePaths.build(["M", "M"], [T, T], [2.0, 1.0], slots=[11, 10])
+    b = PricePaths.build(["M", "M"], [T, T], [1.0, 2.0], slots=[10, 11])
     assert a.price_at("M", T) == b.price_at("M", T) == 2.0
     assert a.price_at("M", T - 1) is None and a.window_peak("other", 0, T) is None
