@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     String,
     and_,
     bindparam,
@@ -56,11 +57,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
 from kolray.analyzer.outcomes import (
+    PEAK_HORIZON_S,
     PRICED_SWAP_SQL,
     TAPE_PRICE_SQL,
     PricePaths,
     attach_outcomes,
-    outcome_of,
+    position_outcome,
 )
 from kolray.analyzer.positions import (
     FLAG_NON_SOL_LEG,
@@ -73,7 +75,7 @@ from kolray.analyzer.positions import (
     unrealised_value,
 )
 from kolray.analyzer.stats import WINDOWS, kol_stats_windows
-from kolray.chain.types import WSOL_MINT
+from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
 from kolray.db.locks import database_lock
 from kolray.db.tables import KolStatRow, Meta, PositionRow, Run, SwapRow, TapePointRow, now_s
 
@@ -344,27 +346,29 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
     # late-arriving old swap, or new tape points (a history backfill can add them long after).
     if base is not None:
         with engine.begin() as conn:
-            moved_mints = sorted(
-                set(
-                    conn.scalars(
-                        select(SwapRow.mint).where(SwapRow.id > previous, SwapRow.id <= watermark).distinct()
-                    )
-                ).union(
-                    conn.scalars(
-                        select(TapePointRow.mint)
-                        .where(
-                            TapePointRow.id > int(base.get("tape_id", 0)),
-                            TapePointRow.id <= tape_watermark,
-                        )
-                        .distinct()
-                    )
-                )
+            # Per mint, the earliest new price: positions whose window and exit both end before it
+            # cannot change.
+            new_since: dict[str, int] = {}
+            new_prices = (
+                select(SwapRow.mint, func.min(SwapRow.block_time))
+                .where(SwapRow.id > previous, SwapRow.id <= watermark, SwapRow.block_time.is_not(None))
+                .group_by(SwapRow.mint),
+                select(TapePointRow.mint, func.min(TapePointRow.time))
+                .where(TapePointRow.id > int(base.get("tape_id", 0)), TapePointRow.id <= tape_watermark)
+                .group_by(TapePointRow.mint),
             )
+            for query in new_prices:
+                for mint, since in conn.execute(query):
+                    if since is not None:
+                        new_since[mint] = min(int(since), new_since.get(mint, int(since)))
+        moved_mints = sorted(new_since)
         changed_wallets: set[str] = set()
         for index in range(0, len(moved_mints), BATCH_PAIRS):
             chunk = moved_mints[index : index + BATCH_PAIRS]
             with engine.begin() as conn:
-                updated, wallets = _refresh_outcomes(conn, chunk, watermark, tape_watermark)
+                updated, wallets = _refresh_outcomes(
+                    conn, {mint: new_since[mint] for mint in chunk}, watermark, tape_watermark
+                )
             summary.outcomes_updated += updated
             changed_wallets |= wallets
             progress("outcomes", index + len(chunk), len(moved_mints))
@@ -823,17 +827,50 @@ _OUTCOME_FIELDS = ("peak_multiple", "peak_time", "drawdown", "missed_gain_sol", 
 
 
 def _refresh_outcomes(
-    conn: Connection, mints: Sequence[str], watermark: int, tape_watermark: int
+    conn: Connection, since: dict[str, int], watermark: int, tape_watermark: int
 ) -> tuple[int, set[str]]:
-    """Recompute the market outcome of every position in ``mints``; returns how many rows changed
-    and the wallets whose ``copy_multiple`` did (their statistics read it)."""
-    paths = read_price_paths(conn, mints, watermark, tape_watermark)
+    """Recompute the market outcome of the positions in ``since``'s mints that a new price at or
+    after ``since[mint]`` can change (their 7-day window or their exit reaches it, or they are
+    open); returns how many rows changed and the wallets whose ``copy_multiple`` did (their
+    statistics read it)."""
+    paths = read_price_paths(conn, sorted(since), watermark, tape_watermark)
+    moved = values(column("mint", String), column("since", BigInteger), name="moved").data(
+        list(since.items())
+    )
+    moved_cte = moved.cte("moved")
+    reached = or_(
+        PositionRow.entry_time + PEAK_HORIZON_S >= moved_cte.c.since,
+        PositionRow.exit_time.is_(None),
+        PositionRow.exit_time >= moved_cte.c.since,
+    )
+    columns = (
+        PositionRow.id,
+        PositionRow.wallet,
+        PositionRow.mint,
+        PositionRow.entry_time,
+        PositionRow.entry_price_sol,
+        PositionRow.exit_time,
+        PositionRow.tokens_sold,
+        PositionRow.token_decimals,
+        PositionRow.proceeds_lamports,
+        *(getattr(PositionRow, name) for name in _OUTCOME_FIELDS),
+    )
     updates: list[dict[str, Any]] = []
     wallets: set[str] = set()
-    for row in conn.execute(select(*PositionRow.__table__.columns).where(PositionRow.mint.in_(list(mints)))):
-        position = Position.from_row(row)
-        outcome = outcome_of(paths, position)
-        old = tuple(getattr(position, name) for name in _OUTCOME_FIELDS)
+    for row in conn.execute(
+        select(*columns).join(moved_cte, PositionRow.mint == moved_cte.c.mint).where(reached)
+    ):
+        outcome = position_outcome(
+            paths,
+            mint=row.mint,
+            entry_time=row.entry_time,
+            entry_price_sol=row.entry_price_sol,
+            exit_time=row.exit_time,
+            tokens_sold=row.tokens_sold,
+            token_decimals=row.token_decimals,
+            proceeds_sol=row.proceeds_lamports / LAMPORTS_PER_SOL,
+        )
+        old = tuple(getattr(row, name) for name in _OUTCOME_FIELDS)
         new = tuple(getattr(outcome, name) for name in _OUTCOME_FIELDS)
         if old != new:
             updates.append(
@@ -843,7 +880,7 @@ def _refresh_outcomes(
                 }
             )
             if old[-1] != new[-1]:
-                wallets.add(position.wallet)
+                wallets.add(row.wallet)
     if updates:
         conn.execute(
             update(PositionRow)
