@@ -268,13 +268,27 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
         summary.pairs = sum(len(unit.mints or ()) for unit in units)
     marked_mints: set[str] = set()
     done = 0
-    # A full run touches every mint, many of them from many batches (a popular token is in most
-    # wallets): read every price once. An incremental run reads its batches' mints.
-    paths: PricePaths | None = None
-    if previous is None:
-        with engine.begin() as conn:
+    # Popular tokens are in many wallets, so in many batches: read each mint's prices once.
+    with engine.begin() as conn:
+        if previous is None:
             paths = read_price_paths(conn, None, watermark, tape_watermark)
-        lap("prices")
+        else:
+            # The mints of the pairs rebuilt (whole wallets: every mint they traded), read once:
+            # batches share popular tokens.
+            whole = [unit.wallet for unit in units if unit.mints is None]
+            needed = {mint for unit in units for mint in unit.mints or ()}
+            for index in range(0, len(whole), BATCH_WALLETS):
+                needed.update(
+                    conn.scalars(
+                        select(SwapRow.mint)
+                        .where(
+                            SwapRow.wallet.in_(whole[index : index + BATCH_WALLETS]), SwapRow.id <= watermark
+                        )
+                        .distinct()
+                    )
+                )
+            paths = read_price_paths(conn, sorted(needed), watermark, tape_watermark)
+    lap("prices")
     for batch in _batches(units):
         with engine.begin() as conn:
             _rebuild_batch(conn, batch, watermark, tape_watermark, target, summary, marked_mints, paths)
@@ -539,7 +553,7 @@ def _rebuild_batch(
     as_of: int | None,
     summary: AnalyzeSummary,
     marked_mints: set[str],
-    paths: PricePaths | None = None,
+    paths: PricePaths,
 ) -> None:
     whole = [unit.wallet for unit in batch if unit.mints is None]
     pairs = [(unit.wallet, mint) for unit in batch for mint in unit.mints or ()]
