@@ -187,6 +187,8 @@ def phase_incremental(url: str) -> dict[str, Any]:
         "wallets": summary.wallets,
         "pairs": summary.pairs,
         "positions": summary.positions_written,
+        "outcomes_updated": summary.outcomes_updated,
+        "phases": summary.to_dict()["phase_seconds"],
     }
 
 
