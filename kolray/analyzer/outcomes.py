@@ -72,6 +72,17 @@ class PricePaths:
         slots: Sequence[int | None] | None = None,
     ) -> PricePaths:
         """Paths from parallel columns (``slots`` order the prices of one second)."""
+        return cls.from_columns(mints, times, prices, slots)[0]
+
+    @classmethod
+    def from_columns(
+        cls,
+        mints: Sequence[str],
+        times: Sequence[int],
+        prices: Sequence[float] | np.ndarray,
+        slots: Sequence[int | None] | None = None,
+    ) -> tuple[PricePaths, np.ndarray]:
+        """:meth:`build`, also returning the input row of each kept price (:meth:`from_codes`)."""
         names, codes = np.unique(np.asarray(mints, dtype=object), return_inverse=True)
         return cls.from_codes(
             [str(name) for name in names],
@@ -79,7 +90,7 @@ class PricePaths:
             np.asarray(times, dtype=np.int64),
             np.asarray(prices, dtype=np.float64),
             _slots(slots, len(codes)),
-        )[0]
+        )
 
     @classmethod
     def from_codes(

@@ -52,17 +52,8 @@ class MintPrices:
         wallets: Sequence[str],
         slots: Sequence[int | None] | None = None,
     ) -> MintPrices:
-        names, codes = np.unique(np.asarray(mints, dtype=object), return_inverse=True)
         price_values = np.asarray(prices, dtype=np.float64)
-        paths, kept = PricePaths.from_codes(
-            [str(name) for name in names],
-            codes,
-            np.asarray(times, dtype=np.int64),
-            price_values,
-            np.fromiter((-1 if v is None else v for v in slots), dtype=np.int64, count=len(codes))
-            if slots is not None
-            else np.zeros(len(codes), dtype=np.int64),
-        )
+        paths, kept = PricePaths.from_columns(mints, times, price_values, slots)
         by_swap = {
             (signatures[i], wallets[i], mints[i]): float(price_values[i])
             for i in kept.tolist()
