@@ -36,8 +36,8 @@ Definitions (also in the README, "KOL statistics"):
 - ``farming``: on at least ``FARMING_MIN_COPIES`` copied positions, ``copy_farmed_rate >=
   FARMING_RATE`` and the copier lost overall (``copy_pnl < 0``): the KOL wins by selling to the
   crowd it calls in. ``None`` on fewer positions. The two thresholds were set on one twin world
-  (60 KOLs × 10 days, seed 7: its farmers at 0.32 and 0.34, every other KOL with 20+ copies at
-  0.23 or less) and checked on another (docs/analysis.md, "Copyability").
+  (60 KOLs × 10 days, seed 7: two of its farmers at 0.28 and 0.30, every other KOL with 20+
+  copies at 0.15 or less) and checked on another (docs/analysis.md, "Copyability").
 """
 
 from __future__ import annotations
