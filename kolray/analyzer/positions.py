@@ -58,6 +58,11 @@ def unrealised_pnl(value_sol: float, cost_lamports: int, tokens_bought: int, tok
     return value_sol - cost_lamports * (tokens_held / tokens_bought) / LAMPORTS_PER_SOL
 
 
+def is_sol_valued(flags: Iterable[str], cost_lamports: int) -> bool:
+    """Whether a position has a SOL multiple: every leg was against SOL and SOL was spent."""
+    return FLAG_NON_SOL_LEG not in flags and cost_lamports > 0
+
+
 @dataclass(slots=True, frozen=True)
 class Mark:
     """The last known price of a mint: SOL per whole token, and when it was seen."""
@@ -115,7 +120,7 @@ class Position:
     @property
     def sol_valued(self) -> bool:
         """Whether the position has a SOL multiple: every leg was against SOL and SOL was spent."""
-        return FLAG_NON_SOL_LEG not in self.flags and self.cost_lamports > 0
+        return is_sol_valued(self.flags, self.cost_lamports)
 
     @property
     def cost_sol(self) -> float:

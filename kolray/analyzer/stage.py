@@ -65,10 +65,10 @@ from kolray.analyzer.outcomes import (
     position_outcome,
 )
 from kolray.analyzer.positions import (
-    FLAG_NON_SOL_LEG,
     SWAP_FIELDS,
     Position,
     build_ledger,
+    is_sol_valued,
     leg_from_values,
     swap_price_sol,
     unrealised_pnl,
@@ -291,7 +291,7 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
     lap("prices")
     for batch in _batches(units):
         with engine.begin() as conn:
-            _rebuild_batch(conn, batch, watermark, tape_watermark, target, summary, marked_mints, paths)
+            _rebuild_batch(conn, batch, watermark, target, summary, marked_mints, paths)
         done += len(batch)
         progress("positions", done, len(units))
     lap("positions")
@@ -387,11 +387,13 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
             changed_wallets |= wallets
             progress("outcomes", index + len(chunk), len(moved_mints))
         # A follower's result feeds the statistics (copyability): recompute where it moved.
-        restat = sorted(changed_wallets - rebuilt) if target is not None else []
+        restat = sorted(changed_wallets - rebuilt)
         for index in range(0, len(restat), BATCH_WALLETS):
+            if target is None:  # no statistics without a time to take them at
+                break
             chunk = restat[index : index + BATCH_WALLETS]
             with engine.begin() as conn:
-                _write_stats(conn, chunk, _read_positions(conn, chunk), target)  # type: ignore[arg-type]
+                _write_stats(conn, chunk, _read_positions(conn, chunk), target)
             summary.stats_wallets += len(chunk)
     lap("outcomes")
 
@@ -549,7 +551,6 @@ def _rebuild_batch(
     conn: Connection,
     batch: list[_Unit],
     watermark: int,
-    tape_watermark: int,
     as_of: int | None,
     summary: AnalyzeSummary,
     marked_mints: set[str],
@@ -581,12 +582,7 @@ def _rebuild_batch(
     ledger = build_ledger(placed, marks={})
     summary.untracked_sells += len(ledger.untracked_sells)
 
-    if ledger.positions:
-        if paths is None:
-            paths = read_price_paths(
-                conn, sorted({p.mint for p in ledger.positions}), watermark, tape_watermark
-            )
-        attach_outcomes(ledger.positions, paths)
+    attach_outcomes(ledger.positions, paths)
 
     if whole:
         conn.execute(delete(PositionRow).where(PositionRow.wallet.in_(whole)))
@@ -761,7 +757,7 @@ def _refresh_marks(conn: Connection, mints: Sequence[str], watermark: int) -> in
         price = None if mark is None else mark[0]
         seen = None if mark is None else mark[1]
         value = None if price is None else unrealised_value(bought - sold, decimals, price)
-        sol_valued = FLAG_NON_SOL_LEG not in (flags or []) and cost > 0
+        sol_valued = is_sol_valued(flags or [], cost)
         updates.append(
             {
                 "pid": position_id,
