@@ -180,6 +180,19 @@ def _big_balance(address: str, lo: int = 50, hi: int = 5_000) -> int:
     ) % 999_999
 
 
+def open_wsol_leg(tx: TxBuilder, user: str, sol_in: int | None) -> str:
+    """An AMM leg's temporary wSOL account (``user``'s wSOL ATA, created idempotently), funded with
+    ``sol_in`` lamports for a buy (``None``: a sell, paid into it); the leg closes it afterwards."""
+    wsol_ata = keys.ata(user, WSOL_MINT)
+    tx.account(wsol_ata, writable=True)
+    tx.balance(wsol_ata, 0)
+    create_ata(tx, user, user, wsol_ata, WSOL_MINT, idempotent=True)
+    if sol_in is not None:
+        system_transfer(tx, user, wsol_ata, sol_in)
+        sync_native(tx, wsol_ata)
+    return wsol_ata
+
+
 class Renderer:
     """Renders one community's events; iterate :meth:`render` to get transactions in time order."""
 
@@ -562,14 +575,7 @@ class Renderer:
         buy = trade.side == "buy"
         if fill.venue == "pumpfun":
             return self._pumpfun(tx, fill, user, user_ata, mint, accounts, trade.time, buy, None)
-        # AMM legs go through a temporary wSOL account.
-        wsol_ata = keys.ata(user, WSOL_MINT)
-        tx.account(wsol_ata, writable=True)
-        tx.balance(wsol_ata, 0)
-        create_ata(tx, user, user, wsol_ata, WSOL_MINT, idempotent=True)
-        if buy:
-            system_transfer(tx, user, wsol_ata, fill.sol_amount)
-            sync_native(tx, wsol_ata)
+        wsol_ata = open_wsol_leg(tx, user, fill.sol_amount if buy else None)
         if trade.route == "jupiter":  # AMM legs only (a curve trade never gets here)
             index = self._jupiter(tx, trade, fill, user, user_ata, wsol_ata, mint, accounts, token_index)
         elif fill.venue == "pumpswap":

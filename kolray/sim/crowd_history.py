@@ -37,7 +37,7 @@ import orjson
 from kolray.chain.accounts import bonding_curve_address
 from kolray.sim import keys
 from kolray.sim.accounts import TwinAccounts, TwinAddress
-from kolray.sim.chain import Renderer
+from kolray.sim.chain import Renderer, open_wsol_leg
 from kolray.sim.market import Fill, price_of
 from kolray.sim.params import (
     CURVE_K,
@@ -54,7 +54,6 @@ from kolray.sim.params import (
     SLOTS_PER_SECOND,
     TOKEN_ACCOUNT_RENT,
     TOKEN_DECIMALS,
-    WSOL_MINT,
     block_time_of_slot,
     slot_start,
 )
@@ -65,8 +64,6 @@ from kolray.sim.txbuild import (
     close_account,
     compute_budget,
     create_ata,
-    sync_native,
-    system_transfer,
 )
 from kolray.sim.world import World
 
@@ -338,13 +335,7 @@ class CrowdHistory:
             venues._pumpfun(tx, fill, user, user_ata, mint, venue_accounts, t, buy, None)
         else:
             assert curve.pool is not None  # every traded token has its pool accounts
-            wsol_ata = keys.ata(user, WSOL_MINT)
-            tx.account(wsol_ata, writable=True)
-            tx.balance(wsol_ata, 0)
-            create_ata(tx, user, user, wsol_ata, WSOL_MINT, idempotent=True)
-            if buy:
-                system_transfer(tx, user, wsol_ata, fill.sol_amount)
-                sync_native(tx, wsol_ata)
+            wsol_ata = open_wsol_leg(tx, user, fill.sol_amount if buy else None)
             if venue == "pumpswap":
                 venues._pumpswap(tx, fill, user, user_ata, wsol_ata, mint, curve.pool, t, buy, None)
             else:
