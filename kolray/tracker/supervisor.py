@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -473,6 +473,33 @@ def run_forever(
     return cycles
 
 
+MARKET_CHECK_S = 30.0  # how often live tracking checks that its market stage still runs
+
+
+@contextlib.contextmanager
+def market_watchdog(tracker: Any, every_s: float = MARKET_CHECK_S) -> Iterator[None]:
+    """While the block runs, start the tracker's market stage again whenever it has ended (a crash,
+    or Ray restarting its actor): live tracking has no cycles to do it at, as continuous tracking
+    does. The watchdog is stopped and joined before the block's exit, so it never races
+    ``stop_market``."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every_s):
+            try:
+                tracker.start_market()
+            except Exception:  # a failed restart is tried again at the next check
+                log.exception("could not restart the market stage")
+
+    thread = threading.Thread(target=watch, name="kolray-market-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def run_live(
     options: TrackerOptions | None = None,
     ws_urls: list[str] | None = None,
@@ -493,7 +520,10 @@ def run_live(
     try:
         with Tracker(options) as tracker:
             tracker.start_market()
-            totals = tracker.live(active_wallets(options.database_url), urls, live_options, stop, on_stored)
+            with market_watchdog(tracker):
+                totals = tracker.live(
+                    active_wallets(options.database_url), urls, live_options, stop, on_stored
+                )
             market = tracker.stop_market()
             if market:
                 totals["market"] = market
