@@ -87,6 +87,9 @@ class MarketSummary(BaseModel):
     elapsed_s: float = 0.0
 
 
+NO_LONGER_WATCHED = "no longer watched (no tracked buy within the horizon, no open position)"
+
+
 class MarketWatcher:
     def __init__(self, options: MarketOptions, rpc: RpcClient, engine: Engine | None = None) -> None:
         self.options = options
@@ -96,6 +99,7 @@ class MarketWatcher:
         self.cadence = Cadence(options.fast_s, options.slow_s)
         self.stored_at: dict[str, int] = {}  # mint → chain time of its last stored point
         self.gap_reasons: dict[str, str] = {}
+        self.watching: set[str] = set()  # the watch list at the last refresh
         self.summary = MarketSummary()
         self.chain_now = 0
         self._refreshed = -float("inf")
@@ -137,14 +141,26 @@ class MarketWatcher:
         known = self.reader.pools.get(mint)
         return known if known is not None else await self._find_pool(mint)
 
-    async def _chain_time(self) -> int:
+    async def _chain_time(self) -> tuple[int, int]:
+        """The chain's (slot, block time) now."""
         slot = await self.rpc.call("getSlot", [{"commitment": "confirmed"}])
         self.reader.calls += 2
-        return int(await self.rpc.call("getBlockTime", [slot]))
+        return int(slot), int(await self.rpc.call("getBlockTime", [slot]))
 
     async def refresh(self, now: float) -> list[str]:
-        self.chain_now = max(self.chain_now, await self._chain_time())
+        slot, chain_time = await self._chain_time()
+        self.chain_now = max(self.chain_now, chain_time)
         mints = await asyncio.to_thread(watched_mints, self.engine, self.chain_now, self.options.horizon_s)
+        # A token that leaves the watch list gets a gap from now on: the tape says its price is no
+        # longer known, so nothing later (a backtest's fill) takes its last price as current.
+        left = sorted(self.watching.difference(mints))
+        if left:
+            gaps = [Gap(mint, slot, chain_time, NO_LONGER_WATCHED) for mint in left]
+            await asyncio.to_thread(store_tape, self.engine, [], gaps)
+            for mint in left:
+                self.gap_reasons[mint] = NO_LONGER_WATCHED
+                self.stored_at.pop(mint, None)
+        self.watching = set(mints)
         self.cadence.watch(mints, now)
         self.summary.watched = len(mints)
         if self.history is not None:

@@ -207,3 +207,37 @@ def test_the_follower_label_sees_a_peak_only_the_market_tape_caught(world: World
     assert label() == [0], "a peak after the horizon does not count"
     store_tape(engine, [TapePoint(buy["mint"], 2, t + 600, 3.2 * price, 0, 0, "pumpfun", False)], [])
     assert label() == [1], "a 3.2x tape point within the horizon makes peak_3x"
+
+
+def test_a_token_that_leaves_the_watch_list_gets_a_gap_not_a_stale_price(
+    world: World, sqlite_url: str
+) -> None:
+    from kolray.market.stage import NO_LONGER_WATCHED
+
+    engine = database_with_world_swaps(sqlite_url, world)
+
+    async def refresh_twice(twin_url: str) -> tuple[list[str], list[str], list[str]]:
+        async with RpcClient([twin_url], timeout_s=1.0, backoff_base_s=0.05, backoff_max_s=0.5) as rpc:
+            options = MarketOptions(rpc_urls=[twin_url], database_url=sqlite_url, history=False)
+            watcher = MarketWatcher(options, rpc, engine)
+            first = await watcher.refresh(0.0)
+            await watcher.read(first, 0.0)
+            # The horizon shrinks to a second: every token without an open position leaves.
+            watcher.options.horizon_s = 1
+            second = await watcher.refresh(1.0)
+            third = await watcher.refresh(2.0)  # leaving is told once
+            return first, second, third
+
+    with start_server(world, rps=None, clock="realtime", speed=3600, clock_offset_s=86_400) as twin:
+        first, second, third = asyncio.run(refresh_twice(twin.url))
+    left = set(first) - set(second)
+    assert first and left and set(second) == set(third)
+    tape = read_tape(engine)
+    gaps = tape[tape["note"] == NO_LONGER_WATCHED]
+    assert set(gaps["mint"]) == left and len(gaps) == len(left)
+    assert gaps["price_sol"].isna().all()
+    # Each gap comes after the token's last price: a later fill finds the gap, not that price.
+    last_price = tape[tape["price_sol"].notna()].groupby("mint")["slot"].max()
+    assert all(
+        slot >= last_price.get(mint, -1) for mint, slot in zip(gaps["mint"], gaps["slot"], strict=True)
+    )

@@ -493,7 +493,11 @@ def test_the_watcher_reads_histories_beside_its_live_reads_and_each_ends_where_t
     assert watcher.summary.errors == [] and watcher.summary.rounds > 5
     tape = read_tape(engine)
     live, history = tape[tape["source"] == "live"], tape[tape["source"] == "history"]
-    assert watcher.summary.history_tokens > 5 and len(history) == watcher.summary.history_points
+    # Every history point is stored, save one whose trade shares the slot of its token's first
+    # live read: that (mint, slot) is stored once, as the live read (seen once in ten runs).
+    summary = watcher.summary
+    assert summary.history_tokens > 5
+    assert summary.history_points - summary.history_tokens <= len(history) <= summary.history_points
     first_live = live.groupby("mint")["time"].min()
     last_history = history.groupby("mint")["time"].max()
     both = first_live.index.intersection(last_history.index)
