@@ -170,23 +170,33 @@ def _slots(slots: Sequence[int | None] | None, n: int) -> np.ndarray:
     return np.fromiter((-1 if v is None else v for v in slots), dtype=np.int64, count=n)
 
 
-class PositionLike(Protocol):
-    """What an outcome reads of a position (:class:`kolray.analyzer.positions.Position`)."""
-
-    mint: str
-    entry_time: int
-    entry_price_sol: float | None
-    exit_time: int | None
-    tokens_sold: int
-    token_decimals: int
+class PositionFacts(Protocol):
+    """What an outcome reads of a position: a :class:`kolray.analyzer.positions.Position`, or a
+    ``positions`` row with these columns."""
 
     @property
+    def mint(self) -> str: ...
+    @property
+    def entry_time(self) -> int: ...
+    @property
+    def entry_price_sol(self) -> float | None: ...
+    @property
+    def exit_time(self) -> int | None: ...
+    @property
+    def tokens_sold(self) -> int: ...
+    @property
+    def token_decimals(self) -> int: ...
+    @property
     def proceeds_sol(self) -> float: ...
+
+
+class PositionLike(PositionFacts, Protocol):
+    """A position whose outcome can be set (:class:`kolray.analyzer.positions.Position`)."""
 
     def set_outcome(self, outcome: Outcome) -> None: ...
 
 
-def outcome_of(paths: PricePaths, position: PositionLike) -> Outcome:
+def outcome_of(paths: PricePaths, position: PositionFacts) -> Outcome:
     """:func:`position_outcome` of a position."""
     return position_outcome(
         paths,
@@ -254,6 +264,7 @@ __all__ = [
     "PRICED_SWAP_SQL",
     "TAPE_PRICE_SQL",
     "Outcome",
+    "PositionFacts",
     "PositionLike",
     "PricePaths",
     "attach_outcomes",

@@ -62,7 +62,7 @@ from kolray.analyzer.outcomes import (
     TAPE_PRICE_SQL,
     PricePaths,
     attach_outcomes,
-    position_outcome,
+    outcome_of,
 )
 from kolray.analyzer.positions import (
     SWAP_FIELDS,
@@ -75,7 +75,7 @@ from kolray.analyzer.positions import (
     unrealised_value,
 )
 from kolray.analyzer.stats import WINDOWS, kol_stats_windows
-from kolray.chain.types import LAMPORTS_PER_SOL, WSOL_MINT
+from kolray.chain.types import WSOL_MINT
 from kolray.db.locks import database_lock
 from kolray.db.tables import KolStatRow, Meta, PositionRow, Run, SwapRow, TapePointRow, now_s
 
@@ -862,7 +862,7 @@ def _refresh_outcomes(
         PositionRow.exit_time,
         PositionRow.tokens_sold,
         PositionRow.token_decimals,
-        PositionRow.proceeds_lamports,
+        PositionRow.proceeds_sol,
         *(getattr(PositionRow, name) for name in _OUTCOME_FIELDS),
     )
     updates: list[dict[str, Any]] = []
@@ -870,16 +870,7 @@ def _refresh_outcomes(
     for row in conn.execute(
         select(*columns).join(moved_cte, PositionRow.mint == moved_cte.c.mint).where(reached)
     ):
-        outcome = position_outcome(
-            paths,
-            mint=row.mint,
-            entry_time=row.entry_time,
-            entry_price_sol=row.entry_price_sol,
-            exit_time=row.exit_time,
-            tokens_sold=row.tokens_sold,
-            token_decimals=row.token_decimals,
-            proceeds_sol=row.proceeds_lamports / LAMPORTS_PER_SOL,
-        )
+        outcome = outcome_of(paths, row)
         old = tuple(getattr(row, name) for name in _OUTCOME_FIELDS)
         new = tuple(getattr(outcome, name) for name in _OUTCOME_FIELDS)
         if old != new:

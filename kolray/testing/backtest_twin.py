@@ -27,6 +27,7 @@ from kolray.analyzer import analyze
 from kolray.datasets import write_dataset
 from kolray.db.tables import PositionRow
 from kolray.features import TOKEN_FEATURES
+from kolray.features.definitions import TOKEN_ID_COLUMNS
 from kolray.market.read import TapePoint
 from kolray.market.store import store_tape
 from kolray.sim.market import market_cap_sol, price_of
@@ -95,7 +96,7 @@ def write_twin_token_dataset(
         {name: split.reset_index(drop=True) for name, split in splits.items()},
         feature_columns=list(TOKEN_FEATURES),
         label_columns=["label_3x"],
-        id_columns=["wallet", "mint", "entry_time", "entry_signature"],
+        id_columns=list(TOKEN_ID_COLUMNS),
         eval_only_columns=["multiple", "oracle_p3x"],
         time_column="entry_time",
         horizon_s=7 * DAY,
