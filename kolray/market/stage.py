@@ -119,12 +119,7 @@ class MarketWatcher:
         """A graduated token's Raydium pool, from a stored swap of it on Raydium AMM v4, directly or
         routed by Jupiter (the AMM instruction is then an inner one). Up to three swaps are read,
         direct ones first; a swap that named no pool is not read again."""
-        sql = (
-            "SELECT signature FROM swaps WHERE mint = :mint AND dex IN ('raydium_amm_v4', 'jupiter_v6') "
-            "ORDER BY CASE WHEN dex = 'raydium_amm_v4' THEN 0 ELSE 1 END, block_time"
-        )
-        with self.engine.connect() as conn:
-            signatures = [str(r[0]) for r in conn.execute(text(sql), {"mint": mint})]
+        signatures = await asyncio.to_thread(self._raydium_swaps, mint)
         for signature in [s for s in signatures if s not in self.no_pool][:3]:
             transaction = await self.rpc.get_transaction(signature)
             self.reader.calls += 1
@@ -135,6 +130,15 @@ class MarketWatcher:
             if transaction is not None:  # read, and no Raydium pool of this mint in it
                 self.no_pool.add(signature)
         return None
+
+    def _raydium_swaps(self, mint: str) -> list[str]:
+        """Signatures of the stored swaps of ``mint`` that may name its Raydium pool, direct first."""
+        sql = (
+            "SELECT signature FROM swaps WHERE mint = :mint AND dex IN ('raydium_amm_v4', 'jupiter_v6') "
+            "ORDER BY CASE WHEN dex = 'raydium_amm_v4' THEN 0 ELSE 1 END, block_time"
+        )
+        with self.engine.connect() as conn:
+            return [str(r[0]) for r in conn.execute(text(sql), {"mint": mint})]
 
     async def _history_pool(self, mint: str) -> Pool | None:
         """A graduated token's Raydium pool for its history: the live reader's, or found as it finds one."""
