@@ -17,8 +17,9 @@ Measured, side by side for both runs:
   twin's KOL styles: precision and recall of ``farming`` for ``style == "farmer"``;
 - **copyability**: median ``copy_roi`` of farmers and of the other KOLs;
 - **position peaks**: per position whose 7-day window lies inside the world, ``peak_multiple``
-  against the twin's ``tape_max_multiple_7d`` (the true tape's peak over the tape's price at
-  entry): the share within 5%, and the share agreeing on ≥ 3x.
+  against the twin's ``tape_max_multiple_7d`` (the true tape's peak over the pool price the
+  opening swap left, the analyzer's entry price): the share within 5%, and the share agreeing on
+  ≥ 3x.
 
 Prints progress to stderr and one JSON object on the last line of stdout.
 

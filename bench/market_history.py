@@ -3,9 +3,10 @@
 On a twin world, every position's token gets its history backfilled (``kolray.market.history``: the
 crowd's and other trades on its curve and PumpSwap pool, at most B getTransaction calls per token)
 into a fresh database, for each budget B. Each position's peak multiple is then read from the stored
-history tape: the highest price at a slot after its entry's and within 7 days, over the tape's price
-at its entry (the world's true price at the entry's slot; at least 1), and held against the world's
-``tape_max_multiple_7d`` (the true tape's peak over the same 7 days, over the same entry price):
+history tape: the highest price at a slot after its entry's and within 7 days, over the entry's
+price as the chain shows it (the pool price its opening swap left, the analyzer's entry price; at
+least 1), and held against the world's ``tape_max_multiple_7d`` (the true tape's peak over the same
+7 days, over the same entry price):
 
 - ``within_5pct``: the share of positions whose history peak is within 5% of the true one;
 - ``agree_3x``: the share on the same side of 3x; ``recall_3x``: of the positions whose true peak
@@ -49,31 +50,33 @@ def say(message: str) -> None:
 
 
 def positions_with_entries(world: World) -> pd.DataFrame:
-    """Positions with a true tape peak, their entry's slot and the true price there (SOL per token)."""
+    """Positions with a true tape peak, their entry's slot and price (SOL per token: the pool price
+    the opening swap left) and the true tape's peak from that slot."""
     positions = world.positions()
     positions = positions[positions["tape_max_multiple_7d"].notna()]
-    trades = world.trades()[["signature", "slot"]].rename(columns={"signature": "entry_signature"})
+    trades = world.trades()[["signature", "slot", "price_sol"]].rename(
+        columns={"signature": "entry_signature", "price_sol": "entry_price"}
+    )
     positions = positions.merge(trades, on="entry_signature", how="inner")
     tapes = world.tapes()
     scale = 10**TOKEN_DECIMALS / LAMPORTS_PER_SOL
-    prices, peaks = [], []
+    peaks = []
     for mint, slot in zip(positions["mint"], positions["slot"], strict=True):
         at = slot_start(world.start, int(slot))
         state = tapes.at(mint, at)
-        prices.append(price_of(state[0]) * scale if state is not None else np.nan)
         peaks.append(
             price_of(tapes.peak(mint, at, at + LABEL_HORIZON_S)) * scale if state is not None else np.nan
         )
     tokens = world.tokens().set_index("mint")
     raydium = tokens["amm"].eq("raydium_amm_v4") & tokens["migration_time"].notna()
     positions = positions.assign(
-        entry_price=prices,
         # The true tape's peak from the entry's slot (the world's column starts at the simulated
         # trade's instant, which a signer's earlier transaction can push a slot or two before it).
-        slot_max_multiple_7d=np.asarray(peaks) / np.asarray(prices),
+        slot_max_multiple_7d=np.maximum(np.asarray(peaks) / positions["entry_price"].to_numpy(float), 1.0),
         raydium=positions["mint"].map(raydium).fillna(False).astype(bool),
     )
-    return positions[positions["entry_price"].notna()].reset_index(drop=True)
+    usable = positions["entry_price"].notna() & positions["slot_max_multiple_7d"].notna()
+    return positions[usable].reset_index(drop=True)
 
 
 def agreement(peaks: np.ndarray, truth: np.ndarray) -> dict:

@@ -286,13 +286,18 @@ def crowd_impact(path: TokenPath, crowd_sol: np.ndarray, first: int, last: int) 
     the AMM pool's) at the path's level. On the curve the lift stops short of the completion level:
     the migration stays where the path (and the oracle) puts it.
     """
+    return crowd_lift(path, crowd_sol[first:last], first, last)
+
+
+def crowd_lift(path: TokenPath, sol: np.ndarray, first: int, last: int) -> np.ndarray:
+    """:func:`crowd_impact` of the SOL ``sol`` held in the reserves at grid points ``first..last - 1``."""
     x = path.x[first:last]
     migrated = np.zeros(len(x), dtype=bool)
     if path.migration_index >= 0:
         migrated = np.arange(first, last) > path.migration_index
     k = np.where(migrated, POOL_K, CURVE_K)
     reserve = np.sqrt(k * LAUNCH_PRICE) * np.exp(x / 2) / 1e9  # SOL
-    lift = 2 * np.log1p(crowd_sol[first:last] / reserve)
+    lift = 2 * np.log1p(sol / reserve)
     top = np.maximum(x, np.append(path.hi, path.x[-1])[first:last])
     room = np.maximum(MIGRATION_LEVEL - 0.02 - top, 0.0)
     return np.where(migrated, lift, np.minimum(lift, room))

@@ -27,13 +27,21 @@ from kolray.sim.market import (
     TokenPath,
     buy,
     crowd_impact,
+    crowd_lift,
     crowd_profile,
     sell,
     simulate_path,
     token_dynamics,
 )
 from kolray.sim.oracle import DEAD_SALE_CAP_S, DEAD_SALE_DELAY_S, EntryState
-from kolray.sim.params import DUST_FRACTION, HOUR, LAMPORTS_PER_SOL, MIGRATION_LEVEL, WorldParams
+from kolray.sim.params import (
+    DUST_FRACTION,
+    HOUR,
+    LAMPORTS_PER_SOL,
+    LAUNCH_PRICE,
+    MIGRATION_LEVEL,
+    WorldParams,
+)
 from kolray.sim.tapes import TokenTape, tape_of
 from kolray.sim.trading import Holding, apply, venue_for
 
@@ -137,7 +145,8 @@ class PositionPlan:
     ladder: int
     outcome: str  # "closed", "abandoned", "open_at_end"
     planned_three_x: bool
-    max_level_7d: float  # highest price within H of entry, relative to entry (log)
+    max_level_7d: float  # highest price within H of entry, relative to the entry's pool price (log)
+    entry_pool_level: float  # the log-price the opening transaction leaves (its swap's pool price)
     kols_before: int
     entry_trade: Trade | None = None
 
@@ -409,13 +418,19 @@ class Community:
             first_trade = first_trade or trade
             trade_time += float(rng.uniform(0.5, 4.0))
         self._draw_crowd(t, kol, token, size)
+        own = [(t, sum(_sol_in(fill) for fill in fills))]
         outcome, end_time, three_x = self._play(
-            t, trade_time, kol, token, holding, kol.ladders[ladder_index], budgets, route, position_id
+            t, trade_time, kol, token, holding, kol.ladders[ladder_index], budgets, route, position_id, own
         )
+        assert token.crowd is not None  # set with the path, in _materialise
+        hold_in_reserves(path, token.crowd, impact, own)
         self.held[kol.index - self.kols[0].index][token.index] = end_time
         horizon_end = min(path.index_at(t + 7 * 86_400), len(path.hi) - 1)
         stop = max(horizon_end, i_e + 1)
         window = path.hi[i_e:stop] + impact[i_e:stop]
+        # The chain's entry price is the pool's after the opening transaction (the KOL's own buy
+        # included): the peaks a reader of the chain measures are over that price.
+        pool_level = math.log(fills[0].reserve_sol / fills[0].reserve_tokens / LAUNCH_PRICE)
         self.positions.append(
             PositionPlan(
                 id=position_id,
@@ -426,7 +441,8 @@ class Community:
                 ladder=ladder_index,
                 outcome=outcome,
                 planned_three_x=three_x,
-                max_level_7d=float(window.max() - level) if len(window) else 0.0,
+                max_level_7d=max(float(window.max()) - pool_level, 0.0) if len(window) else 0.0,
+                entry_pool_level=pool_level,
                 kols_before=kols_before,
                 entry_trade=first_trade,
             )
@@ -470,7 +486,7 @@ class Community:
         token.impact = np.zeros(len(path.x))  # no crowds: the oracle's own market
         try:
             outcome, _, three_x = self._play(
-                path.launch, path.launch, kol, token, holding, ladder, budgets, "direct", 0
+                path.launch, path.launch, kol, token, holding, ladder, budgets, "direct", 0, None
             )
         finally:
             self.trades, self.failed, self.rng, self.end, token.path, token.impact = saved
@@ -487,16 +503,37 @@ class Community:
         budgets: list[int],
         route: str,
         position_id: int,
+        own: list[tuple[float, float]] | None,
     ) -> tuple[str, float, bool]:
         """Walk the token's path from the entry and emit the position's trades.
 
+        ``own`` starts as ``[(entry time, SOL the entry put in the reserves)]``; each later trade
+        appends the SOL the position then holds there (its buys' SOL in proportion to the tokens
+        still held), and the levels the position trades at include it: a KOL's exits meet the lift
+        of its own buy, as on a real pool. ``None``: no such lift (the oracle's replays).
         Returns the outcome, the time the position stops being held, and whether it made 3x.
         """
         rng = self.rng
         path, imp = token.market()
         x = path.x
+        crowd = token.crowd
+        own_sol = own[-1][1] if own else 0.0
+        window_from, window = 0, np.empty(0)
+
+        def lift(i: int) -> float:
+            """The crowds' lift at grid point ``i`` with the position's own SOL added."""
+            nonlocal window_from, window
+            if own_sol <= 0:
+                return float(imp[i])
+            assert crowd is not None  # set with the path, in _materialise
+            if not window_from <= i < window_from + len(window):
+                # Blocks of grid points: one vectorised call per block, not one per step.
+                end = min(i + 512, len(x))
+                window_from, window = i, crowd_lift(path, crowd[i:end] + own_sol, i, end)
+            return float(window[i - window_from])
+
         j = path.index_at(t_entry)
-        entry_level = float(x[j] + imp[j])
+        entry_level = float(x[j]) + lift(j)
         node = ladder.nodes[0]
         exit_at = t_entry + rng.exponential(1.0 / kol.time_exit_rate) * HOUR
         entry_budget = sum(budgets)
@@ -519,7 +556,7 @@ class Community:
             hi = entry_level + math.log(node.hi)
             # The crowds' lift holds over a step (it changes over seconds to minutes).
             since, top, bottom = (
-                rest if rest is not None else (step_start, path.hi[j] + imp[j], path.lo[j] + imp[j])
+                rest if rest is not None else (step_start, path.hi[j] + lift(j), path.lo[j] + lift(j))
             )
             hit_hi = top >= hi
             hit_lo = bottom <= lo
@@ -554,6 +591,13 @@ class Community:
                 )
                 if action.kind == "add":
                     bought += holding.tokens - before
+                    own_sol += _sol_in(self.trades[-1].fill)
+                else:
+                    # Dust left by a closing sale stays in the wallet, not in the reserves' lift.
+                    own_sol = 0.0 if closing or not before else own_sol * holding.tokens / before
+                if own is not None:
+                    own.append((last, own_sol))
+                    window = np.empty(0)
                 if closing:
                     return "closed", last, holding.three_x
                 assert action.next is not None  # None only closes the position
@@ -561,7 +605,7 @@ class Community:
                 left = step_end - when
                 if left > 0:
                     var = variance_per_s * left
-                    end_level = x[j + 1] + imp[j]
+                    end_level = x[j + 1] + lift(j)
                     half, mid = (end_level - level) / 2, (end_level + level) / 2
                     u1, u2 = 1.0 - rng.random(), 1.0 - rng.random()
                     rest = (
@@ -577,7 +621,7 @@ class Community:
                 when = max(step_end, last + 1.0)
                 if when >= self.end:
                     return "open_at_end", math.inf, False
-                level = float(x[j + 1] + imp[j + 1])
+                level = float(x[j + 1]) + lift(j + 1)
                 migrated = path.migration_index >= 0 and j >= path.migration_index
                 venue = venue_for(migrated, token.amm)
                 holding, last = self._execute(
@@ -594,6 +638,8 @@ class Community:
                     bought,
                     True,
                 )
+                if own is not None:
+                    own.append((last, 0.0))
                 return "closed", last, holding.three_x
             rest = None
             j += 1
@@ -821,6 +867,31 @@ _SPAM_MEMOS = (
     "You are eligible for the airdrop: visit claim-sol.example",
     "Exclusive whitelist spot reserved for you",
 )
+
+
+def hold_in_reserves(
+    path: TokenPath, crowd: np.ndarray, impact: np.ndarray, own: list[tuple[float, float]]
+) -> None:
+    """Put a position's own SOL into a token's reserves: ``own`` is ``[(time, SOL held from then)]``
+    (from :meth:`Community._play`); each amount holds from the grid point after its time to the
+    one after the next, the last to the path's end. ``crowd`` and ``impact`` are updated in place,
+    so the true tape and the accounts show the KOL's own buys and sells, as the chain does.
+    """
+    first = path.index_at(own[0][0]) + 1
+    last = first
+    for (begin, sol), (end, _) in zip(own, [*own[1:], (math.inf, 0.0)], strict=True):
+        a = path.index_at(begin) + 1
+        b = len(path.x) if math.isinf(end) else path.index_at(end) + 1
+        if sol > 0 and b > a:
+            crowd[a:b] += sol
+            last = max(last, b)
+    if last > first:
+        impact[first:last] = crowd_impact(path, crowd, first, last)
+
+
+def _sol_in(fill: Fill) -> float:
+    """SOL a buy left in the reserves (fees that stay in the pool included)."""
+    return (fill.reserve_sol - fill.reserve_sol_before) / LAMPORTS_PER_SOL
 
 
 def _split(total: int, parts: int, rng: np.random.Generator) -> list[int]:

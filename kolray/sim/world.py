@@ -465,7 +465,9 @@ def _write_part(
             # What a follower could have taken: the price traded at ≥ 3x the entry within 7 days.
             peak_3x=plan.max_level_7d >= math.log(3.0),
             oracle_p_peak3x=float(peak3x),
-            tape_max_multiple_7d=_tape_multiple(tapes, tokens[plan.token].mint, plan.entry_time),
+            tape_max_multiple_7d=_tape_multiple(
+                tapes, tokens[plan.token].mint, plan.entry_time, plan.entry_pool_level
+            ),
         )
         planned = plan.outcome == "closed" and plan.planned_three_x
         if position["status"] == "closed" and planned != (position["multiple"] >= 3.0):
@@ -508,11 +510,12 @@ def _write_part(
     }
 
 
-def _tape_multiple(tapes: Tapes, mint: str, entry_time: float) -> float:
-    at_entry = tapes.at(mint, entry_time) if mint in tapes else None
-    if at_entry is None:
+def _tape_multiple(tapes: Tapes, mint: str, entry_time: float, pool_level: float) -> float:
+    """The tape's peak in the 7 days after the entry over the entry's pool price, at least 1 (as
+    the analyzer's ``peak_multiple``: a token that never trades above the entry peaked at it)."""
+    if mint not in tapes or tapes.at(mint, entry_time) is None:
         return math.nan
-    return math.exp(tapes.peak(mint, entry_time, entry_time + LABEL_HORIZON_S) - at_entry[0])
+    return max(math.exp(tapes.peak(mint, entry_time, entry_time + LABEL_HORIZON_S) - pool_level), 1.0)
 
 
 def _ladder_json(ladders: tuple[Ladder, ...], weights: tuple[float, ...]) -> str:
