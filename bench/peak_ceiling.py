@@ -12,15 +12,24 @@ trained on:
 2. those plus a point-in-time KOL *peak rate*: the share of the KOL's earlier entries, resolved
    (entry + 7 days) before this one, whose token traded at ≥ 3x (smoothed towards the base rate),
    the KOL's token-picking skill as a follower sees it;
-3. those plus the twin's latent token quality ``q`` (what a skilled KOL perceives; no feature can
+3. those plus the token's own market before the entry (:func:`market_before`: log returns over the
+   last 1 min, 10 min, 1 h and 6 h, realised volatility per 5 s over the last 5 min and 1 h, the
+   level, its distance from the first price and from the running high, time since that high, age,
+   price points in the last hour), read strictly before the entry time from kolray's own prices
+   (the mint's :class:`~kolray.analyzer.outcomes.PricePaths`: stored swaps and the market tape);
+4. the same features from the twin's *true* tape (``tapes.parquet``), what a complete recorded tape
+   (a history read before the entry) would give; and, beside it, those features alone;
+5. the dataset's features plus the twin's volatility ``sigma`` (hidden: the most a perfect reading of
+   the path's volatility gives), then plus ``sigma`` and the death rate (together they fix ``alpha``);
+6. those plus the twin's latent token quality ``q`` (what a skilled KOL perceives; no feature can
    hold it exactly);
-4. those plus the token's tail exponent ``alpha`` (which ``q`` and an unperceived part set).
+7. those plus the token's tail exponent ``alpha`` (which ``q`` and an unperceived part set).
 
 Beside them, the twin's own ``oracle_p_peak3x`` on the same test rows. ROC-AUC and PR-AUC against
 the chain label ``peak_3x`` (what the served model is scored on), and under ``twin_truth`` against
-the twin's true peak (the chain label misses peaks no tracked wallet traded at). Rows 3 and 4 use the twin's
-hidden truth and exist only to locate the gap; nothing here is tuned on test. The last line is one
-JSON object.
+the twin's true peak (the chain label misses peaks no tracked wallet traded at). Rows 4 to 7 use the
+twin's hidden truth and exist only to locate the gap; nothing here is tuned on test. The last line is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -61,6 +70,113 @@ def kol_peak_rate(rows: pd.DataFrame, base_rate: float) -> tuple[np.ndarray, np.
         rate[at] = (positives[known] + base_rate * PRIOR_ROWS) / (known + PRIOR_ROWS)
         count[at] = known
     return rate, count
+
+
+# The token's own market before the entry (rows 2 and 3): a log-price step function per mint,
+# read strictly before the entry time (a change point at or after it never counts).
+MARKET_RETURN_WINDOWS = {"1m": 60, "10m": 600, "1h": 3_600, "6h": 6 * 3_600}
+MARKET_VOL_GRIDS = {"5m": (5, 60), "1h": (5, 720)}  # name: (grid step in seconds, steps)
+MARKET_COLUMNS = [
+    *(f"mkt_ret_{name}" for name in MARKET_RETURN_WINDOWS),
+    *(f"mkt_vol_{name}" for name in MARKET_VOL_GRIDS),
+    "mkt_level",
+    "mkt_level_vs_first",
+    "mkt_peak_vs_first",
+    "mkt_drawdown",
+    "mkt_since_peak_log",
+    "mkt_age_log",
+    "mkt_points_1h_log",
+]
+
+
+def _levels_before(
+    time: np.ndarray, level: np.ndarray, drift: np.ndarray, at: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The step function's level just before each time in ``at`` (change points strictly earlier)
+    and the index of the change point used (-1: none, the level is NaN)."""
+    i = np.searchsorted(time, at, side="left") - 1
+    j = np.maximum(i, 0)
+    value = level[j] + drift[j] * (at - time[j])
+    return np.where(i >= 0, value, np.nan), i
+
+
+def market_before(
+    time: np.ndarray, level: np.ndarray, drift: np.ndarray, entries: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Pre-entry market features of one mint's entries at ``entries`` (unix seconds) from its
+    log-price change points ``(time, level, drift)`` (time-sorted): NaN where no point precedes."""
+    t = np.asarray(entries, dtype=np.float64)
+    now, k = _levels_before(time, level, drift, t)
+    has = k >= 0
+    kk = np.maximum(k, 0)
+    out: dict[str, np.ndarray] = {}
+    for name, window in MARKET_RETURN_WINDOWS.items():
+        then, _ = _levels_before(time, level, drift, t - window)
+        out[f"mkt_ret_{name}"] = now - np.where(np.isnan(then), level[0], then)  # younger: since the first
+    for name, (step, steps) in MARKET_VOL_GRIDS.items():
+        grid, used = _levels_before(time, level, drift, t[:, None] - step * np.arange(steps, -1, -1)[None, :])
+        # From the second point on: a launch block's spike and dump (the twin's snipers) is no volatility.
+        moves = np.diff(np.where(used >= 1, grid, np.nan), axis=1)
+        count = np.isfinite(moves).sum(axis=1)
+        square = np.nansum(moves * moves, axis=1)
+        out[f"mkt_vol_{name}"] = np.where(count > 0, np.sqrt(square / np.maximum(count, 1)), np.nan)
+    high = np.maximum.accumulate(level)
+    new_high = np.r_[True, level[1:] > high[:-1]]
+    high_at = np.maximum.accumulate(np.where(new_high, np.arange(len(level)), 0))
+    out["mkt_level"] = now
+    out["mkt_level_vs_first"] = now - level[0]
+    out["mkt_peak_vs_first"] = high[kk] - level[0]
+    out["mkt_drawdown"] = now - high[kk]
+    out["mkt_since_peak_log"] = np.log1p(np.maximum(t - time[high_at[kk]], 0.0))
+    out["mkt_age_log"] = np.log1p(np.maximum(t - time[0], 0.0))
+    recent = np.searchsorted(time, t - 3_600, side="left")
+    out["mkt_points_1h_log"] = np.log1p(np.maximum(k + 1 - recent, 0))
+    return {name: np.where(has, value, np.nan) for name, value in out.items()}
+
+
+def market_columns(
+    rows: pd.DataFrame, paths: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> pd.DataFrame:
+    """:func:`market_before` for every row (``paths``: mint → time, level, drift)."""
+    out = np.full((len(rows), len(MARKET_COLUMNS)), np.nan)
+    entries = rows["entry_time"].to_numpy(np.float64)
+    for mint, at in rows.groupby("mint", sort=False).indices.items():
+        if mint not in paths:
+            continue
+        time, level, drift = paths[mint]
+        for chunk in np.array_split(at, max(len(at) // 2_000, 1)):
+            values = market_before(time, level, drift, entries[chunk])
+            out[chunk] = np.column_stack([values[name] for name in MARKET_COLUMNS])
+    return pd.DataFrame(out, columns=MARKET_COLUMNS, index=rows.index)
+
+
+def true_tape_paths(world_dir: Path, mints: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The twin's true tape per mint (a complete recorded tape's stand-in)."""
+    from kolray.sim.tapes import Tapes
+
+    tapes = Tapes.read(world_dir)
+    return {
+        mint: (tapes.time[b:e], tapes.level[b:e], tapes.drift[b:e])
+        for mint, (b, e) in tapes.ranges.items()
+        if mint in mints
+    }
+
+
+def kolray_price_paths(
+    database_url: str, mints: set[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """What kolray has: the mint's :class:`~kolray.analyzer.outcomes.PricePaths` (stored swaps of
+    any tracked wallet and the market stage's tape) as log prices."""
+    from kolray.features.peaks import read_all_prices
+    from kolray.features.source import read_snapshot
+
+    paths = read_all_prices(database_url, read_snapshot(database_url).swap_watermark).paths
+    out = {}
+    for mint in mints:
+        times, prices = paths.path(mint)
+        if len(times):
+            out[mint] = (times.astype(np.float64), np.log(prices), np.zeros(len(times)))
+    return out
 
 
 def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -163,8 +279,13 @@ def measure(parser: argparse.ArgumentParser, demo_dir: Path, seed: int) -> None:
     rows["kol_peak_rate"], count = kol_peak_rate(rows, base_rate)
     rows["kol_peak_count_log"] = np.log1p(count)
     tokens = load_world(worlds[-1]).tokens().set_index("mint")
-    for column in ("quality", "tail_alpha"):
+    for column in ("quality", "tail_alpha", "sigma_per_sqrt_h", "death_rate_per_h"):
         rows[column] = tokens[column].reindex(rows["mint"]).to_numpy()
+    mints = set(rows["mint"].astype(str))
+    true_market = market_columns(rows, true_tape_paths(worlds[-1], mints))
+    database_url = f"sqlite:///{demo_dir / 'state' / 'kolray.db'}"
+    seen_market = market_columns(rows, kolray_price_paths(database_url, mints))
+    rows = rows.join(true_market.add_prefix("true_")).join(seen_market.add_prefix("seen_"))
     splits = {s: rows[rows["split"] == s] for s in ("train", "val", "test")}
 
     out: dict[str, Any] = {
@@ -173,23 +294,45 @@ def measure(parser: argparse.ArgumentParser, demo_dir: Path, seed: int) -> None:
         "test_rows": len(splits["test"]),
         "test_positives": int(splits["test"]["peak_3x"].sum()),
     }
-    for name, extra in (
-        ("features", []),
-        ("features + KOL peak rate", ["kol_peak_rate", "kol_peak_count_log"]),
-        ("features + latent quality q", ["quality"]),
-        ("features + tail alpha", ["tail_alpha"]),
-    ):
-        out[name] = fit_and_score(splits, columns + extra, seed)
-        print(f"{name:<30} ROC-AUC {out[name]['roc_auc']:.3f}  PR-AUC {out[name]['pr_auc']:.3f}", flush=True)
     test = splits["test"]
+    out["test_rows_with_market_before"] = {
+        source: int(test[f"{source}_mkt_level"].notna().sum()) for source in ("seen", "true")
+    }
+    seen = [f"seen_{name}" for name in MARKET_COLUMNS]
+    true = [f"true_{name}" for name in MARKET_COLUMNS]
+    for name, used in (
+        ("features", columns),
+        ("features + KOL peak rate", [*columns, "kol_peak_rate", "kol_peak_count_log"]),
+        ("features + market before entry, kolray's prices", [*columns, *seen]),
+        ("features + market before entry, true tape", [*columns, *true]),
+        ("market before entry alone, true tape", true),
+        ("features + volatility sigma", [*columns, "sigma_per_sqrt_h"]),
+        ("features + sigma + death rate", [*columns, "sigma_per_sqrt_h", "death_rate_per_h"]),
+        ("features + latent quality q", [*columns, "quality"]),
+        ("features + tail alpha", [*columns, "tail_alpha"]),
+    ):
+        out[name] = fit_and_score(splits, used, seed)
+        print(
+            f"{name:<50} ROC-AUC {out[name]['roc_auc']:.3f}  PR-AUC {out[name]['pr_auc']:.3f}  "
+            f"twin's true peaks {out[name]['twin_truth']['roc_auc']:.3f}",
+            flush=True,
+        )
     out["oracle"] = against_both_labels(test, test["oracle_p_peak3x"].to_numpy(np.float64))
-    print(f"{'oracle':<30} ROC-AUC {out['oracle']['roc_auc']:.3f}  PR-AUC {out['oracle']['pr_auc']:.3f}")
+    print(
+        f"{'oracle':<50} ROC-AUC {out['oracle']['roc_auc']:.3f}  PR-AUC {out['oracle']['pr_auc']:.3f}  "
+        f"twin's true peaks {out['oracle']['twin_truth']['roc_auc']:.3f}"
+    )
     out["gap_closed_by_peak_rate"] = round(
         out["features + KOL peak rate"]["roc_auc"] - out["features"]["roc_auc"], 3
     )
     out["gap_closed_by_quality"] = round(
         out["features + latent quality q"]["roc_auc"] - out["features"]["roc_auc"], 3
     )
+    for key, name in (
+        ("gap_closed_by_market_seen", "features + market before entry, kolray's prices"),
+        ("gap_closed_by_market_true", "features + market before entry, true tape"),
+    ):
+        out[key] = round(out[name]["roc_auc"] - out["features"]["roc_auc"], 3)
     print(json.dumps(out))
 
 
