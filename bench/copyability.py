@@ -138,9 +138,8 @@ def measure(engine: Engine, world: World) -> dict[str, Any]:
     ours = joined["peak_multiple"].to_numpy(np.float64)
     theirs = joined["tape_max_multiple_7d"].to_numpy(np.float64)
     priced = np.isfinite(ours)
-    # The twin's multiple is over the tape's price at the entry, before the KOL's own buy moved
-    # it; kolray's is over the pool's price after that buy (what a follower can get). The peak
-    # prices themselves compare without that difference.
+    # Both multiples are over the pool price the opening swap left. The tape's price at the entry
+    # instant is the one the buy met: their ratio is the KOL's own buy's lift.
     tapes = world.tapes()
     scale = 10**TOKEN_DECIMALS / LAMPORTS_PER_SOL
     tape_at_entry = np.array(
@@ -149,11 +148,8 @@ def measure(engine: Engine, world: World) -> dict[str, Any]:
             for m, t in zip(joined["mint"], joined["entry_time"], strict=True)
         ]
     )
-    our_peak = ours * joined["entry_price_sol"].to_numpy(np.float64)
-    true_peak = theirs * tape_at_entry
     with np.errstate(invalid="ignore", divide="ignore"):
         within = np.abs(ours / theirs - 1.0) <= PEAK_TOLERANCE
-        price_within = np.abs(our_peak / true_peak - 1.0) <= PEAK_TOLERANCE
         entry_ratio = joined["entry_price_sol"].to_numpy(np.float64) / tape_at_entry
     return {
         "kols": len(styles),
@@ -171,7 +167,6 @@ def measure(engine: Engine, world: World) -> dict[str, Any]:
         if len(joined)
         else None,
         "median_peak_ratio": float(np.nanmedian(ours / theirs)) if priced.any() else None,
-        "peak_price_within_5pct": float(price_within.mean()) if len(joined) else None,
         "median_entry_over_tape_at_entry": float(np.nanmedian(entry_ratio)) if len(joined) else None,
         "farmed_rate_farmers": sorted(
             round(v["copy_farmed_rate"], 3)

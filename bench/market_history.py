@@ -3,10 +3,12 @@
 On a twin world, every position's token gets its history backfilled (``kolray.market.history``: the
 crowd's and other trades on its curve and PumpSwap pool, at most B getTransaction calls per token)
 into a fresh database, for each budget B. Each position's peak multiple is then read from the stored
-history tape: the highest price at a slot after its entry's and within 7 days, over the entry's
+history tape and the tracked wallets' swaps (the analyzer's two sources; the history leaves the
+swaps out, as their prices are stored already): the highest price at a slot after its entry's and
+within 7 days, over the entry's
 price as the chain shows it (the pool price its opening swap left, the analyzer's entry price; at
-least 1), and held against the world's ``tape_max_multiple_7d`` (the true tape's peak over the same
-7 days, over the same entry price):
+least 1), and held against the world's ``tape_max_multiple_7d`` (the highest price the token traded
+at over the same 7 days, true tape and swaps, over the same entry price):
 
 - ``within_5pct``: the share of positions whose history peak is within 5% of the true one;
 - ``agree_3x``: the share on the same side of 3x; ``recall_3x``: of the positions whose true peak
@@ -51,26 +53,34 @@ def say(message: str) -> None:
 
 def positions_with_entries(world: World) -> pd.DataFrame:
     """Positions with a true tape peak, their entry's slot and price (SOL per token: the pool price
-    the opening swap left) and the true tape's peak from that slot."""
+    the opening swap left) and the highest price from that slot (true tape and later swaps)."""
     positions = world.positions()
     positions = positions[positions["tape_max_multiple_7d"].notna()]
-    trades = world.trades()[["signature", "slot", "price_sol"]].rename(
+    trades = world.trades()
+    entries = trades[["signature", "slot", "price_sol"]].rename(
         columns={"signature": "entry_signature", "price_sol": "entry_price"}
     )
-    positions = positions.merge(trades, on="entry_signature", how="inner")
+    positions = positions.merge(entries, on="entry_signature", how="inner")
+    priced = trades[trades["price_sol"].notna()]
+    swaps_by_mint = {m: g for m, g in priced.groupby("mint")}
     tapes = world.tapes()
     scale = 10**TOKEN_DECIMALS / LAMPORTS_PER_SOL
     peaks = []
     for mint, slot in zip(positions["mint"], positions["slot"], strict=True):
         at = slot_start(world.start, int(slot))
-        state = tapes.at(mint, at)
-        peaks.append(
-            price_of(tapes.peak(mint, at, at + LABEL_HORIZON_S)) * scale if state is not None else np.nan
-        )
+        if tapes.at(mint, at) is None:
+            peaks.append(np.nan)
+            continue
+        peak = price_of(tapes.peak(mint, at, at + LABEL_HORIZON_S)) * scale
+        swaps = swaps_by_mint.get(mint)
+        if swaps is not None:
+            later = swaps[(swaps["slot"] > slot) & (swaps["block_time"] <= at + LABEL_HORIZON_S)]
+            peak = max(peak, float(later["price_sol"].max())) if len(later) else peak
+        peaks.append(peak)
     tokens = world.tokens().set_index("mint")
     raydium = tokens["amm"].eq("raydium_amm_v4") & tokens["migration_time"].notna()
     positions = positions.assign(
-        # The true tape's peak from the entry's slot (the world's column starts at the simulated
+        # The highest price from the entry's slot (the world's column starts at the simulated
         # trade's instant, which a signer's earlier transaction can push a slot or two before it).
         slot_max_multiple_7d=np.maximum(np.asarray(peaks) / positions["entry_price"].to_numpy(float), 1.0),
         raydium=positions["mint"].map(raydium).fillna(False).astype(bool),
@@ -90,10 +100,11 @@ def agreement(peaks: np.ndarray, truth: np.ndarray) -> dict:
     }
 
 
-def history_peaks(positions: pd.DataFrame, tape: pd.DataFrame) -> np.ndarray:
-    """Each position's peak multiple from the history tape: max price after its entry's slot and
-    within 7 days, over its entry price (1 when the history holds nothing higher)."""
-    priced = tape[tape["price_sol"].notna()]
+def history_peaks(positions: pd.DataFrame, tape: pd.DataFrame, swaps: pd.DataFrame) -> np.ndarray:
+    """Each position's peak multiple from the history tape and the swaps: max price after its
+    entry's slot and within 7 days, over its entry price (1 when nothing is higher)."""
+    prices = pd.concat([tape[["mint", "slot", "time", "price_sol"]], swaps], ignore_index=True)
+    priced = prices[prices["price_sol"].notna()]
     by_mint = {m: g for m, g in priced.groupby("mint")}
     out = np.ones(len(positions))
     for i, p in enumerate(positions.itertuples(index=False)):
@@ -159,11 +170,14 @@ def main() -> None:
         truth = positions["tape_max_multiple_7d"].to_numpy(float)
         at_slot = positions["slot_max_multiple_7d"].to_numpy(float)
         reach = ~positions["raydium"].to_numpy(bool)
+        swaps = world.trades()[["mint", "slot", "block_time", "price_sol"]].rename(
+            columns={"block_time": "time"}
+        )
         results = []
         with start_server(world, rps=None) as twin:  # the clock at the world's end
             for budget, label in budgets:
                 tape, cost = run_budget(world, root, twin.url, budget, label)
-                peaks = history_peaks(positions, tape)
+                peaks = history_peaks(positions, tape, swaps)
                 result = {
                     **cost,
                     "vs_tape_max_multiple_7d": agreement(peaks, truth),

@@ -74,6 +74,9 @@ class EntryState:
     ladders: tuple[Ladder, ...]
     weights: tuple[float, ...]
     curve_dead_max: float = 0.15  # WorldParams.curve_dead_max: the dead price on the curve
+    # The opening transaction's pool price over ``level`` (log): the KOL's own buy, over which a
+    # reader of the chain measures the token's peak.
+    pool_lift: float = 0.0
 
 
 @dataclass(slots=True)
@@ -323,7 +326,11 @@ def oracle_p_peak(
 ) -> np.ndarray:
     """P(the token trades at ≥ ``multiple`` × the entry price before it dies), for each entry state.
 
-    What a follower could have taken: the price path alone decides it (no ladder). The probability
+    What a follower could have taken: the price path alone decides it (no ladder). The entry price
+    is the pool's after the opening transaction (``pool_lift`` over the level): the KOL's own SOL
+    lifts the path while it holds, which the model leaves out, so the target is as the market
+    stands once the KOL has sold (most hold minutes; on the default world 9,711 positions peaked
+    at 3x where it expected 10,480; without the lift in the target, 11,466). The probability
     solves the same backward equation with the token's death as the only killing, value 1 at the
     target and 0 far below the entry (``PEAK_FLOOR`` log-levels down, where no path goes before
     dying). After a death the price only falls, so a peak after death is impossible. The horizon is
@@ -338,7 +345,7 @@ def oracle_p_peak(
                 # On the curve the launch price is a floor where the token dies (after a migration
                 # there is none; a path back from there to below launch and up again is neglected).
                 lo=max(state.level - PEAK_FLOOR, 0.0) if not state.migrated else state.level - PEAK_FLOOR,
-                hi=state.level + math.log(multiple),
+                hi=state.level + state.pool_lift + math.log(multiple),
                 start=state.level,
                 dynamics=state.dynamics,
                 kill_exit=0.0,

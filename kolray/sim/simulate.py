@@ -408,6 +408,7 @@ class Community:
             ladders=kol.ladders,
             weights=kol.ladder_weights,
             curve_dead_max=self.params.curve_dead_max,
+            pool_lift=math.log(fills[0].reserve_sol / fills[0].reserve_tokens / LAUNCH_PRICE) - level,
         )
         trade_time = t
         first_trade = None
@@ -430,7 +431,7 @@ class Community:
         window = path.hi[i_e:stop] + impact[i_e:stop]
         # The chain's entry price is the pool's after the opening transaction (the KOL's own buy
         # included): the peaks a reader of the chain measures are over that price.
-        pool_level = math.log(fills[0].reserve_sol / fills[0].reserve_tokens / LAUNCH_PRICE)
+        pool_level = level + entry.pool_lift
         self.positions.append(
             PositionPlan(
                 id=position_id,

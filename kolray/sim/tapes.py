@@ -1,13 +1,15 @@
 """The true price tape of every token the KOLs traded: what the twin's market really did.
 
 A token's price is its path level at the last grid point (``path_step_s``, 5 s: a step stands for
-a swap) plus the lift of the crowds the KOLs drew (:func:`kolray.sim.market.crowd_impact`), taken
-once the simulation has added every crowd: the price a KOL's entry or time exit trades at.
+a swap) plus the lift of the SOL in its reserves beyond the path's: the crowds the KOLs drew and
+the KOLs' own buys while they hold (:func:`kolray.sim.market.crowd_impact`), taken once the
+simulation has added every crowd: the price a KOL's entry or time exit trades at.
 
 The tape is not the twin's ``max_multiple_7d``: that peak is the Brownian bridge's maximum between
 grid points (continuous monitoring, what a take-profit touches and what the oracle assumes), with the
-crowds known at entry. The tape's own peak (``tape_max_multiple_7d`` in ``positions.parquet``) is
-what a reader of the chain can see.
+crowds known at entry. What a reader of the chain can see is ``tape_max_multiple_7d`` in
+``positions.parquet``: the tape's peak, or a tracked wallet's swap between its points if higher (the
+pool price a trade leaves is a price the token traded at), over the entry's pool price.
 The twin serves its bonding-curve and pool accounts from this tape (:mod:`kolray.sim.accounts`) and
 the market stage is held against it.
 

@@ -32,6 +32,7 @@ from kolray.sim.params import (
     DAY,
     LABEL_HORIZON_S,
     LAMPORTS_PER_SOL,
+    LAUNCH_PRICE,
     TOKEN_DECIMALS,
     TOKEN_SUPPLY_RAW,
     WorldParams,
@@ -447,6 +448,7 @@ def _write_part(
     tokens = result.tokens
     tapes_df = tapes_frame({tokens[i].mint: tape for i, tape in result.tapes.items()})
     tapes = Tapes(tapes_df)
+    trade_levels = _trade_levels(swaps)
     mismatches = 0
     for plan, p3x, peak3x in zip(plans, oracle, oracle_peak, strict=True):
         position = by_signature.get(entry_signature[plan.id])
@@ -466,7 +468,12 @@ def _write_part(
             peak_3x=plan.max_level_7d >= math.log(3.0),
             oracle_p_peak3x=float(peak3x),
             tape_max_multiple_7d=_tape_multiple(
-                tapes, tokens[plan.token].mint, plan.entry_time, plan.entry_pool_level
+                tapes,
+                trade_levels,
+                tokens[plan.token].mint,
+                plan.entry_time,
+                int(position["entry_time"]),
+                plan.entry_pool_level,
             ),
         )
         planned = plan.outcome == "closed" and plan.planned_three_x
@@ -510,12 +517,42 @@ def _write_part(
     }
 
 
-def _tape_multiple(tapes: Tapes, mint: str, entry_time: float, pool_level: float) -> float:
-    """The tape's peak in the 7 days after the entry over the entry's pool price, at least 1 (as
-    the analyzer's ``peak_multiple``: a token that never trades above the entry peaked at it)."""
+def _trade_levels(swaps: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per mint, the block times (sorted) and log-price levels of the pool prices the tracked
+    wallets' swaps left: prices the token traded at, between the tape's 5-s points."""
+    per_sol = LAMPORTS_PER_SOL / 10**TOKEN_DECIMALS / LAUNCH_PRICE  # SOL per token → price ratio
+    by_mint: dict[str, list[tuple[int, float]]] = {}
+    for swap in swaps:
+        price = swap["price_sol"]
+        if price is not None and price > 0 and swap["block_time"] is not None:
+            by_mint.setdefault(swap["mint"], []).append((int(swap["block_time"]), math.log(price * per_sol)))
+    out = {}
+    for mint, points in by_mint.items():
+        points.sort()
+        out[mint] = (np.array([t for t, _ in points]), np.array([x for _, x in points]))
+    return out
+
+
+def _tape_multiple(
+    tapes: Tapes,
+    trades: dict[str, tuple[np.ndarray, np.ndarray]],
+    mint: str,
+    entry_time: float,
+    entry_block_time: int,
+    pool_level: float,
+) -> float:
+    """The highest price the token traded at in the 7 days after the entry (its true tape, and the
+    tracked wallets' swaps after the entry's second, as the analyzer reads them) over the entry's
+    pool price, at least 1 (as ``peak_multiple``: a token that never rose peaked at the entry)."""
     if mint not in tapes or tapes.at(mint, entry_time) is None:
         return math.nan
-    return max(math.exp(tapes.peak(mint, entry_time, entry_time + LABEL_HORIZON_S) - pool_level), 1.0)
+    peak = tapes.peak(mint, entry_time, entry_time + LABEL_HORIZON_S)
+    if mint in trades:
+        times, levels = trades[mint]
+        lo, hi = np.searchsorted(times, [entry_block_time, entry_block_time + LABEL_HORIZON_S], side="right")
+        if hi > lo:
+            peak = max(peak, float(levels[lo:hi].max()))
+    return max(math.exp(peak - pool_level), 1.0)
 
 
 def _ladder_json(ladders: tuple[Ladder, ...], weights: tuple[float, ...]) -> str:

@@ -153,21 +153,24 @@ def test_price_path_bridge_extremes_and_migration() -> None:
 
 
 def test_peak_oracle_is_the_pareto_tail_and_matches_sampled_paths(community) -> None:
-    """``oracle_p_peak3x``: P(the token trades at ≥ 3x the entry before it dies). For the twin's
-    killed Brownian motion that is 3^-alpha exactly, whatever the entry level; sampled paths agree."""
+    """``oracle_p_peak3x``: P(the token trades at ≥ 3x the entry's pool price before it dies). For
+    the twin's killed Brownian motion, the pool price being e^lift over the level the buy met, that
+    is (3 e^lift)^-alpha exactly, whatever the entry level; sampled paths agree."""
     _, result = community
     plans = result.positions[:: max(len(result.positions) // 40, 1)]
     peak = oracle_p_peak([p.entry for p in plans], PARAMS)
     alphas = np.array([p.entry.dynamics.tail_alpha for p in plans])
     levels = np.array([p.entry.level for p in plans])
     migrated = np.array([p.entry.migrated for p in plans])
-    # With the curve's floor at the launch price (x = 0) the killed Brownian motion reaches
-    # x + ln 3 first with probability sinh(alpha x) / sinh(alpha (x + ln 3)); past migration, 3^-alpha.
-    floor = np.sinh(alphas * levels) / np.sinh(alphas * (levels + math.log(3)))
-    expected = np.where(migrated, 3.0**-alphas, floor)
-    near = ~migrated & (levels + math.log(3) > MIGRATION_LEVEL)  # the floor goes at migration
+    target = math.log(3) + np.array([p.entry.pool_lift for p in plans])
+    assert (target > math.log(3)).all()  # every opening buy lifts the price
+    # With the curve's floor at the launch price (x = 0) the killed Brownian motion reaches x + d
+    # first with probability sinh(alpha x) / sinh(alpha (x + d)); past migration, e^(-alpha d).
+    floor = np.sinh(alphas * levels) / np.sinh(alphas * (levels + target))
+    expected = np.where(migrated, np.exp(-alphas * target), floor)
+    near = ~migrated & (levels + target > MIGRATION_LEVEL)  # the floor goes at migration
     assert np.allclose(peak[~near], expected[~near], atol=2e-3)
-    assert np.all(peak[near] >= expected[near] - 2e-3) and np.all(peak <= 3.0**-alphas + 2e-3)
+    assert np.all(peak[near] >= expected[near] - 2e-3) and np.all(peak <= np.exp(-alphas * target) + 2e-3)
     assert peak.std() > 0.02  # tokens differ: a signal to learn, not a constant
     rng = np.random.default_rng(7)
     # Sampled from a fresh curve (its floor and migration ahead): the check for entries on the curve.
@@ -178,7 +181,7 @@ def test_peak_oracle_is_the_pareto_tail_and_matches_sampled_paths(community) -> 
     n = 3000
     hits = sum(
         simulate_path(PARAMS, rng, 0.0, entry.dynamics, 30 * 86_400.0, x0=entry.level).hi.max() - entry.level
-        >= math.log(3)
+        >= math.log(3) + entry.pool_lift
         for _ in range(n)
     )
     p = float(oracle_p_peak([entry], PARAMS)[0])
