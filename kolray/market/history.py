@@ -57,7 +57,7 @@ from kolray.secrets import redact_text
 
 log = logging.getLogger("kolray.market")
 
-# getTransaction calls per token. 200: the peak within 5% for 95.3% of positions, against 86.3% at
+# getTransaction calls per token. 200: the peak within 5% for 95.3% of positions, against 87.5% at
 # 50, for 69.6 calls per token once against 33.1 (bench/market_history.py, docs/market.md); the
 # live reads of a watched token cost about 10.7 calls an hour.
 HISTORY_BUDGET = 200
