@@ -173,6 +173,21 @@ def measure(engine: Engine, world: World) -> dict[str, Any]:
             for w, v in stats.items()
             if w in farmer and v.get("copy_farmed_rate") is not None
         ),
+        # Each farmer's case for the flag: copies, farmed rate, the copier's PnL, flagged or not.
+        "farmers_detail": sorted(
+            (
+                {
+                    "copy_scored": v.get("copy_scored"),
+                    "copy_farmed_rate": v.get("copy_farmed_rate"),
+                    "copy_pnl_sol": v.get("copy_pnl_sol"),
+                    "pnl_sol": v.get("total_pnl_sol"),
+                    "farming": v.get("farming"),
+                }
+                for w, v in stats.items()
+                if w in farmer
+            ),
+            key=lambda d: d["copy_farmed_rate"] or 0.0,
+        ),
         "farmed_rate_others_max_20_copies": max(
             (
                 v["copy_farmed_rate"]
