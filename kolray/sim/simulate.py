@@ -592,11 +592,12 @@ class Community:
                 )
                 if action.kind == "add":
                     bought += holding.tokens - before
-                    own_sol += _sol_in(self.trades[-1].fill)
-                else:
-                    # Dust left by a closing sale stays in the wallet, not in the reserves' lift.
-                    own_sol = 0.0 if closing or not before else own_sol * holding.tokens / before
                 if own is not None:
+                    if action.kind == "add":
+                        own_sol += _sol_in(self.trades[-1].fill)
+                    else:
+                        # Dust left by a closing sale stays in the wallet, not in the reserves' lift.
+                        own_sol = 0.0 if closing or not before else own_sol * holding.tokens / before
                     own.append((last, own_sol))
                     window = np.empty(0)
                 if closing:
