@@ -24,6 +24,7 @@ last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -212,6 +213,13 @@ def main() -> int:
         help="Reuse or keep the twin world here (default: a temporary directory).",
     )
     parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="Keep the run in this directory, in a `kolray demo --dir` layout (state/ and world-default/), "
+        "for bench/peak_ceiling.py --demo-dir and bench/backtest.py --data-dir (default: a temporary directory).",
+    )
+    parser.add_argument(
         "--no-second-target",
         action="store_true",
         help="Skip the token model's other target (by default the KOL's own label_3x is also searched "
@@ -219,9 +227,15 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="kolray-quality-") as scratch:
-        state = Path(scratch)
-        # Before Ray starts: Tune trials inherit the scratch database and storage.
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            state = args.keep / "state"
+            state.mkdir(parents=True, exist_ok=True)
+            args.world_dir = args.world_dir or args.keep / "world-default"
+        else:
+            state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kolray-quality-")))
+        # Before Ray starts: Tune trials inherit the run's database and storage.
+        os.environ["KOLRAY_DATA_DIR"] = str(state)
         os.environ["KOLRAY_DATABASE_URL"] = f"sqlite:///{state / 'kolray.db'}"
         os.environ["KOLRAY_STORAGE_URI"] = str(state / "store")
         os.environ["KOLRAY_SERVE_PORT"] = "1"  # nothing serves: the reload notice finds no one
