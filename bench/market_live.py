@@ -7,7 +7,8 @@ a tracker that stores each swap the instant it lands), so the watch list learns 
 once a KOL's buy of it is on chain and stored. The real ``MarketWatcher`` runs its loop, live reads
 only (``history=False``), for ``--window-h`` hours of world time, with its wall-clock cadence
 divided by S so that in world time it is the default one: fast ``FAST_S``, slow ``SLOW_S``, the
-watch list re-read every 30 s (the heartbeat is in chain seconds already, so it stays 300 s).
+watch list re-read every ``refresh_s`` (10 s; the heartbeat is in chain seconds already, so it
+stays 300 s).
 
 Every position whose entry falls inside the window and whose token was read live after the entry
 gets a live peak multiple: the highest stored live tape price at a slot after the entry's and up to
@@ -23,8 +24,8 @@ price (at least 1). Reported, as in ``bench/market_history.py``:
   the refresh after its buy is stored, and a token graduated to a Raydium pool is priced only once
   a stored swap names that pool; the history backfill exists for these; ``..._after_a_gap``: those
   whose first priced read came after a read that found no price), ``unpriced`` (a read around the
-  peak found no price: a gap, such as that unknown Raydium pool, after which the watcher waits
-  ``SLOW_S`` to read the token again) and ``between_reads`` (the cadence stepped over a short
+  peak found no price: a gap, such as that unknown Raydium pool, after which the watcher backs
+  off as for a price that stands still) and ``between_reads`` (the cadence stepped over a short
   peak), with how long those peaks stood within 5% and how far apart the reads around them were;
   ``mints_missed``: on how many tokens (the positions cluster: one token can hold a dozen
   positions, so one read landing or not inside a 15 s peak moves the share by 5 points from run to
@@ -83,7 +84,7 @@ from kolray.sim.world import World, generate_world, load_world
 from kolray.testing.market_live import SwapFeed, TwinProcess, empty_database
 
 SCALE = 10**TOKEN_DECIMALS / LAMPORTS_PER_SOL  # the tape's price → SOL per whole token
-REFRESH_S = 30.0  # MarketOptions' default watch-list re-read, world seconds
+REFRESH_S = MarketOptions.refresh_s  # the default watch-list re-read, world seconds
 TOLERANCE = 0.05
 ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,44}")
 

@@ -50,7 +50,9 @@ class MarketOptions:
     fast_s: float = FAST_S
     slow_s: float = SLOW_S
     heartbeat_s: float = 300.0  # an unchanged price is stored again after this long
-    refresh_s: float = 30.0  # the watch list is re-read this often
+    # The watch list is re-read this often: a token a KOL just bought is first read within it
+    # (bench/market_live.py: a 30 s refresh left the first read after an entry at p95 25 s).
+    refresh_s: float = 10.0
     horizon_s: int = LABEL_HORIZON_S
     # Tokens bought before the stage first read them get their earlier prices from their trades
     # (kolray.market.history), at most ``history_budget`` getTransaction calls per token.

@@ -31,7 +31,10 @@ def watched_mints(engine: Engine, chain_now: int, horizon_s: int = LABEL_HORIZON
 @dataclass
 class Cadence:
     """Per-token read schedule (monotonic seconds): ``fast_s`` after a move, doubling up to
-    ``slow_s`` while the price stands still; a token that could not be read waits ``slow_s``."""
+    ``slow_s`` while the price stands still. A token that could not be read backs off the same way
+    from where it was: a curve that just completed, whose pool no stored swap names yet, is read
+    again within seconds (a KOL's swap on the pool is stored seconds later), while a mint that is
+    no pump.fun token settles at ``slow_s``."""
 
     fast_s: float = 2.0
     slow_s: float = 60.0
@@ -68,7 +71,7 @@ class Cadence:
         last = self.price.get(mint)
         moved = price is not None and (last is None or abs(price / last - 1) > self.move)
         if price is None:
-            self.interval[mint] = self.slow_s
+            self.interval[mint] = min(self.interval[mint] * 2, self.slow_s)
         elif moved:
             self.interval[mint] = self.fast_s
             self.price[mint] = price
