@@ -59,7 +59,7 @@ log = logging.getLogger("kolray.market")
 
 # getTransaction calls per token. 200: the peak within 5% for 95.3% of positions, against 87.5% at
 # 50, for 69.6 calls per token once against 33.1 (bench/market_history.py, docs/market.md); the
-# live reads of a watched token cost about 10.7 calls an hour.
+# live reads of a watched token cost about 12 calls an hour (bench/market.py).
 HISTORY_BUDGET = 200
 # Trades fetched per refinement round (one JSON-RPC batch): few, so that each round learns from the
 # last (on a twin world's tapes, 20 calls find 88% of tokens' peaks to 5% in rounds of 1 or 2, 73% in 5).
