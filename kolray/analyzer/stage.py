@@ -386,15 +386,15 @@ def _analyze(engine: Engine, full: bool, as_of: int | None, progress: Progress) 
             summary.outcomes_updated += updated
             changed_wallets |= wallets
             progress("outcomes", index + len(chunk), len(moved_mints))
-        # A follower's result feeds the statistics (copyability): recompute where it moved.
-        restat = sorted(changed_wallets - rebuilt)
-        for index in range(0, len(restat), BATCH_WALLETS):
-            if target is None:  # no statistics without a time to take them at
-                break
-            chunk = restat[index : index + BATCH_WALLETS]
-            with engine.begin() as conn:
-                _write_stats(conn, chunk, _read_positions(conn, chunk), target)
-            summary.stats_wallets += len(chunk)
+        # A follower's result feeds the statistics (copyability): recompute where it moved (none
+        # without a time to take them at).
+        if target is not None:
+            restat = sorted(changed_wallets - rebuilt)
+            for index in range(0, len(restat), BATCH_WALLETS):
+                chunk = restat[index : index + BATCH_WALLETS]
+                with engine.begin() as conn:
+                    _write_stats(conn, chunk, _read_positions(conn, chunk), target)
+                summary.stats_wallets += len(chunk)
     lap("outcomes")
 
     # 5. Watermark

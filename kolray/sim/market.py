@@ -310,6 +310,11 @@ def price_of(level: float) -> float:
     return LAUNCH_PRICE * math.exp(level)
 
 
+def level_of(price: float) -> float:
+    """The log-price level of ``price`` (lamports per raw token unit): :func:`price_of`'s inverse."""
+    return math.log(price / LAUNCH_PRICE)
+
+
 def market_cap_sol(level: float) -> float:
     return price_of(level) * TOKEN_SUPPLY_RAW / LAMPORTS_PER_SOL
 

@@ -29,6 +29,7 @@ from kolray.sim.market import (
     crowd_impact,
     crowd_lift,
     crowd_profile,
+    level_of,
     sell,
     simulate_path,
     token_dynamics,
@@ -38,7 +39,6 @@ from kolray.sim.params import (
     DUST_FRACTION,
     HOUR,
     LAMPORTS_PER_SOL,
-    LAUNCH_PRICE,
     MIGRATION_LEVEL,
     WorldParams,
 )
@@ -408,7 +408,7 @@ class Community:
             ladders=kol.ladders,
             weights=kol.ladder_weights,
             curve_dead_max=self.params.curve_dead_max,
-            pool_lift=math.log(fills[0].reserve_sol / fills[0].reserve_tokens / LAUNCH_PRICE) - level,
+            pool_lift=level_of(fills[0].reserve_sol / fills[0].reserve_tokens) - level,
         )
         trade_time = t
         first_trade = None

@@ -11,10 +11,9 @@ import math
 from dataclasses import dataclass, replace
 
 from kolray.sim.behaviour import Action
-from kolray.sim.market import Fill, buy, sell
+from kolray.sim.market import Fill, buy, level_of, sell
 from kolray.sim.params import (
     CURVE_K,
-    LAUNCH_PRICE,
     POOL_K,
     PUMPFUN_CREATOR_FEE_BPS,
     PUMPFUN_FEE_BPS,
@@ -97,4 +96,4 @@ def three_x_threshold(holding: Holding, venue: str, lo: float, hi: float) -> flo
     u = (-b_ + math.sqrt(b_ * b_ - 4 * a_ * c_)) / (2 * a_)
     # The closed form ignores the integer rounding of fills and fees (a few lamports): well inside
     # any precision that matters for a probability.
-    return min(max(math.log(u * u / LAUNCH_PRICE), lo), hi)
+    return min(max(level_of(u * u), lo), hi)

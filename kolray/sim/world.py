@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 from kolray import __version__
 from kolray.sim.behaviour import Ladder
 from kolray.sim.chain import Renderer
+from kolray.sim.market import level_of
 from kolray.sim.oracle import oracle_p3x, oracle_p_peak
 from kolray.sim.params import (
     DAY,
     LABEL_HORIZON_S,
     LAMPORTS_PER_SOL,
-    LAUNCH_PRICE,
     TOKEN_DECIMALS,
     TOKEN_SUPPLY_RAW,
     WorldParams,
@@ -520,12 +520,12 @@ def _write_part(
 def _trade_levels(swaps: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per mint, the block times (sorted) and log-price levels of the pool prices the tracked
     wallets' swaps left: prices the token traded at, between the tape's 5-s points."""
-    per_sol = LAMPORTS_PER_SOL / 10**TOKEN_DECIMALS / LAUNCH_PRICE  # SOL per token → price ratio
+    per_sol = LAMPORTS_PER_SOL / 10**TOKEN_DECIMALS  # SOL per whole token → lamports per raw unit
     by_mint: dict[str, list[tuple[int, float]]] = {}
     for swap in swaps:
         price = swap["price_sol"]
         if price is not None and price > 0 and swap["block_time"] is not None:
-            by_mint.setdefault(swap["mint"], []).append((int(swap["block_time"]), math.log(price * per_sol)))
+            by_mint.setdefault(swap["mint"], []).append((int(swap["block_time"]), level_of(price * per_sol)))
     out = {}
     for mint, points in by_mint.items():
         points.sort()
