@@ -10,14 +10,17 @@ The order of work is what makes ingestion exactly-once and gap-free:
    tells an empty wallet from one whose history is all older than the window);
 2. walk them **oldest first** in batches; failed transactions (``err`` in the signature list) are
    counted without being fetched;
-3. a transaction the node returns as ``null`` (not yet available) stops the walk *before* it: the
-   cursor is never moved past a transaction that was not read, so the next poll fetches it again;
+3. a transaction the node returns as ``null`` (not yet available: a node that lists a signature
+   can lag a second behind in serving it) is asked for again ``null_retries`` times with a growing
+   pause; one still ``null`` after that stops the walk *before* it: the cursor is never moved past a
+   transaction that was not read, so the next poll fetches it again;
 4. each batch's swaps and the cursor at the batch's last processed signature are committed in one
    database transaction (:func:`kolray.tracker.store.commit_progress`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -84,6 +87,11 @@ class PollPolicy:
     batch_size: int = 100
     backfill_seconds: float = 30 * 86400
     backfill_max_signatures: int = 5000
+    # A ``null`` transaction is asked for again this many times, after null_retry_s, 2×, 4×... Without
+    # it a wallet advanced only to its first ``null`` per poll: a long backfill on a lagging node
+    # took one poll per ``null``.
+    null_retries: int = 2
+    null_retry_s: float = 0.25
 
 
 async def poll_wallet(
@@ -134,6 +142,13 @@ async def poll_wallet(
         to_fetch = [ref.signature for ref in chunk if not ref.failed]
         fetched = dict(zip(to_fetch, await source.transactions(to_fetch), strict=True)) if to_fetch else {}
         result.fetched += len(to_fetch)
+        for attempt in range(policy.null_retries):
+            not_yet = [signature for signature in to_fetch if fetched[signature] is None]
+            if not not_yet:
+                break
+            await asyncio.sleep(policy.null_retry_s * 2**attempt)
+            fetched.update(zip(not_yet, await source.transactions(not_yet), strict=True))
+            result.fetched += len(not_yet)
 
         progress = WalletProgress(wallet, position, None)
         stopped = False

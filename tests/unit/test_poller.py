@@ -79,9 +79,46 @@ async def test_walks_oldest_first_in_batches_moving_the_cursor_with_each_batch()
     assert (result.swaps, result.commits, result.signatures) == (5, 3, 5)
 
 
+class LaggingChain(FakeChain):
+    """A node that answers ``null`` for some signatures the first ``lag`` times they are asked for."""
+
+    def __init__(self, txs: dict, lagging: set[str], lag: int):
+        super().__init__(txs)
+        self.left = dict.fromkeys(lagging, lag)
+
+    async def transactions(self, signatures):
+        answers = await super().transactions(signatures)
+        out = []
+        for signature, answer in zip(signatures, answers, strict=True):
+            if self.left.get(signature, 0) > 0:
+                self.left[signature] -= 1
+                answer = None
+            out.append(answer)
+        return out
+
+
+async def test_a_transaction_not_yet_available_is_asked_for_again_and_the_walk_goes_on() -> None:
+    chain, commits = LaggingChain(chain_of(5), lagging={"s1", "s3"}, lag=2), Recorder()
+    policy = PollPolicy(batch_size=10, null_retries=2, null_retry_s=0.0)
+    result = await poll_wallet(chain, WALLET, None, commits, policy)
+    assert [s.signature for s in commits.commits[0].swaps] == ["s0", "s1", "s2", "s3", "s4"]
+    assert result.unavailable == 0
+    # Only the null ones are asked for again: twice each.
+    assert chain.fetched == ["s0", "s1", "s2", "s3", "s4", "s1", "s3", "s1", "s3"]
+
+
+async def test_a_transaction_still_null_after_the_retries_stops_the_walk_before_it() -> None:
+    chain, commits = LaggingChain(chain_of(5), lagging={"s2"}, lag=3), Recorder()
+    policy = PollPolicy(batch_size=10, null_retries=2, null_retry_s=0.0)
+    result = await poll_wallet(chain, WALLET, None, commits, policy)
+    assert [c.moved_to.signature for c in commits.commits] == ["s1"]
+    assert result.unavailable == 1
+    assert chain.fetched.count("s2") == 3
+
+
 async def test_an_unavailable_transaction_stops_the_cursor_before_it() -> None:
     chain, commits = FakeChain(chain_of(5, s2=None)), Recorder()
-    result = await poll_wallet(chain, WALLET, None, commits, PollPolicy(batch_size=10))
+    result = await poll_wallet(chain, WALLET, None, commits, PollPolicy(batch_size=10, null_retry_s=0.0))
     assert [c.moved_to.signature for c in commits.commits] == ["s1"]
     assert result.unavailable == 1
     # Next poll starts from s1 and re-reads s2 once it exists.
@@ -93,7 +130,7 @@ async def test_an_unavailable_transaction_stops_the_cursor_before_it() -> None:
 
 async def test_nothing_is_committed_when_the_oldest_new_transaction_is_missing() -> None:
     chain, commits = FakeChain(chain_of(3, s0=None)), Recorder()
-    result = await poll_wallet(chain, WALLET, None, commits)
+    result = await poll_wallet(chain, WALLET, None, commits, PollPolicy(null_retry_s=0.0))
     assert commits.commits == [] and result.unavailable == 1
 
 
