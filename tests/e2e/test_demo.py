@@ -45,6 +45,10 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_demo_exit_after_serves_both_champions(tmp_path: Path) -> None:
+    """Every stage, both models promoted, the served API smoke-checked. On 16 KOLs × 115 days (the
+    KOL dataset's splits need ~111 days) with 2 short trials per model: 2.5 min, where the default
+    world (`make demo`, 60 KOLs × 120 days, 4 trials of 25 epochs) takes 9 min of the suite; the
+    default world runs the same code, and `bench/quality.py` runs it end to end."""
     env = demo_env(tmp_path)
     port = free_port()
     done = subprocess.run(
@@ -52,6 +56,14 @@ def test_demo_exit_after_serves_both_champions(tmp_path: Path) -> None:
             str(Path(sys.executable).parent / "kolray"),
             "demo",
             "--exit-after",
+            "--kols",
+            "16",
+            "--days",
+            "115",
+            "--trials",
+            "2",
+            "--max-epochs",
+            "6",
             "--dir",
             str(tmp_path / "demo"),
             "--port",
