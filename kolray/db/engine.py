@@ -129,9 +129,7 @@ def insert_ignoring_duplicates(
     if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the engine factory refuses others
         raise RuntimeError(f"unsupported database dialect {dialect}")
     dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    columns = table.__table__
-    statement = (
-        dialect_insert(columns).on_conflict_do_nothing(index_elements=list(unique)).returning(columns.c.id)
-    )
+    core = table.__table__  # the Core table: an ORM-enabled insert would go through the ORM's bulk path
+    statement = dialect_insert(core).on_conflict_do_nothing(index_elements=list(unique)).returning(core.c.id)
     # RETURNING counts what was really inserted; rowcount is not reliable across drivers here.
     return len(session.connection().execute(statement, list(rows)).all())

@@ -70,12 +70,10 @@ class Cadence:
             return False
         last = self.price.get(mint)
         moved = price is not None and (last is None or abs(price / last - 1) > self.move)
-        if price is None:
-            self.interval[mint] = min(self.interval[mint] * 2, self.slow_s)
-        elif moved:
+        if price is not None and moved:
             self.interval[mint] = self.fast_s
             self.price[mint] = price
-        else:
+        else:  # still, or a gap: back off from where it was
             self.interval[mint] = min(self.interval[mint] * 2, self.slow_s)
         self.due[mint] = now + self.interval[mint]
         return moved
