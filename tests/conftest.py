@@ -213,10 +213,14 @@ def ray_head() -> Iterator[RayHead]:
     import tempfile
     import time
 
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+    def free_ports(n: int) -> list[int]:
+        """``n`` distinct free ports: each socket stays bound until all are chosen (one closed at a
+        time may be handed out again: a suite run once gave the GCS and the node manager one port)."""
+        with contextlib.ExitStack() as stack:
+            sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+            for s in sockets:
+                s.bind(("127.0.0.1", 0))
+            return [s.getsockname()[1] for s in sockets]
 
     bin_dir = Path(sys.executable).parent
     env = {
@@ -227,18 +231,11 @@ def ray_head() -> Iterator[RayHead]:
     }
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="krh-", dir="/tmp")  # unix socket paths must stay short
-    dashboard = free_port()
-    ports = {
-        "--port": free_port(),
-        "--dashboard-port": dashboard,
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--ray-client-server-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-    }
+    flags = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--runtime-env-agent-port", "--metrics-export-port", "--ray-client-server-port",
+             "--node-manager-port", "--object-manager-port")  # fmt: skip
+    ports = dict(zip(flags, free_ports(len(flags)), strict=True))
+    dashboard = ports["--dashboard-port"]
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", *(f"{k}={v}" for k, v in ports.items()),
          "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=2",
