@@ -8,13 +8,14 @@ database and storage, then prints what the evaluation reports said, for the same
 
 - token (the served target, ``peak_3x`` by default: P(the token trades at ≥ 3x the entry price
   within 7 days)): the model Serve loads (the family that won on validation), the best trial of
-  each family (PyTorch network, LightGBM), logistic regression and boosted trees with fixed
+  each family (PyTorch network, LightGBM, linear), logistic regression and boosted trees with fixed
   parameters on all features, boosted trees on the seed's seven features alone, and the oracle (the
   twin's own probability from its latent variables). ROC-AUC, PR-AUC, Brier and precision/recall
   at each model's validation threshold, each with its bootstrap 95% interval; the base-rate Brier,
   the number of test positives, and how the chain-data label agrees with the twin's truth.
-- KOL (3x rate over the next 7/30 days): the served model, each family, persistence (the past rate
-  carries on), ridge and the oracle rate: RMSE and R² per horizon.
+- KOL (3x rate over the next 7/30 days): the served model, each family, the training mean rate
+  (what a forecast that knows nothing of the KOL says), persistence (the past rate carries on),
+  ridge and the oracle rate: RMSE and R² per horizon.
 
 Also checks the goals and says which hold: a goal met only within the bootstrap interval is
 reported as ``"tied"``. Nothing is tuned towards them: the figures are the reports' figures. The
@@ -37,13 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-FAMILY_NAMES = {"net": "network", "gbt": "LightGBM"}
+FAMILY_NAMES = {"net": "network", "gbt": "LightGBM", "linear": "linear"}
 TOKEN_BASELINES = {
     "logistic": "logistic",
     "gbt": "boosted trees (fixed)",
     "gbt_seed7": "boosted trees, seed's 7",
 }
-KOL_BASELINES = {"persistence": "persistence", "ridge": "ridge"}
+KOL_BASELINES = {"mean": "mean rate (train)", "persistence": "persistence", "ridge": "ridge"}
 TOKEN_METRICS = ("roc_auc", "pr_auc", "brier", "precision", "recall")
 KOL_METRICS = ("rmse_7d", "r2_7d", "rmse_30d", "r2_30d")
 
@@ -131,10 +132,12 @@ def goals(token: dict[str, Any] | None, kol: dict[str, Any] | None) -> dict[str,
             out[f"kol_rmse_{horizon}_at_or_below_ridge"] = _compare(
                 rows["served"][f"rmse_{horizon}"], ridge, False
             )
-            persistence = rows.get("baseline:persistence", {}).get(f"rmse_{horizon}", {}).get("value")
-            out[f"kol_rmse_{horizon}_below_persistence"] = _compare(
-                rows["served"][f"rmse_{horizon}"], persistence, False
-            )
+            for name in ("persistence", "mean"):
+                theirs = rows.get(f"baseline:{name}", {}).get(f"rmse_{horizon}", {}).get("value")
+                label = "mean_rate" if name == "mean" else name
+                out[f"kol_rmse_{horizon}_below_{label}"] = _compare(
+                    rows["served"][f"rmse_{horizon}"], theirs, False
+                )
     return out
 
 

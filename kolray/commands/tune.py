@@ -11,6 +11,7 @@ import typer
 from kolray.commands._common import console, default_of, fail, help_of, out, settings
 from kolray.datasets import DatasetError, latest_version, read_manifest
 from kolray.db.runs import record_run as record
+from kolray.learn.families import FAMILIES
 from kolray.learn.registry import MODEL_KINDS, ModelKind, RegistryError
 from kolray.learn.stage import train_and_register
 from kolray.learn.train import TrainError
@@ -75,9 +76,10 @@ def tune(
     family: Annotated[
         list[str] | None,
         typer.Option(
-            metavar="net|gbt",
-            help="Model family to search (repeat for several): net (PyTorch network), gbt (LightGBM). "
-            "Default: both, side by side; the best on validation is served.",
+            metavar="net|gbt|linear",
+            help="Model family to search (repeat for several): net (PyTorch network), gbt (LightGBM), "
+            "linear (logistic regression for tokens, ridge for KOLs). "
+            "Default: all three, side by side; the best on validation is served.",
         ),
     ] = None,
     out_dir: Annotated[
@@ -100,8 +102,8 @@ def tune(
 ) -> None:
     """Search, train, evaluate and register the models.
 
-    Per model: a Ray Tune search on the training split over the model families (PyTorch network
-    and LightGBM side by side; ASHA early stopping on validation for the networks), the family
+    Per model: a Ray Tune search on the training split over the model families (PyTorch network,
+    LightGBM and linear side by side; ASHA early stopping on validation for the networks), the family
     whose best trial is best on validation calibrated and thresholded on validation, baselines
     fitted on the same splits, one evaluation on the test split (every family's best beside it),
     a registry candidate, a report, and promotion to champion only if it beats the current
@@ -112,12 +114,12 @@ def tune(
     if dataset_version and len(chosen) > 1:
         fail("--dataset-version names one dataset: use it with --model token or --model kol")
     families = family or list(default_of(TuneOptions, "families"))
-    unknown = sorted(set(families) - {"net", "gbt"})
+    unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
-        fail(f"--family must be net or gbt, not {', '.join(unknown)}")
+        fail(f"--family must be one of {', '.join(FAMILIES)}, not {', '.join(unknown)}")
     options = TuneOptions(
         target=target,
-        families=families,  # type: ignore[arg-type]  # checked against the two names above
+        families=families,  # type: ignore[arg-type]  # checked against FAMILIES above
         trials=trials,
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,

@@ -3,7 +3,8 @@ format (never pickles), and scored by plain numpy at load time.
 
 Token baselines return raw scores on the logit scale; like the deep model they get a calibrator
 and a threshold fitted on validation (see :mod:`kolray.learn.calibration`), so the comparison is
-like for like. KOL baselines return rates (n, 2): 7-day and 30-day.
+like for like. KOL baselines return rates (n, 2): 7-day and 30-day (the training mean rate,
+persistence of the past rate, ridge regression).
 """
 
 from __future__ import annotations
@@ -201,6 +202,37 @@ class TokenBaseline:
 
 
 @dataclass
+class MeanRates:
+    """The training split's mean rate for every KOL: the forecast that knows nothing about the KOL.
+    A model that cannot beat it has learnt nothing that generalises."""
+
+    mean: np.ndarray  # (targets,)
+    columns: list[str] = field(default_factory=list)  # it reads no feature
+
+    kind = "mean"
+
+    @classmethod
+    def fit(cls, y: np.ndarray) -> MeanRates:
+        """The training mean of each target."""
+        return cls(np.nanmean(np.asarray(y, dtype=np.float64), axis=0))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The mean rates for each row, shape (n, targets)."""
+        return np.tile(self.mean, (len(x), 1))
+
+    def to_files(self, name: str) -> dict[str, bytes]:
+        """The stored form: ``baselines/<name>.json``."""
+        return {
+            f"baselines/{name}.json": json.dumps({"type": self.kind, "mean": self.mean.tolist()}).encode()
+        }
+
+    @classmethod
+    def from_files(cls, name: str, files: dict[str, bytes]) -> MeanRates:
+        """Rebuild from :meth:`to_files` output."""
+        return cls(np.asarray(json.loads(files[f"baselines/{name}.json"])["mean"], dtype=np.float64))
+
+
+@dataclass
 class PersistenceRates:
     """The past rate carries on: each target is predicted by its past-rate feature (manifest's
     ``persistence_features``); a KOL with no past (NaN) gets the training mean of the target."""
@@ -295,7 +327,9 @@ class RidgeRates:
         )
 
 
-KOL_PREDICTORS: dict[str, type[PersistenceRates] | type[RidgeRates]] = {
+KOLRatePredictor = MeanRates | PersistenceRates | RidgeRates
+KOL_PREDICTORS: dict[str, type[MeanRates] | type[PersistenceRates] | type[RidgeRates]] = {
+    "mean": MeanRates,
     "persistence": PersistenceRates,
     "ridge": RidgeRates,
 }
@@ -306,7 +340,7 @@ class KOLBaseline:
     """A named KOL baseline predictor."""
 
     name: str
-    predictor: PersistenceRates | RidgeRates
+    predictor: KOLRatePredictor
 
     def predict(self, x_all: np.ndarray, all_columns: list[str]) -> np.ndarray:
         """Forecast rates for rows of the full feature matrix, shape (n, 2)."""

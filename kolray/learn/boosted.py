@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kolray.learn.calibration import Calibrator, ThresholdChoice, sigmoid
 from kolray.learn.metrics import kol_selection_metrics, token_selection_metrics
-from kolray.learn.predictors import KolForecaster, TokenClassifier, as_matrix
+from kolray.learn.predictors import as_matrix
 
 FAMILY = "gbt"
 BOOSTER_CLASS = "LightGBM"
@@ -336,8 +336,3 @@ class BoostedKolForecaster:
         for name, text in zip(KOL_MODEL_FILES, texts, strict=False):
             check_model_text(text, len(feature_columns), name)
         return cls(texts, list(feature_columns), list(targets), dict(config or {}))
-
-
-# What the search, the registry and Serve handle: either family.
-TokenPredictor = TokenClassifier | BoostedTokenClassifier
-KolPredictor = KolForecaster | BoostedKolForecaster

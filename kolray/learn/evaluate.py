@@ -33,8 +33,8 @@ from kolray.config import get_settings
 from kolray.datasets import LoadedDataset
 from kolray.features.peaks import peak_summary
 from kolray.learn.baselines import KOLBaseline, TokenBaseline
-from kolray.learn.boosted import KolPredictor, TokenPredictor
 from kolray.learn.calibration import choose_threshold
+from kolray.learn.families import KolPredictor, TokenPredictor
 from kolray.learn.metrics import average_precision, bootstrap_ci, kol_metrics, roc_auc, token_metrics
 from kolray.learn.targets import ORACLE_COLUMNS, meaning
 from kolray.learn.train import target_rows

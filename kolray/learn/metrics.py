@@ -126,8 +126,13 @@ def token_selection_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, floa
 
 def kol_selection_metrics(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     """Validation RMSE of the rates (sigmoid of the logits): the mean and per target."""
-    pred = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    per = [rmse(pred[:, i], y[:, i]) for i in range(pred.shape[1])]
+    return kol_rate_metrics(y, 1.0 / (1.0 + np.exp(-logits.astype(np.float64))))
+
+
+def kol_rate_metrics(y: np.ndarray, rates: np.ndarray) -> dict[str, float]:
+    """Validation RMSE of forecast rates: the mean and per target (the families that output rates
+    directly, and the networks and boosters through :func:`kol_selection_metrics`)."""
+    per = [rmse(rates[:, i], y[:, i]) for i in range(rates.shape[1])]
     return {"val_rmse": float(np.mean(per)), "val_rmse_7d": per[0], "val_rmse_30d": per[1]}
 
 

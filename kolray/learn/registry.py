@@ -8,6 +8,7 @@ Layout::
                                                  and the sha256 of every file below
     models/<model>/<version>/model.safetensors   network weights + normalisation buffers (family net)
     models/<model>/<version>/model*.txt          LightGBM's model text (family gbt; KOL: one per target)
+    models/<model>/<version>/linear.json         coefficients and standardisation (family linear)
     models/<model>/<version>/baselines/*.json|*.txt   baselines (JSON, LightGBM text)
 
 Integrity: ``registry.json`` holds the sha256 of each version's ``meta.json``, which holds the
@@ -58,10 +59,11 @@ from kolray.learn.boosted import (
     TOKEN_MODEL_FILE,
     BoostedKolForecaster,
     BoostedTokenClassifier,
-    KolPredictor,
-    TokenPredictor,
 )
 from kolray.learn.calibration import Calibrator, ThresholdChoice
+from kolray.learn.families import KolPredictor, TokenPredictor
+from kolray.learn.linear import MODEL_FILE as LINEAR_MODEL_FILE
+from kolray.learn.linear import LinearKolForecaster, LinearTokenClassifier
 from kolray.learn.metrics import PRIMARY_METRIC, primary_metric_value
 from kolray.learn.nets import KolNet, TokenNet, build_network
 from kolray.learn.predictors import KolForecaster, TokenClassifier
@@ -130,7 +132,9 @@ class VersionMeta(BaseModel):
     dataset_version: str
     feature_columns: list[str]
     targets: list[str]
-    family: str = Field(default="net", description="Model family: net (PyTorch network) or gbt (LightGBM).")
+    family: str = Field(
+        default="net", description="Model family: net (PyTorch network), gbt (LightGBM) or linear."
+    )
     network: dict[str, Any] = Field(description="{'class': ..., 'hparams': {...}}")
     normalisation: dict[str, list[float]] = Field(description="Train-split mean/std (copy of the buffers).")
     train_config: dict[str, Any] = Field(default_factory=dict)
@@ -414,7 +418,7 @@ def register(
     """Store a trained model (and its baselines) as a new **candidate** version."""
     from safetensors.torch import save as save_safetensors
 
-    token_model = isinstance(predictor, TokenClassifier | BoostedTokenClassifier)
+    token_model = isinstance(predictor, TokenClassifier | BoostedTokenClassifier | LinearTokenClassifier)
     kind: ModelKind = "token" if token_model else "kol"
     version = version or new_version()
     index = read_index(kind, storage_uri)
@@ -424,10 +428,12 @@ def register(
     # Artifacts first, metadata after, index last: a crash leaves an unlisted directory, never a
     # listed version with missing files.
     files: dict[str, bytes]
-    if isinstance(predictor, BoostedTokenClassifier | BoostedKolForecaster):
-        files = predictor.to_files()  # LightGBM's model text
+    if isinstance(
+        predictor, BoostedTokenClassifier | BoostedKolForecaster | LinearTokenClassifier | LinearKolForecaster
+    ):
+        files = predictor.to_files()  # LightGBM's model text, or the linear model's JSON
         network_meta: dict[str, Any] = predictor.describe()
-        normalisation: dict[str, list[float]] = {}  # trees take the raw features
+        normalisation: dict[str, list[float]] = {}  # trees take the raw features; linear.json has its own
     else:
         state = {k: v.detach().cpu().contiguous() for k, v in predictor.network.state_dict().items()}
         files = {"model.safetensors": save_safetensors(state)}
@@ -520,7 +526,7 @@ class LoadedModel:
 
     @property
     def family(self) -> str:
-        """The model family: ``net`` (PyTorch network) or ``gbt`` (LightGBM)."""
+        """The model family: ``net`` (PyTorch network), ``gbt`` (LightGBM) or ``linear``."""
         return self.meta.family
 
     @property
@@ -656,6 +662,23 @@ def _load_boosted(
         raise UnsafeArtifact(f"{kind}/{version}: not a usable LightGBM model: {error}") from None
 
 
+def _load_linear(
+    kind: ModelKind, version: str, meta: VersionMeta, read: Callable[[str], bytes]
+) -> LinearTokenClassifier | LinearKolForecaster:
+    """A linear version: its JSON, checked against the metadata's columns and outputs."""
+    files = {LINEAR_MODEL_FILE: read(LINEAR_MODEL_FILE)}
+    try:
+        if kind == "token":
+            if meta.calibrator is None or meta.threshold is None:
+                raise RegistryError(f"token/{version}: metadata lacks calibrator or threshold")
+            return LinearTokenClassifier.from_files(
+                files, meta.calibrator, meta.threshold, list(meta.feature_columns), meta.targets[0]
+            )
+        return LinearKolForecaster.from_files(files, list(meta.feature_columns), list(meta.targets))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UnsafeArtifact(f"{kind}/{version}: not a usable linear model: {error}") from None
+
+
 def _load_uncached(kind: ModelKind, entry: RegistryEntry, root_uri: str, with_baselines: bool) -> LoadedModel:
     meta = _read_meta(kind, entry, root_uri)
     root = model_uri(kind, entry.version, root_uri)
@@ -668,6 +691,8 @@ def _load_uncached(kind: ModelKind, entry: RegistryEntry, root_uri: str, with_ba
     predictor: TokenPredictor | KolPredictor
     if meta.family == "gbt":
         predictor = _load_boosted(kind, entry.version, meta, read)
+    elif meta.family == "linear":
+        predictor = _load_linear(kind, entry.version, meta, read)
     else:
         predictor = _load_network(kind, entry.version, meta, read)
 

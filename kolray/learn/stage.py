@@ -33,11 +33,9 @@ from kolray.db.runs import record_run
 from kolray.features.build import BuildOptions, build_features
 from kolray.learn import registry
 from kolray.learn.baselines import KOLBaseline, TokenBaseline
-from kolray.learn.boosted import BoostedKolForecaster, BoostedTokenClassifier
 from kolray.learn.evaluate import evaluate_kol, evaluate_token, write_report
-from kolray.learn.families import family_kol_forecaster, finalize_family_token
+from kolray.learn.families import KolPredictor, TokenPredictor, family_kol_forecaster, finalize_family_token
 from kolray.learn.metrics import SELECTION_METRIC
-from kolray.learn.predictors import KolForecaster, TokenClassifier
 from kolray.learn.registry import MODEL_KINDS, ModelKind
 from kolray.learn.train import (
     KOLArrays,
@@ -264,13 +262,13 @@ def evaluate_version(
             version = versions[-1].version
     loaded = registry.load_version(model, version, storage_uri, with_baselines=True)
     ds = load_dataset(model, loaded.dataset_version, storage_uri)
-    if isinstance(loaded.predictor, TokenClassifier | BoostedTokenClassifier):
+    if isinstance(loaded.predictor, TokenPredictor):
         token_baselines = {n: b for n, b in loaded.baselines.items() if isinstance(b, TokenBaseline)}
         report, images = evaluate_token(
             loaded.predictor, token_baselines, ds, version=version, n_boot=n_boot, seed=seed
         )
     else:
-        assert isinstance(loaded.predictor, KolForecaster | BoostedKolForecaster)
+        assert isinstance(loaded.predictor, KolPredictor)
         kol_baselines = {n: b for n, b in loaded.baselines.items() if isinstance(b, KOLBaseline)}
         report, images = evaluate_kol(
             loaded.predictor, kol_baselines, ds, version=version, n_boot=n_boot, seed=seed

@@ -35,6 +35,7 @@ from kolray.learn.baselines import (
     GBTScorer,
     KOLBaseline,
     LogisticScorer,
+    MeanRates,
     PersistenceRates,
     RidgeRates,
     TokenBaseline,
@@ -560,9 +561,11 @@ def train_kol_model(
 
 
 def fit_kol_baselines(data: KOLArrays) -> dict[str, KOLBaseline]:
-    """Persistence (the manifest's past-rate features carry on) and ridge on all features."""
+    """The training mean rate, persistence (the manifest's past-rate features carry on) and ridge on
+    all features."""
     cols = data.feature_columns
     return {
+        "mean": KOLBaseline("mean", MeanRates.fit(data.y_train)),
         "persistence": KOLBaseline(
             "persistence", PersistenceRates.fit(data.y_train, data.persistence_columns)
         ),

@@ -1,16 +1,17 @@
 """Hyper-parameter search with Ray Tune over model families: the best model of a dataset version.
 
-- Families (:mod:`kolray.learn.families`): the PyTorch networks (``net``) and LightGBM (``gbt``)
-  are trials of the same search, on the same arrays, scored by the same validation metric; the
+- Families (:mod:`kolray.learn.families`): the PyTorch networks (``net``), LightGBM (``gbt``) and
+  linear models (``linear``: logistic regression for tokens, ridge for KOLs) are trials of the same search, on the same arrays, scored by the same validation metric; the
   family is a grid axis, so each gets ``ceil(trials / families)`` samples. The champion is the
   family whose best trial is best on validation; test is never read here.
 - Search spaces: :func:`token_search_space`, :func:`kol_search_space` (widths/depth or attention
   sizes, dropout, learning rate, weight decay, batch size, and for tokens the imbalance handling
-  and the periodic feature embeddings), and LightGBM's (leaves, learning rate, leaf size,
-  subsampling, L2, class weight).
+  and the periodic feature embeddings), LightGBM's (leaves, learning rate, leaf size,
+  subsampling, L2, class weight) and the linear family's (feature transform; its L2 strength is
+  walked inside the trial and chosen on validation).
 - ASHA stops weak network trials early (on validation PR-AUC for tokens, validation RMSE for
   KOLs); each trial also stops itself after ``patience`` epochs without improvement. A LightGBM
-  trial stops itself on the same validation metric and reports once.
+  trial stops itself on the same validation metric and reports once; so does a linear trial.
 - Trial resources ``{"cpu": c, "gpu": g}``; fractional ``g`` packs several trials on one GPU. The
   trial trains on ``cuda`` whenever Ray gave it a GPU, else on CPU: same code.
 - ``max_concurrent_trials`` defaults to what the cluster can run at once (CPUs / c, GPUs / g), so
@@ -54,8 +55,13 @@ from kolray.learn.families import (
     booster_search_space,
     champion_family,
     fit_booster,
+    fit_linear,
+    linear_config,
+    linear_search_space,
     read_booster_checkpoint,
+    read_linear_checkpoint,
     write_booster_checkpoint,
+    write_linear_checkpoint,
 )
 from kolray.learn.metrics import SELECTION_METRIC
 from kolray.learn.nets import build_network
@@ -106,7 +112,8 @@ class TuneOptions(BaseModel):
     families: list[Family] = Field(
         default_factory=lambda: list(FAMILIES),
         min_length=1,
-        description="Model families searched side by side: net (PyTorch), gbt (LightGBM).",
+        description="Model families searched side by side: net (PyTorch), gbt (LightGBM), "
+        "linear (logistic regression for tokens, ridge for KOLs).",
     )
     target: TokenTarget = Field(
         default=DEFAULT_TOKEN_TARGET,
@@ -166,6 +173,8 @@ def search_space(
     space = token_search_space() if model == "token" else kol_search_space()
     if "gbt" in families:
         space.update(booster_search_space(model))
+    if "linear" in families:
+        space.update(linear_search_space())
     space[FAMILY_KEY] = tune.grid_search(families)
     unknown = set(fixed or {}) - set(space)
     if unknown:
@@ -238,6 +247,9 @@ def _trial(
     if params.get(FAMILY_KEY, "net") == "gbt":
         _booster_trial(params, model=model, data=data, options=options, threads=threads)
         return
+    if params.get(FAMILY_KEY, "net") == "linear":
+        _linear_trial(params, model=model, data=data, options=options)
+        return
     config = train_config(model, params, options)
     on_gpu = 1.0 if torch.cuda.is_available() else 0.0
 
@@ -292,6 +304,24 @@ def _booster_trial(
     clean["rounds"] = float(max(fit.best_rounds))
     with tempfile.TemporaryDirectory() as directory:
         write_booster_checkpoint(directory, model, fit, config, params)
+        tune.report(clean, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _linear_trial(
+    params: dict[str, Any], *, model: str, data: TokenArrays | KOLArrays, options: TuneOptions
+) -> None:
+    """A linear trial: it walks its L2 path, keeps the best strength on validation (the other
+    families' metric) and reports once, with that model's JSON as its checkpoint."""
+    from ray import tune
+
+    config = linear_config(params, seed=options.seed)
+    fit = fit_linear(model, data, config)
+    metric = SELECTION_METRIC[model][0]
+    best = next(h for h in fit.history if h["l2"] == fit.model.l2)
+    clean = {k: float(v) for k, v in best.items() if math.isfinite(float(v))}
+    clean.update({metric: fit.best_metric, f"best_{metric}": fit.best_metric, "on_gpu": 0.0})
+    with tempfile.TemporaryDirectory() as directory:
+        write_linear_checkpoint(directory, fit, config, params)
         tune.report(clean, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
@@ -415,8 +445,11 @@ class TrialProgress(Callback):
         result = trial.last_result or {}
         best = result.get(f"best_{self.metric}")
         shown = f"{best:.4f}" if isinstance(best, float) else "n/a"
-        if (trial.config or {}).get(FAMILY_KEY) == "gbt":
+        family = (trial.config or {}).get(FAMILY_KEY)
+        if family == "gbt":
             steps = f"{int(result.get('rounds', 0))} boosting rounds (LightGBM)"
+        elif family == "linear":
+            steps = f"L2 {result.get('l2', float('nan')):g} chosen on validation (linear)"
         else:
             steps = f"{result.get('training_iteration', 0)} epochs (network)"
         self.progress(f"trial {trial.trial_id} done: best {self.metric} {shown} after {steps}")
@@ -561,6 +594,11 @@ def _best_of(model: str, results: list[Any], metric: str, mode: str) -> FamilyBe
             texts, info = read_booster_checkpoint(directory, model)
             return FamilyBest(
                 "gbt", best_value, params, info["config"], model_texts=texts, best_step=max(info["rounds"])
+            )
+        if params.get(FAMILY_KEY) == "linear":
+            text, info = read_linear_checkpoint(directory)
+            return FamilyBest(
+                "linear", best_value, params, {**info["config"], "l2": info["l2"]}, model_texts=[text]
             )
         info = json.loads(Path(directory, "network.json").read_text())
         state = load_safetensors(Path(directory, "model.safetensors").read_bytes())

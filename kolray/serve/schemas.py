@@ -600,7 +600,10 @@ class VersionInfo(BaseModel):
     """One registered model version: stage and primary metric."""
 
     version: str
-    family: str = Field(default="net", description="net (PyTorch network) or gbt (LightGBM).")
+    family: str = Field(
+        default="net",
+        description="net (PyTorch network), gbt (LightGBM) or linear (logistic/ridge regression).",
+    )
     target: str | None = Field(default=None, description="Token: the label its probability is of.")
     stage: Literal["candidate", "champion", "archived"]
     created_at: IsoTime
@@ -616,7 +619,7 @@ class ModelInfo(BaseModel):
     champion: str | None
     serving: str | None = Field(description="Version the running replicas use (null: none loaded).")
     serving_family: str | None = Field(
-        default=None, description="Its family: net (PyTorch) or gbt (LightGBM)."
+        default=None, description="Its family: net (PyTorch), gbt (LightGBM) or linear (logistic/ridge)."
     )
     serving_target: str | None = Field(default=None, description="Token: the label its probability is of.")
     serving_error: str | None = None
@@ -634,7 +637,10 @@ class ModelState(BaseModel):
     """What a model's replicas hold: the version and the last load error."""
 
     version: str | None
-    family: str | None = Field(default=None, description="net (PyTorch network) or gbt (LightGBM).")
+    family: str | None = Field(
+        default=None,
+        description="net (PyTorch network), gbt (LightGBM) or linear (logistic/ridge regression).",
+    )
     target: str | None = Field(default=None, description="Token: the label its probability is of.")
     loaded: bool
     error: str | None = None

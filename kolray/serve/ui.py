@@ -31,6 +31,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from kolray.kols import InvalidWallet, validate_wallet
+from kolray.learn.families import FAMILY_NAMES
 from kolray.learn.targets import meaning
 from kolray.serve.routes.alerts import alerts_tab
 from kolray.serve.routes.backtests import backtest_tab
@@ -101,7 +102,6 @@ LEADERBOARD_COLUMNS = [
 ]
 TRADES_COLUMNS = ["Time (UTC)", "KOL", "Side", "SOL", "Token", "DEX", "Position", "P(3x)"]
 STATS_COLUMNS = ["", "7d", "30d", "all"]
-FAMILY_NAMES = {"net": "PyTorch network", "gbt": "LightGBM"}
 POSITIONS_COLUMNS = [
     "Entry (UTC)",
     "Token",

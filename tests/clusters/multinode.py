@@ -103,7 +103,8 @@ def main(world_dir: str, work: str) -> None:
     out["missing"] = len(truth - set(stored))
     out["extra"] = len(set(stored) - truth)
 
-    # Tune across the two nodes left (head + one worker): four 1-CPU trials, two per family.
+    # Tune across the two nodes left (head + one worker): four trials asked, so two per family over
+    # the three families, six 1-CPU trials in all.
     from kolray.learn.stage import train_and_register
     from kolray.learn.tune import TuneOptions
     from kolray.testing import synthetic_datasets as synthetic

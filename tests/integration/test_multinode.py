@@ -46,6 +46,6 @@ def test_tracker_and_tune_across_nodes(tmp_path: Path) -> None:
     assert (seen["missing"], seen["extra"], seen["duplicates"]) == (0, 0, 0), seen
     assert seen["first_restarts"] >= 1, "a poller lived on the removed node and was restarted elsewhere"
     assert seen["second_wallet_errors"] == 0
-    assert seen["tune_trials"] == 4 and seen["tune_errors"] == 0
-    assert seen["tune_families"] == ["gbt", "net"], "each family gets its share of the trials"
+    assert seen["tune_trials"] == 6 and seen["tune_errors"] == 0
+    assert seen["tune_families"] == ["gbt", "linear", "net"], "each family gets its share of the trials"
     assert seen["trial_nodes"] >= 2, "Tune trials should run on more than one node"

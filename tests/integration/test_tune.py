@@ -43,30 +43,32 @@ def test_token_search_registers_the_best_trial_locally(ray_session, data_dir: Pa
     # Tune's own Ctrl-C handler lasts only as long as the search: Ctrl-C works again afterwards.
     assert signal.getsignal(signal.SIGINT) is handler
     search = outcome.search
-    # Search: three trials asked, so two per family (the family is a grid axis), at most two at a
-    # time on the 2-CPU test cluster, all on CPU.
-    assert len(search.trials) == 4 and all(t["error"] is None for t in search.trials)
-    assert sorted(t["family"] for t in search.trials) == ["gbt", "gbt", "net", "net"]
+    # Search: three trials asked over three families, so one each (the family is a grid axis), at
+    # most two at a time on the 2-CPU test cluster, all on CPU.
+    assert len(search.trials) == 3 and all(t["error"] is None for t in search.trials)
+    assert sorted(t["family"] for t in search.trials) == ["gbt", "linear", "net"]
     assert search.max_concurrent == 2 and not search.on_gpu
     assert {t["params"]["imbalance"] for t in search.trials} <= {"none", "pos_weight", "focal"}
     assert {t["params"]["depth"] for t in search.trials} == {1}  # pinned by TuneOptions.fixed
     # The champion family is the one whose best trial is best on validation, whichever it is.
-    assert set(search.families) == {"net", "gbt"}
+    assert set(search.families) == {"net", "gbt", "linear"}
     assert max(t["best_val_pr_auc"] for t in search.trials) == pytest.approx(search.best_metric)
     assert search.best_metric == max(b.val_metric for b in search.families.values())
-    assert sum("done: best val_pr_auc" in m for m in messages) == 4
-    assert sum("boosting rounds (LightGBM)" in m for m in messages) == 2
-    # Results and checkpoints (safetensors, LightGBM text) live under the storage URI.
+    assert sum("done: best val_pr_auc" in m for m in messages) == 3
+    assert sum("boosting rounds (LightGBM)" in m for m in messages) == 1
+    assert sum("chosen on validation (linear)" in m for m in messages) == 1
+    # Results and checkpoints (safetensors, LightGBM text, linear JSON) live under the storage URI.
     run_dir = Path(root) / "tune" / f"token-{outcome.version}"
     assert list(run_dir.glob("*/checkpoint_*/model.safetensors"))
     assert list(run_dir.glob("*/checkpoint_*/model.txt"))
+    assert list(run_dir.glob("*/checkpoint_*/linear.json"))
     assert not list(run_dir.glob("*/checkpoint_*/*.pt")) and not list(run_dir.glob("*/checkpoint_*/*.pkl"))
     # Registered, reported, promoted (the first one).
     assert registry.champion_version("token", root) == outcome.version
     champion = registry.load_champion("token", root)
     ds = load_dataset("token", storage_uri=root)
     assert champion.dataset_version == ds.version
-    assert champion.family == search.family and champion.meta.tune["trials"] == 4
+    assert champion.family == search.family and champion.meta.tune["trials"] == 3
     if search.family == "net":
         assert len(champion.meta.train_config["widths"]) == 1
     # The synthetic dataset has only the KOL's own label: the default target falls back and says so.
@@ -80,10 +82,10 @@ def test_token_search_registers_the_best_trial_locally(ray_session, data_dir: Pa
     )
     assert report["test"]["roc_auc"] > 0.6
     assert set(report["baselines"]) == {"logistic", "gbt", "gbt_seed7"} and report["oracle"] is not None
-    assert report["search"]["trials"] == 4 and report["family"] == search.family
+    assert report["search"]["trials"] == 3 and report["family"] == search.family
     assert report["target"] == "label_3x" and "peak_3x" in report["target_note"]
     # Every family's best is scored on the same test rows; the served one is the report's test block.
-    assert set(report["families"]) == {"net", "gbt"}
+    assert set(report["families"]) == {"net", "gbt", "linear"}
     assert report["families"][search.family]["pr_auc"] == report["test"]["pr_auc"]
     assert report["search"]["chosen_on"] == "validation val_pr_auc"
     # The report's test metrics are the registered ones: the test split was scored once.

@@ -128,7 +128,9 @@ def test_oracle_is_null_without_the_twin_column(token_setup) -> None:
     assert "gap_to_oracle_roc_auc" not in report["comparison"]
 
 
-def test_kol_report_compares_against_persistence_and_ridge(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_kol_report_compares_against_the_mean_rate_persistence_and_ridge(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     root = str(tmp_path_factory.mktemp("store"))
     synthetic.write_kol_dataset(root, n_kols=40, n_days=150, seed=5)
     ds = load_dataset("kol", storage_uri=root)
@@ -138,11 +140,16 @@ def test_kol_report_compares_against_persistence_and_ridge(tmp_path_factory: pyt
     assert {"model", "version", "dataset_version", "test", "baselines", "oracle"} <= set(report)
     keys = {f"{m}_{t}" for m in ("rmse", "mae", "r2") for t in ("7d", "30d")}
     assert keys <= set(report["test"]) and keys <= set(report["oracle"])
-    assert set(report["baselines"]) == {"persistence", "ridge"}
+    assert set(report["baselines"]) == {"mean", "persistence", "ridge"}
     assert report["comparison"]["metric"] == "rmse" and report["comparison"]["mode"] == "min"
     y = ds.test[["rate_3x_next_7d", "rate_3x_next_30d"]].to_numpy()
     expected = np.sqrt(np.mean((model.predict(ds.test)[:, 0] - y[:, 0]) ** 2))
     assert report["test"]["rmse_7d"] == pytest.approx(expected)
+    # What a forecast that knows nothing of the KOL scores: the training mean for every row.
+    train_mean = ds.train["rate_3x_next_7d"].mean()
+    assert report["baselines"]["mean"]["rmse_7d"] == pytest.approx(
+        np.sqrt(np.mean((train_mean - y[:, 0]) ** 2))
+    )
     assert set(images) == {"pred_vs_actual.png", "importance.png"}
 
 

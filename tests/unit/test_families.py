@@ -57,6 +57,9 @@ def test_the_champion_is_the_best_validation_metric_whatever_the_family() -> Non
     assert champion_family({"net": net, "gbt": gbt}, "min").family == "net"
     tie = FamilyBest("gbt", 0.30, {}, {})
     assert champion_family({"gbt": tie, "net": net}, "max").family == "net"  # ties: the network
+    linear = FamilyBest("linear", 0.33, {}, {})
+    assert champion_family({"net": net, "gbt": gbt, "linear": linear}, "max").family == "linear"
+    assert champion_family({"linear": FamilyBest("linear", 0.32, {}, {}), "gbt": gbt}, "max").family == "gbt"
     nan = FamilyBest("net", float("nan"), {}, {})
     assert champion_family({"net": nan, "gbt": gbt}, "max").family == "gbt"
     with pytest.raises(ValueError):

@@ -126,7 +126,12 @@ def test_kol_round_trip(tmp_path: Path) -> None:
     assert champion.targets == ["rate_3x_next_7d", "rate_3x_next_30d"]
     np.testing.assert_allclose(champion.predict_proba(ds.test), model.predict(data.x_test), rtol=1e-6)
     with_baselines = registry.load_version("kol", meta.version, root, with_baselines=True)
-    assert set(with_baselines.baselines) == {"persistence", "ridge"}
+    assert set(with_baselines.baselines) == {"mean", "persistence", "ridge"}
+    # The mean-rate baseline is the training split's mean, whatever the KOL.
+    mean = with_baselines.baselines["mean"].predict(
+        ds.test[ds.feature_columns].to_numpy(), ds.feature_columns
+    )
+    np.testing.assert_allclose(mean, np.tile(data.y_train.mean(axis=0), (len(ds.test), 1)), rtol=1e-6)
 
 
 def test_champion_stages_and_cheap_reload(tmp_path: Path, store) -> None:
