@@ -149,18 +149,28 @@ class LinearFit:
 
 
 def _walk_path(
-    fits: list[tuple[float, Callable[[], LinearModel]]],
-    score: Callable[[LinearModel], dict[str, float]],
+    x: np.ndarray,
+    x_val: np.ndarray,
+    columns: list[str],
+    config: LinearConfig,
+    solve: Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]],
+    score: Callable[[LinearModel, np.ndarray], dict[str, float]],
     metric: str,
     higher_is_better: bool,
     on_check: PathCallback | None,
 ) -> LinearFit:
+    """Transform and standardise once, then ``solve`` (z, l2) → (coef, intercept) at each strength
+    of the path; the model with the best validation ``metric`` wins (ties: the weaker penalty)."""
     started = time.perf_counter()
+    xt = transform(x, config.transform)
+    mean, std = standardise_fit(xt)
+    z = standardise(xt, mean, std)
     best: tuple[float, LinearModel] | None = None
     history: list[dict[str, float]] = []
-    for step, (l2, fit) in enumerate(fits, start=1):
-        model = fit()
-        metrics = score(model)
+    for step, l2 in enumerate(config.l2_path, start=1):
+        coef, intercept = solve(z, l2)
+        model = LinearModel(list(columns), config.transform, mean, std, coef, intercept, l2)
+        metrics = score(model, x_val)
         value = metrics[metric]
         history.append({"l2": l2, **metrics})
         improved = np.isfinite(value) and (
@@ -187,25 +197,18 @@ def fit_token_linear(
     """L2 logistic regression at each strength of the path; the best validation PR-AUC wins."""
     from sklearn.linear_model import LogisticRegression
 
-    xt = transform(x, config.transform)
-    mean, std = standardise_fit(xt)
-    z = standardise(xt, mean, std)
     labels = np.asarray(y).astype(int)
     if len(np.unique(labels)) < 2:
         raise ValueError("the training split has one class: logistic regression needs both")
 
-    def at(l2: float) -> Callable[[], LinearModel]:
-        def fit() -> LinearModel:
-            lr = LogisticRegression(C=1.0 / l2, max_iter=2000, random_state=config.seed)
-            lr.fit(z, labels)
-            return LinearModel(list(columns), config.transform, mean, std, lr.coef_, lr.intercept_, l2)
+    def solve(z: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
+        lr = LogisticRegression(C=1.0 / l2, max_iter=2000, random_state=config.seed).fit(z, labels)
+        return lr.coef_, lr.intercept_
 
-        return fit
-
-    def score(model: LinearModel) -> dict[str, float]:
+    def score(model: LinearModel, x_val: np.ndarray) -> dict[str, float]:
         return token_selection_metrics(y_val, model.outputs(x_val)[:, 0])
 
-    return _walk_path([(l2, at(l2)) for l2 in config.l2_path], score, "val_pr_auc", True, on_check)
+    return _walk_path(x, x_val, columns, config, solve, score, "val_pr_auc", True, on_check)
 
 
 def fit_kol_linear(
@@ -220,22 +223,16 @@ def fit_kol_linear(
     """Ridge regression of both rates at each strength of the path; the best validation RMSE wins."""
     from sklearn.linear_model import Ridge
 
-    xt = transform(x, config.transform)
-    mean, std = standardise_fit(xt)
-    z = standardise(xt, mean, std)
     targets = np.asarray(y, dtype=np.float64)
 
-    def at(l2: float) -> Callable[[], LinearModel]:
-        def fit() -> LinearModel:
-            ridge = Ridge(alpha=l2).fit(z, targets)
-            return LinearModel(list(columns), config.transform, mean, std, ridge.coef_, ridge.intercept_, l2)
+    def solve(z: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
+        ridge = Ridge(alpha=l2).fit(z, targets)
+        return ridge.coef_, ridge.intercept_
 
-        return fit
-
-    def score(model: LinearModel) -> dict[str, float]:
+    def score(model: LinearModel, x_val: np.ndarray) -> dict[str, float]:
         return kol_rate_metrics(y_val, rates(model, x_val))
 
-    return _walk_path([(l2, at(l2)) for l2 in config.l2_path], score, "val_rmse", False, on_check)
+    return _walk_path(x, x_val, columns, config, solve, score, "val_rmse", False, on_check)
 
 
 def rates(model: LinearModel, x: np.ndarray) -> np.ndarray:
